@@ -1,0 +1,21 @@
+"""ComfyUI nodes of the P3S pack: thin adapters over ``p3s_core``."""
+
+from __future__ import annotations
+
+from comfy_api.latest import ComfyExtension, io
+
+from .inpaint_node import P3SInpaint
+from .points_node import P3SPointsNode
+from .rngr_mask_node import P3SRngrMask
+
+
+class P3SExtension(ComfyExtension):
+    """Registers every node of the pack."""
+
+    async def get_node_list(self) -> list[type[io.ComfyNode]]:
+        return [P3SPointsNode, P3SRngrMask, P3SInpaint]
+
+
+async def comfy_entrypoint() -> P3SExtension:
+    """ComfyUI's V3 entry point for custom node packs."""
+    return P3SExtension()
