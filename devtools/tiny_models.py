@@ -54,9 +54,9 @@ def tiny_sd15_patcher(
     model_channels: int = 32, context_dim: int = 32, seed: int = 0, dtype: torch.dtype = torch.float32
 ):
     """A ``ModelPatcher`` over a randomly initialised SD1.5-shaped model on the CPU."""
-    import comfy.model_management  # noqa: PLC0415
-    import comfy.model_patcher  # noqa: PLC0415
-    import comfy.supported_models  # noqa: PLC0415
+    import comfy.model_management
+    import comfy.model_patcher
+    import comfy.supported_models
 
     config = sd15_unet_config(model_channels, context_dim)
     config["dtype"] = dtype

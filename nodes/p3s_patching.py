@@ -16,7 +16,12 @@ import comfy.supported_models
 import torch
 
 from ..p3s_core.errors import P3SInputError
-from ..p3s_core.injection import InjectionSettings, WeightSchedule, make_diffusion_wrapper, make_injection_patch
+from ..p3s_core.injection import (
+    InjectionSettings,
+    WeightSchedule,
+    make_diffusion_wrapper,
+    make_injection_patch,
+)
 from ..p3s_core.p3s_model import P3SModel
 from ..p3s_core.subject_encoder import mask_to_patch_grid, patch_grid_side
 from ..p3s_core.unet_layout import check_sd15_layout
@@ -91,7 +96,7 @@ def encode_hint(
     Pixels go to CLIP through ``comfy.clip_vision.clip_preprocess(crop=False)`` (a stretch to the
     square), so the mask goes to the patch grid the same way.
     """
-    import comfy.clip_vision  # noqa: PLC0415
+    import comfy.clip_vision
 
     mask = check_reference_batches(images, mask)
     images = images[..., :3]
@@ -134,11 +139,16 @@ def apply_p3s(
             f"start_percent ({start_percent}) must be <= end_percent ({end_percent}), both in [0, 1]."
         )
     if hint.dim() != 4 or hint.shape[1] != p3s.hint_conv.in_channels:
-        raise P3SInputError(f"The hint must be [refs, {p3s.hint_conv.in_channels}, h, w]; got {tuple(hint.shape)}.")
+        raise P3SInputError(
+            f"The hint must be [refs, {p3s.hint_conv.in_channels}, h, w]; got {tuple(hint.shape)}."
+        )
     sigma_range = None
     if (start_percent, end_percent) != (0.0, 1.0):
         sampling = model.get_model_object("model_sampling")
-        sigma_range = (float(sampling.percent_to_sigma(start_percent)), float(sampling.percent_to_sigma(end_percent)))
+        sigma_range = (
+            float(sampling.percent_to_sigma(start_percent)),
+            float(sampling.percent_to_sigma(end_percent)),
+        )
     settings = InjectionSettings(float(strength), sigma_range, bool(apply_to_uncond), reference_mode)
 
     key = f"{STATE_KEY_PREFIX}_{uuid.uuid4().hex[:12]}"
@@ -152,6 +162,10 @@ def apply_p3s(
     patched.set_model_attn2_output_patch(make_injection_patch("attn2", key))
     patched.set_additional_models(
         key,
-        [comfy.model_patcher.ModelPatcher(p3s, load_device=model.load_device, offload_device=model.offload_device)],
+        [
+            comfy.model_patcher.ModelPatcher(
+                p3s, load_device=model.load_device, offload_device=model.offload_device
+            )
+        ],
     )
     return patched

@@ -76,7 +76,9 @@ def injected_rows(cond_or_uncond: list[int] | None, batch: int, apply_to_uncond:
     if apply_to_uncond or not cond_or_uncond:
         return None
     chunk = batch // len(cond_or_uncond)
-    rows = [r for i, kind in enumerate(cond_or_uncond) if kind == COND for r in range(i * chunk, (i + 1) * chunk)]
+    rows = [
+        r for i, kind in enumerate(cond_or_uncond) if kind == COND for r in range(i * chunk, (i + 1) * chunk)
+    ]
     return torch.tensor(rows, dtype=torch.long)
 
 
@@ -162,10 +164,14 @@ def make_diffusion_wrapper(
         sigmas = transformer_options.get("sigmas")
         sigma = float(sigmas.max()) if sigmas is not None else None
         weight = 0.0
-        if sigma is None or settings.sigma_range is None or (
-            settings.sigma_range[1] <= sigma <= settings.sigma_range[0]
+        if (
+            sigma is None
+            or settings.sigma_range is None
+            or (settings.sigma_range[1] <= sigma <= settings.sigma_range[0])
         ):
-            progress = step_progress(sigma or 0.0, transformer_options.get("sample_sigmas"), float(timesteps.max()))
+            progress = step_progress(
+                sigma or 0.0, transformer_options.get("sample_sigmas"), float(timesteps.max())
+            )
             weight = settings.strength * float(schedule.weight(progress))
         rows = injected_rows(transformer_options.get("cond_or_uncond"), x.shape[0], settings.apply_to_uncond)
         if weight == 0.0 or (rows is not None and rows.numel() == 0):
@@ -173,7 +179,9 @@ def make_diffusion_wrapper(
 
         index = rows.to(x.device) if rows is not None else torch.arange(x.shape[0], device=x.device)
         groups = len(transformer_options.get("cond_or_uncond") or [0])
-        row_hint = hint_for_rows(hint, index.cpu(), x.shape[0] // groups, x.shape[-2:], settings.reference_mode)
+        row_hint = hint_for_rows(
+            hint, index.cpu(), x.shape[0] // groups, x.shape[-2:], settings.reference_mode
+        )
         sub_context = context[index] if context is not None else None
         captured = run_copy(p3s, x[index], timesteps[index], sub_context, row_hint.to(x.device))
         options = dict(transformer_options)

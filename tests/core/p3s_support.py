@@ -33,11 +33,15 @@ def conditioning(context_dim: int, seed: int = 3) -> tuple[list, list]:
     return positive, negative
 
 
-def sample(model, steps: int = 4, cfg: float = 4.0, size: int = 8, batch: int = 1, seed: int = 1) -> torch.Tensor:
+def sample(
+    model, steps: int = 4, cfg: float = 4.0, size: int = 8, batch: int = 1, seed: int = 1
+) -> torch.Tensor:
     """Euler sampling of a ``[batch, 4, size, size]`` latent with a fixed seed."""
-    import comfy.sample  # noqa: PLC0415
+    import comfy.sample
 
-    context_dim = model.model.diffusion_model.input_blocks[1][1].transformer_blocks[0].attn2.to_k.weight.shape[1]
+    context_dim = (
+        model.model.diffusion_model.input_blocks[1][1].transformer_blocks[0].attn2.to_k.weight.shape[1]
+    )
     positive, negative = conditioning(context_dim)
     latent = torch.zeros(batch, 4, size, size)
     noise = torch.randn(latent.shape, generator=torch.Generator().manual_seed(seed))
