@@ -7,3 +7,6 @@ CATEGORY_SELECT = f"{CATEGORY}/select"
 
 # p3s_core.points.P3SPoints: one normalised point set per reference image.
 P3SPointsType = io.Custom("P3S_POINTS")
+
+# p3s_core.p3s_model.P3SModel: trainable U-Net copy, subject encoder, injection layers.
+P3SModelType = io.Custom("P3S_MODEL")
