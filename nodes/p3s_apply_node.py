@@ -30,25 +30,31 @@ class P3SApply(io.ComfyNode):
                 io.Model.Input("model"),
                 P3SModelType.Input("p3s_model"),
                 io.Image.Input("reference_images", tooltip="The cleaned (inpainted) reference images."),
-                io.Mask.Input("subject_mask", tooltip="One subject mask per reference image (or one for all)."),
+                io.Mask.Input(
+                    "subject_mask", tooltip="One subject mask per reference image (or one for all)."
+                ),
                 io.Vae.Input("vae"),
-                io.ClipVision.Input("clip_vision", tooltip="The CLIP vision model the P3S model was made with."),
+                io.ClipVision.Input(
+                    "clip_vision", tooltip="The CLIP vision model the P3S model was made with."
+                ),
                 io.Float.Input("strength", default=1.0, min=-10.0, max=10.0, step=0.01),
                 P3SScheduleSocket.Input(
-                    "schedule", optional=True, tooltip="Weight over denoising progress; constant 1 when absent."
+                    "schedule",
+                    optional=True,
+                    tooltip="Weight over denoising progress; constant 1 when absent.",
                 ),
                 io.Float.Input("start_percent", default=0.0, min=0.0, max=1.0, step=0.001),
                 io.Float.Input("end_percent", default=1.0, min=0.0, max=1.0, step=0.001),
                 io.Boolean.Input(
                     "apply_to_uncond",
                     default=False,
-                    tooltip="Also inject into the negative (uncond) pass; off runs the copy on cond rows only.",
+                    tooltip="Also inject into the negative (uncond) pass; off = copy runs on cond rows only.",
                 ),
                 io.Combo.Input(
                     "reference_mode",
                     options=REFERENCE_MODES,
                     default="cycle",
-                    tooltip="cycle: sample i uses reference i mod count; mean: the mean hint of all references.",
+                    tooltip="cycle: sample i uses reference i mod count; mean: the mean of all hints.",
                 ),
             ],
             outputs=[io.Model.Output()],

@@ -22,6 +22,7 @@ from ..p3s_core.injection import (
     make_diffusion_wrapper,
     make_injection_patch,
 )
+from ..p3s_core.letterbox import letterbox_pixels
 from ..p3s_core.p3s_model import P3SModel
 from ..p3s_core.subject_encoder import mask_to_patch_grid, patch_grid_side
 from ..p3s_core.unet_layout import check_sd15_layout
@@ -93,21 +94,18 @@ def encode_hint(
 ) -> torch.Tensor:
     """The hint ``[R, 4, H/8, W/8]`` of the reference images, in the model's latent space.
 
-    Pixels go to CLIP through ``comfy.clip_vision.clip_preprocess(crop=False)`` (a stretch to the
-    square), so the mask goes to the patch grid the same way.
+    Pixels go to CLIP letterboxed (padded to a centred square, as the RNGR mask does), and the
+    mask goes to the patch grid through the same padding.
     """
-    import comfy.clip_vision
-
     mask = check_reference_batches(images, mask)
     images = images[..., :3]
     comfy.model_management.load_model_gpu(clip_vision.patcher)
-    pixels = comfy.clip_vision.clip_preprocess(
+    pixels = letterbox_pixels(
         images.to(clip_vision.load_device),
-        size=clip_vision.image_size,
-        mean=clip_vision.image_mean,
-        std=clip_vision.image_std,
-        crop=False,
-    ).float()
+        clip_vision.image_size,
+        clip_vision.image_mean,
+        clip_vision.image_std,
+    )
     tokens = clip_vision.model(pixel_values=pixels, intermediate_output=-2)[1]
     side, _ = patch_grid_side(tokens.shape[1])
     latent = model.model.process_latent_in(vae.encode(images))
@@ -115,7 +113,7 @@ def encode_hint(
     with torch.no_grad():
         hint = p3s.encoder(
             tokens.to(param.device, param.dtype),
-            mask_to_patch_grid(mask, side, pad_to_square=False).to(param.device, param.dtype),
+            mask_to_patch_grid(mask, side, pad_to_square=True).to(param.device, param.dtype),
             latent.to(param.device, param.dtype),
         )
     return hint.to(comfy.model_management.intermediate_device())
@@ -160,12 +158,19 @@ def apply_p3s(
     )
     patched.set_model_attn1_output_patch(make_injection_patch("attn1", key))
     patched.set_model_attn2_output_patch(make_injection_patch("attn2", key))
-    patched.set_additional_models(
-        key,
-        [
-            comfy.model_patcher.ModelPatcher(
-                p3s, load_device=model.load_device, offload_device=model.offload_device
-            )
-        ],
-    )
+    patched.set_additional_models(key, [p3s_patcher(p3s, model)])
     return patched
+
+
+def p3s_patcher(p3s: P3SModel, model: comfy.model_patcher.ModelPatcher) -> comfy.model_patcher.ModelPatcher:
+    """The one ``ModelPatcher`` over ``p3s`` (kept on the module) that ComfyUI loads and offloads.
+
+    One patcher per P3S model, as ComfyUI's ControlNets do: a fresh patcher per application
+    would die with its MODEL while the module lives on, which ComfyUI reports as a leak.
+    """
+    devices = (model.load_device, model.offload_device)
+    patcher = p3s.__dict__.get("_comfy_patcher")
+    if patcher is None or (patcher.load_device, patcher.offload_device) != devices:
+        patcher = comfy.model_patcher.ModelPatcher(p3s, load_device=devices[0], offload_device=devices[1])
+        p3s.__dict__["_comfy_patcher"] = patcher
+    return patcher
