@@ -2,31 +2,14 @@
 
 from __future__ import annotations
 
-import importlib
-import sys
-import types
-from pathlib import Path
-
 import torch
 
-from devtools.comfy_inprocess import import_comfy
+from devtools.pack_modules import pack_module
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-PACK = "p3s_pack"
+__all__ = ["copy_batches", "pack_module", "randomise_injection", "sample"]
 
 # Tiny convolutions on a busy 2-core machine run ~20x faster on one thread than on two.
 torch.set_num_threads(1)
-
-
-def pack_module(name: str) -> types.ModuleType:
-    """Import ``<pack>.<name>`` (e.g. ``nodes.p3s_patching``) without running the pack's ``__init__``s."""
-    import_comfy()
-    for package, folder in ((PACK, REPO_ROOT), (f"{PACK}.nodes", REPO_ROOT / "nodes")):
-        if package not in sys.modules:
-            module = types.ModuleType(package)
-            module.__path__ = [str(folder)]
-            sys.modules[package] = module
-    return importlib.import_module(f"{PACK}.{name}")
 
 
 def conditioning(context_dim: int, seed: int = 3) -> tuple[list, list]:
