@@ -57,7 +57,8 @@ def new_p3s_model(model: comfy.model_patcher.ModelPatcher, encoder_config: dict 
     """An untrained P3S model copying ``model``'s SD1.5 U-Net (on the offload device)."""
     unet = check_sd15_model(model)
     p3s = P3SModel.from_base(unet, encoder_config, base_diffusion_state_dict(model))
-    return p3s.to(model.offload_device)
+    with torch.inference_mode(False):  # moved weights must stay trainable (nodes run in inference mode)
+        return p3s.to(model.offload_device)
 
 
 def clip_token_width(clip_vision) -> int:

@@ -48,9 +48,11 @@ def _detached_copy(unet: nn.Module, state_dict: dict[str, torch.Tensor] | None) 
                 module.comfy_cast_weights = module.prev_comfy_cast_weights
                 del module.prev_comfy_cast_weights
             for name, param in list(module.named_parameters(recurse=False)):
-                setattr(module, name, nn.Parameter(param.detach().clone(), requires_grad=param.requires_grad))
+                # Weights made under ComfyUI's inference mode cannot be trained: re-create those.
+                data = param.detach().clone() if param.is_inference() else param.detach()
+                setattr(module, name, nn.Parameter(data, requires_grad=True))
         if state_dict is not None:
-            clone.load_state_dict({k: v.detach().clone() for k, v in state_dict.items()}, strict=True)
+            clone.load_state_dict(state_dict, strict=True)
     return clone
 
 
@@ -82,8 +84,7 @@ class P3SModel(nn.Module):
         with torch.inference_mode(False):
             encoder = SubjectEncoder.from_config(encoder_config or {})
             model = cls(_detached_copy(base_unet, base_state_dict), sites, encoder)
-        param = next(model.copy.parameters())
-        return model.to(device=param.device)
+            return model.to(device=next(model.copy.parameters()).device)
 
     @property
     def config(self) -> dict:

@@ -53,6 +53,19 @@ def test_copy_is_independent_and_trainable(base):
     assert not torch.equal(copy_weight, base_weight)
 
 
+def test_model_made_in_inference_mode_can_be_trained(base):
+    with torch.inference_mode():  # ComfyUI runs nodes in inference mode
+        model = patching.new_p3s_model(base, ENCODER)
+    assert not any(p.is_inference() for p in model.parameters())
+    randomise_injection(model)
+    x = torch.randn(1, 4, 8, 8)
+    context = torch.randn(1, 7, 32)
+    captured = pack_module("p3s_core.injection").run_copy(model, x, torch.tensor([500.0]), context, x)
+    sum(state.square().mean() for state in captured.values()).backward()
+    assert model.copy.input_blocks[1][1].proj_in.weight.grad is not None
+    assert model.hint_conv.weight.grad is not None
+
+
 def test_copy_takes_base_weights_without_merged_lora(base):
     lora = base.clone()
     key = "diffusion_model.input_blocks.1.1.proj_in.weight"
