@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
+from ..p3s_core.injection import REFERENCE_MODES
 from .p3s_patching import apply_p3s, check_sd15_model, encode_hint
 from .types import CATEGORY, P3SModelType
 
 # The schedule socket type; the schedule node module declares the same io type.
 P3SScheduleSocket = io.Custom("P3S_SCHEDULE")
-
-REFERENCE_MODES = ["cycle", "mean"]
 
 
 class P3SApply(io.ComfyNode):
@@ -52,7 +51,7 @@ class P3SApply(io.ComfyNode):
                 ),
                 io.Combo.Input(
                     "reference_mode",
-                    options=REFERENCE_MODES,
+                    options=list(REFERENCE_MODES),
                     default="cycle",
                     tooltip="cycle: sample i uses reference i mod count; mean: the mean of all hints.",
                 ),

@@ -21,9 +21,11 @@ from typing import Any, Protocol
 import torch
 import torch.nn.functional as F
 
+from .errors import P3SInputError
 from .p3s_model import P3SModel
 from .unet_layout import ATTENTIONS
 
+REFERENCE_MODES = ("cycle", "mean")
 COND = 0  # ComfyUI's cond_or_uncond value for positive (cond) rows
 
 
@@ -56,6 +58,12 @@ class InjectionSettings:
     sigma_range: tuple[float, float] | None = None
     apply_to_uncond: bool = False
     reference_mode: str = "cycle"
+
+    def __post_init__(self) -> None:
+        if self.reference_mode not in REFERENCE_MODES:
+            raise P3SInputError(
+                f"reference_mode must be one of {REFERENCE_MODES}, not '{self.reference_mode}'."
+            )
 
 
 def step_progress(sigma: float, sample_sigmas: torch.Tensor | None, timestep: float) -> float:

@@ -132,6 +132,17 @@ def test_injection_patch_adds_only_on_cond_rows():
     assert patch(n, {"block": ("input", 2), "block_index": 0, **{"key": extra["key"]}}) is n
 
 
+def test_references_cycle_over_the_samples_of_each_chunk():
+    hint = torch.arange(2.0).view(2, 1, 1, 1).expand(2, 4, 2, 2)
+    rows = injection.injected_rows([1, 0], batch=6, apply_to_uncond=False)  # 3 samples per chunk
+    cycled = injection.hint_for_rows(hint, rows, chunk=3, size=(2, 2), mode="cycle")
+    assert cycled[:, 0, 0, 0].tolist() == [0.0, 1.0, 0.0]
+    mean = injection.hint_for_rows(hint, rows, chunk=3, size=(4, 4), mode="mean")
+    assert mean.shape == (3, 4, 4, 4) and torch.allclose(mean, torch.full_like(mean, 0.5))
+    with pytest.raises(ValueError, match="reference_mode"):
+        injection.InjectionSettings(reference_mode="first")
+
+
 def test_patching_composes_with_attention_and_weight_patches(base, p3s, hint, plain_output):
     randomise_injection(p3s)
     before_options = copy.deepcopy(base.model_options)
