@@ -67,3 +67,22 @@ def tiny_sd15_patcher(
     model.diffusion_model.to(dtype)
     device = comfy.model_management.get_torch_device()
     return comfy.model_patcher.ModelPatcher(model, load_device=device, offload_device=device)
+
+
+def controlnet_for(base, seed: int = 21):
+    """A ComfyUI ``ControlNet`` with the same config as ``base``'s U-Net (random weights, 3-channel hint)."""
+    import comfy.cldm.cldm
+    import comfy.controlnet
+    import comfy.ops
+
+    config = dict(base.model.model_config.unet_config)
+    config.pop("out_channels")
+    config.update(hint_channels=3, operations=comfy.ops.disable_weight_init, device=base.load_device)
+    control_model = comfy.cldm.cldm.ControlNet(**config)
+    init_parameters(control_model, seed)
+    return comfy.controlnet.ControlNet(control_model, load_device=base.load_device)
+
+
+def with_control(conditioning: list, control) -> list:
+    """Conditioning with ``control`` attached, as ComfyUI's ControlNet apply nodes do."""
+    return [[c, {**extra, "control": control}] for c, extra in conditioning]

@@ -20,15 +20,24 @@ def conditioning(context_dim: int, seed: int = 3) -> tuple[list, list]:
 
 
 def sample(
-    model, steps: int = 4, cfg: float = 4.0, size: int = 8, batch: int = 1, seed: int = 1
+    model,
+    steps: int = 4,
+    cfg: float = 4.0,
+    size: int = 8,
+    batch: int = 1,
+    seed: int = 1,
+    control=None,
 ) -> torch.Tensor:
-    """Euler sampling of a ``[batch, 4, size, size]`` latent with a fixed seed."""
+    """Euler sampling of a ``[batch, 4, size, size]`` latent with a fixed seed (and a ControlNet)."""
     import comfy.sample
 
     context_dim = (
         model.model.diffusion_model.input_blocks[1][1].transformer_blocks[0].attn2.to_k.weight.shape[1]
     )
     positive, negative = conditioning(context_dim)
+    if control is not None:
+        positive = [[c, {**extra, "control": control}] for c, extra in positive]
+        negative = [[c, {**extra, "control": control}] for c, extra in negative]
     latent = torch.zeros(batch, 4, size, size)
     noise = torch.randn(latent.shape, generator=torch.Generator().manual_seed(seed))
     return comfy.sample.sample(

@@ -8,7 +8,7 @@ import copy
 import pytest
 import torch
 
-from devtools.tiny_models import tiny_sd15_patcher
+from devtools.tiny_models import controlnet_for, tiny_sd15_patcher
 
 from .p3s_support import copy_batches, pack_module, randomise_injection, sample
 
@@ -182,6 +182,21 @@ def test_patching_composes_with_attention_and_weight_patches(base, p3s, hint, pl
     assert torch.equal(sample(base), plain_output)
     after_weights = base.model.diffusion_model.state_dict()
     assert all(torch.equal(before_weights[k], after_weights[k]) for k in before_weights)
+
+
+def test_p3s_composes_with_a_controlnet(base, p3s, hint, plain_output):
+    randomise_injection(p3s)
+    image = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(8))
+    control = controlnet_for(base).set_cond_hint(image, 1.0, (0.0, 1.0))
+    control_only = sample(base, control=control)
+    p3s_only = sample(patching.apply_p3s(base, p3s, hint))
+    runs, handle = copy_batches(p3s)
+    both = sample(patching.apply_p3s(base, p3s, hint), control=control)
+    handle.remove()
+    assert len(runs) == 4
+    assert (control_only - plain_output).abs().max() > 1e-3, "the ControlNet must have an effect"
+    for single in (plain_output, control_only, p3s_only):
+        assert (both - single).abs().max() > 1e-3
 
 
 def test_two_p3s_models_stack(base, hint):
