@@ -23,7 +23,7 @@ from ..p3s_core.injection import (
     make_injection_patch,
 )
 from ..p3s_core.letterbox import letterbox_pixels
-from ..p3s_core.p3s_model import P3SModel
+from ..p3s_core.p3s_model import P3SModel, p3s_model_from_tensors
 from ..p3s_core.subject_encoder import mask_to_patch_grid, patch_grid_side
 from ..p3s_core.unet_layout import check_sd15_layout
 
@@ -59,6 +59,15 @@ def new_p3s_model(model: comfy.model_patcher.ModelPatcher, encoder_config: dict 
     p3s = P3SModel.from_base(unet, encoder_config, base_diffusion_state_dict(model))
     with torch.inference_mode(False):  # moved weights must stay trainable (nodes run in inference mode)
         return p3s.to(model.offload_device)
+
+
+def p3s_model_from_file(
+    model: comfy.model_patcher.ModelPatcher, tensors: dict[str, torch.Tensor], config: dict
+) -> P3SModel:
+    """Rebuild a saved P3S model (``state_dict`` tensors + ``P3SModel.config``) for an SD1.5 MODEL."""
+    unet = check_sd15_model(model)
+    with torch.inference_mode(False):
+        return p3s_model_from_tensors(unet, tensors, config).to(model.offload_device)
 
 
 def clip_token_width(clip_vision) -> int:

@@ -126,8 +126,14 @@ def p3s_model_from_tensors(base_unet: nn.Module, tensors: dict[str, torch.Tensor
         raise P3SInputError(
             "This P3S file was made for a U-Net with other transformer blocks than this base model."
         )
-    with torch.inference_mode(False):
-        missing, unexpected = model.load_state_dict(tensors, strict=False)
+    try:
+        with torch.inference_mode(False):
+            missing, unexpected = model.load_state_dict(tensors, strict=False)
+    except RuntimeError as err:  # shape mismatches
+        raise P3SInputError(
+            f"This P3S file does not fit the base model ({str(err).splitlines()[-1].strip()}). "
+            "Use the SD1.5 base model (and CLIP vision model) it was made with."
+        ) from err
     if missing or unexpected:
         raise P3SInputError(
             f"This P3S file does not fit the model: {len(missing)} tensors missing (e.g. {missing[:3]}), "

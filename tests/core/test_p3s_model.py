@@ -89,7 +89,9 @@ def test_saved_tensors_rebuild_the_same_model(base):
         model.encoder.to_q.weight.mul_(2.0)
     tensors = {k: v.clone() for k, v in model.state_dict().items()}
     config = json.loads(json.dumps(model.config))  # the config must survive a JSON round trip
-    rebuilt = p3s_model.p3s_model_from_tensors(base.model.diffusion_model, tensors, config)
+    with torch.inference_mode():  # as in a loader node
+        rebuilt = patching.p3s_model_from_file(base, tensors, config)
+    assert not any(p.is_inference() for p in rebuilt.parameters())
     rebuilt_sd = rebuilt.state_dict()
     assert rebuilt_sd.keys() == tensors.keys()
     assert all(torch.equal(rebuilt_sd[k], tensors[k]) for k in tensors)
@@ -101,6 +103,9 @@ def test_rebuild_rejects_foreign_tensors(base):
     tensors = dict(model.state_dict())
     tensors.pop("injection.output_11.attn2.weight")
     with pytest.raises(errors.P3SInputError, match="missing"):
+        p3s_model.p3s_model_from_tensors(base.model.diffusion_model, tensors, model.config)
+    tensors["injection.input_1.attn1.weight"] = torch.zeros(3, 3)
+    with pytest.raises(errors.P3SInputError, match="does not fit the base model"):
         p3s_model.p3s_model_from_tensors(base.model.diffusion_model, tensors, model.config)
     with pytest.raises(errors.P3SInputError, match=r"not a P3S SD1\.5 model"):
         p3s_model.p3s_model_from_tensors(base.model.diffusion_model, tensors, {"architecture": "sdxl-lora"})
