@@ -9,7 +9,8 @@ Not a test: prints a table. Every variant samples the same seeded latent with eu
 - p3s_all_rows     P3S, constant schedule, also on the uncond rows
 - controlnet       a ComfyUI ControlNet of the same base on cond and uncond (ControlNetApply style)
 
-Timings: all variants in one process, interleaved round by round (median, min, max per step).
+Timings: all variants in one process, interleaved round by round (median, min, max per step;
+ratios to plain by median and by min, the min being the steadier on a shared machine).
 Memory: each variant again in its own process, so that the peak is its own: on CUDA the peak
 allocated memory while sampling, on CPU the process's peak RSS; ``models_mib`` is the RSS the
 models added.
@@ -42,6 +43,13 @@ class HalfSchedule:
 
     def weight(self, progress: float) -> float:
         return 0.0 if progress < 0.5 else 1.0
+
+
+def _peak_rss_mib() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024.0
+    return float("nan")
 
 
 def _rss_mib() -> float:
@@ -150,7 +158,8 @@ def measure_memory(name: str, size: str, latent: int, steps: int) -> dict:
     if setup["device"].type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     sample_once(setup, name, latent, steps)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    # VmHWM, not ru_maxrss: the latter survives fork + exec and would report the parent's peak.
+    peak = _peak_rss_mib()
     result = {"variant": name, "peak_rss_mib": peak, "models_mib": rss_built - rss_before}
     if setup["device"].type == "cuda":
         result["peak_cuda_mib"] = torch.cuda.max_memory_allocated() / 2**20
@@ -165,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
     parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--no-timing", dest="timing", action="store_false", help="memory table only")
     parser.add_argument("--no-memory", dest="memory", action="store_false", help="skip the memory processes")
     parser.add_argument("--only", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -178,16 +188,18 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     names = args.variants.split(",")
-    setup = build_variants(names, args.size, args.latent)
-    for name in names:  # warm-up: loads every model once
-        sample_once(setup, name, args.latent, args.steps)
-    times: dict[str, list[float]] = {n: [] for n in names}
-    runs: dict[str, int] = {}
-    for _ in range(args.repeats):  # interleaved, so that load changes hit every variant alike
-        for name in names:
-            seconds, runs[name] = sample_once(setup, name, args.latent, args.steps)
-            times[name].append(seconds)
-    del setup
+    times: dict[str, list[float]] = {n: [float("nan")] for n in names}
+    runs: dict[str, int] = dict.fromkeys(names, -1)
+    if args.timing:
+        setup = build_variants(names, args.size, args.latent)
+        for name in names:  # warm-up: loads every model once
+            sample_once(setup, name, args.latent, args.steps)
+        times = {n: [] for n in names}
+        for _ in range(args.repeats):  # interleaved, so that load changes hit every variant alike
+            for name in names:
+                seconds, runs[name] = sample_once(setup, name, args.latent, args.steps)
+                times[name].append(seconds)
+        del setup
 
     memory = {}
     if args.memory:
@@ -211,28 +223,33 @@ def main(argv: list[str] | None = None) -> int:
             memory[name] = json.loads(out.strip().splitlines()[-1])
 
     plain = statistics.median(times["plain"]) if "plain" in times else None
+    plain_min = min(times["plain"]) if "plain" in times else None
     print(
         f"size={args.size} latent={args.latent}x{args.latent} steps={args.steps} repeats={args.repeats} "
         f"threads={args.threads or 'default'} device={setup_device()} cfg=5 (cond+uncond batched)"
     )
     mem_key = "peak_cuda_mib" if any("peak_cuda_mib" in m for m in memory.values()) else "peak_rss_mib"
     print(
-        f"{'variant':<18}{'ms/step':>10}{'min':>9}{'max':>9}{'x plain':>9}{'copy runs':>11}"
+        f"{'variant':<18}{'ms/step':>10}{'min':>9}{'max':>9}{'x plain':>9}{'x (min)':>9}{'copy runs':>11}"
         f"{mem_key:>15}{'models_mib':>12}"
     )
     for name in names:
         med = statistics.median(times[name])
         ratio = f"{med / plain:.2f}" if plain else "-"
+        ratio_min = f"{min(times[name]) / plain_min:.2f}" if plain_min else "-"
         mem = memory.get(name, {})
         print(
             f"{name:<18}{1000 * med / args.steps:>10.1f}{1000 * min(times[name]) / args.steps:>9.1f}"
-            f"{1000 * max(times[name]) / args.steps:>9.1f}{ratio:>9}{runs[name]:>11}"
+            f"{1000 * max(times[name]) / args.steps:>9.1f}{ratio:>9}{ratio_min:>9}{runs[name]:>11}"
             f"{mem.get(mem_key, float('nan')):>15.0f}{mem.get('models_mib', float('nan')):>12.0f}"
         )
     return 0
 
 
 def setup_device() -> str:
+    from devtools.comfy_inprocess import import_comfy
+
+    import_comfy()
     import comfy.model_management
 
     return str(comfy.model_management.get_torch_device())

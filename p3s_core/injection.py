@@ -177,9 +177,8 @@ def make_diffusion_wrapper(
             or settings.sigma_range is None
             or (settings.sigma_range[1] <= sigma <= settings.sigma_range[0])
         ):
-            progress = step_progress(
-                sigma or 0.0, transformer_options.get("sample_sigmas"), float(timesteps.max())
-            )
+            sample_sigmas = transformer_options.get("sample_sigmas") if sigma is not None else None
+            progress = step_progress(sigma or 0.0, sample_sigmas, float(timesteps.max()))
             weight = settings.strength * float(schedule.weight(progress))
         rows = injected_rows(transformer_options.get("cond_or_uncond"), x.shape[0], settings.apply_to_uncond)
         if weight == 0.0 or (rows is not None and rows.numel() == 0):

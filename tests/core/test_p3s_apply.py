@@ -221,3 +221,10 @@ def test_p3s_model_is_registered_for_memory_management(base, p3s, hint):
     assert base.get_additional_models() == []
     again = patching.apply_p3s(base, p3s, hint, strength=0.5)
     assert again.get_additional_models()[0] is extra[0], "one patcher per P3S model"
+
+
+def test_step_progress_from_sigmas_or_timestep():
+    sigmas = torch.tensor([14.6, 7.0, 3.0, 1.0, 0.0])
+    assert [injection.step_progress(float(s), sigmas, 0.0) for s in sigmas[:-1]] == [0.0, 1 / 3, 2 / 3, 1.0]
+    assert injection.step_progress(0.0, None, 999.0) == 0.0
+    assert injection.step_progress(0.0, None, 0.0) == 1.0
