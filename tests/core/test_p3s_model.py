@@ -236,3 +236,13 @@ def test_nodes_init_and_apply_end_to_end(base, tmp_path):
 
     with pytest.raises(errors.P3SInputError, match="2 reference images but 3 subject masks"):
         apply_node.P3SApply.execute(base, p3s, images, torch.ones(3, 64, 48), vae, clip_vision, **args)
+
+
+def test_node_schemas_declare_the_p3s_sockets():
+    init_node = pack_module("nodes.p3s_init_node").P3SInit
+    apply_node = pack_module("nodes.p3s_apply_node").P3SApply
+    assert init_node.RETURN_TYPES == ["P3S_MODEL"]
+    inputs = apply_node.INPUT_TYPES()
+    assert inputs["required"]["p3s_model"][0] == "P3S_MODEL"
+    assert inputs["optional"]["schedule"][0] == "P3S_SCHEDULE"
+    assert apply_node.RETURN_TYPES == ["MODEL"]
