@@ -66,8 +66,12 @@ class P3SPointsNode(io.ComfyNode):
                 ),
             ],
             outputs=[
-                P3SPointsType.Output("points", tooltip="Point sets for the RNGR mask."),
-                io.Image.Output("preview", tooltip="The image(s) with the points drawn on them."),
+                P3SPointsType.Output(
+                    "p3s_points", display_name="points", tooltip="Point sets for the RNGR mask."
+                ),
+                io.Image.Output(
+                    "preview", display_name="preview", tooltip="The image(s) with the points drawn on them."
+                ),
             ],
         )
 

@@ -239,7 +239,6 @@ class PointsEditor {
     const linked = this.linkedImageRef();
     this.node.properties.p3s_run_images = images.map(({ filename, subfolder, type }) => ({ filename, subfolder, type }));
     this.node.properties.p3s_run_source = linked ? JSON.stringify(linked) : "";
-    if (this.index >= images.length) this.index = 0;
     this.render();
   }
 
@@ -327,8 +326,8 @@ class PointsEditor {
     const parsed = draft ? { model: draft } : this.read();
     const sources = this.sources();
     this.lastText = `${this.pointsWidget.value}\u0000${sources.join("|")}`;
-    const count = this.slotCount(parsed.model);
-    if (this.index >= count) this.index = count - 1;
+    // The current image may be a new, still empty slot after the last point set.
+    const count = Math.max(this.slotCount(parsed.model), this.index + 1);
     const set = parsed.model?.images[this.index] ?? { positive: [], negative: [] };
     this.label.textContent = `Image ${this.index + 1} / ${count}`;
     this.counts.textContent = `+${set.positive.length} −${set.negative.length}`;
@@ -433,6 +432,7 @@ app.registerExtension({
     nodeType.prototype.onConfigure = function () {
       const result = onConfigure?.apply(this, arguments);
       if (this.p3sEditor) {
+        this.p3sEditor.index = 0;
         this.p3sEditor.pointsWidget.hidden = !this.properties?.p3s_show_json;
         this.p3sEditor.render();
       }
