@@ -8,22 +8,26 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import time
-import urllib.parse
-import urllib.request
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
+from host_helpers import (
+    IMAGE_H,
+    IMAGE_NAME,
+    IMAGE_W,
+    fetch_image,
+    history_ids,
+    http_json,
+    make_reference_image,
+    wait_for_history,
+)
 
 from devtools.comfy_host import ComfyServer
 from p3s_core.points import parse_points_json
 from p3s_core.preview import NEGATIVE_RGB, POSITIVE_RGB
 
 WORKFLOW = Path(__file__).with_name("points_workflow.json")
-IMAGE_NAME = "p3s_test.png"
-IMAGE_W, IMAGE_H = 1600, 1200  # larger than the 1024 px display limit on purpose
 POINTS_NODE, PREVIEW_NODE = "2", "3"
 
 # Normalised positions of the clicks (x right, y down).
@@ -36,46 +40,6 @@ SECOND_IMAGE_SUBJECT = (0.60, 0.40)
 
 NODE = "window.app?.graph?.getNodeById(2)"
 POINTS_VALUE = f"() => {NODE}.widgets.find((w) => w.name === 'points').value"
-
-
-def make_reference_image(path: Path) -> None:
-    """A blue background with a yellow disc (the subject) and an orange square (a look-alike)."""
-    rgb = np.zeros((IMAGE_H, IMAGE_W, 3), np.uint8)
-    rgb[:] = (40, 90, 160)
-    cv2.circle(rgb, (int(0.3 * IMAGE_W), int(0.5 * IMAGE_H)), 220, (250, 200, 30), -1)
-    cv2.rectangle(rgb, (1100, 250), (1300, 450), (250, 140, 30), -1)
-    cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-
-
-def http_json(server: ComfyServer, path: str, body: dict | None = None) -> dict:
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(
-        server.url + path, data=data, headers={"Content-Type": "application/json"}
-    )
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return json.loads(response.read())
-
-
-def fetch_image(server: ComfyServer, ref: dict) -> np.ndarray:
-    query = urllib.parse.urlencode({k: ref[k] for k in ("filename", "subfolder", "type")})
-    with urllib.request.urlopen(f"{server.url}/view?{query}", timeout=30) as response:
-        bgr = cv2.imdecode(np.frombuffer(response.read(), np.uint8), cv2.IMREAD_COLOR)
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-
-
-def wait_for_history(server: ComfyServer, prompt_id: str | None = None, timeout: float = 60.0) -> dict:
-    """The finished history entry of ``prompt_id`` (or of the only prompt run so far)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        history = http_json(server, f"/history/{prompt_id}" if prompt_id else "/history")
-        for entry in history.values():
-            if (
-                entry.get("status", {}).get("completed")
-                or entry.get("status", {}).get("status_str") == "error"
-            ):
-                return entry
-        time.sleep(0.25)
-    raise TimeoutError(f"prompt {prompt_id or '(UI)'} did not finish within {timeout:.0f} s")
 
 
 def open_app(page, server: ComfyServer) -> None:
@@ -186,8 +150,9 @@ def test_points_picked_in_the_browser_survive_reload_and_reach_the_server(comfy_
     assert page.evaluate(f"() => {NODE}.p3sEditor.label.textContent") == "Image 1 / 2"
 
     # Queue from the UI; the server must have received exactly the widget's JSON.
+    earlier = history_ids(comfy_server)
     page.evaluate("async () => { await app.queuePrompt(0, 1); }")
-    entry = wait_for_history(comfy_server)
+    entry = wait_for_history(comfy_server, exclude=earlier)
     assert entry["status"]["status_str"] == "success", entry["status"]
     api_prompt = entry["prompt"][2]
     assert api_prompt[POINTS_NODE]["inputs"]["points"] == text
