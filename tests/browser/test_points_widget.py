@@ -96,7 +96,7 @@ def node_clip(page) -> dict:
 
 
 @pytest.mark.host
-def test_points_picked_in_the_browser_survive_reload_and_reach_the_server(comfy_server, browser, tmp_path):
+def test_points_picked_in_the_browser_survive_reload_and_reach_the_server(browser, comfy_server, tmp_path):
     make_reference_image(comfy_server.base_dir / "input" / IMAGE_NAME)
     page = browser.new_page(viewport={"width": 1400, "height": 900})
     errors: list[str] = []
@@ -148,6 +148,11 @@ def test_points_picked_in_the_browser_survive_reload_and_reach_the_server(comfy_
     wait_for_image(page)
     assert page.evaluate(f"() => {NODE}.p3sEditor.counts.textContent") == "+1 −2"
     assert page.evaluate(f"() => {NODE}.p3sEditor.label.textContent") == "Image 1 / 2"
+
+    # Re-open the workflow saved before the reload, over an emptied graph: same points.
+    page.evaluate("async (wf) => { app.graph.clear(); await app.loadGraphData(wf); }", workflow)
+    assert page.evaluate(POINTS_VALUE) == text
+    assert page.evaluate(f"() => {NODE}.p3sEditor.counts.textContent") == "+1 −2"
 
     # Queue from the UI; the server must have received exactly the widget's JSON.
     earlier = history_ids(comfy_server)
