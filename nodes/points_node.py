@@ -28,7 +28,7 @@ class P3SPointsNode(io.ComfyNode):
                             "one entry per reference image in batch order, x and y in [0, 1].",
                 ),
             ],
-            outputs=[P3SPointsType.Output("points", tooltip="Point sets for the RNGR mask.")],
+            outputs=[P3SPointsType.Output("point_sets", display_name="points", tooltip="Point sets for the RNGR mask.")],
         )
 
     @classmethod

@@ -82,7 +82,7 @@ def similarity_map(tokens: torch.Tensor, cells: Sequence[Cell]) -> np.ndarray:
     g = tokens.shape[0]
     if not cells:
         return np.zeros((g, g), dtype=np.float32)
-    feats = F.normalize(tokens.reshape(g * g, -1).float(), dim=-1)
+    feats = F.normalize(tokens.detach().reshape(g * g, -1).float(), dim=-1)
     index = torch.tensor([r * g + c for r, c in cells], device=feats.device)
     sims = (feats @ feats[index].T).amax(dim=1).reshape(g, g).cpu().numpy().astype(np.float32)
     return rescale01(sims)
