@@ -75,8 +75,10 @@ class ComfyClient:
         while time.monotonic() < deadline:
             history = self.get_json(f"/history/{prompt_id}")
             entry = history.get(prompt_id)
-            if entry and entry.get("status", {}).get("completed") is not None and (
-                entry["status"].get("status_str") in ("success", "error")
+            if (
+                entry
+                and entry.get("status", {}).get("completed") is not None
+                and (entry["status"].get("status_str") in ("success", "error"))
             ):
                 return PromptResult(prompt_id, entry)
             time.sleep(poll)
@@ -99,9 +101,12 @@ class ComfyClient:
         parts = [
             f'--{boundary}\r\nContent-Disposition: form-data; name="overwrite"\r\n\r\n{str(overwrite).lower()}\r\n',
         ]
-        head = (f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="{Path(path).name}"\r\n'
-                "Content-Type: application/octet-stream\r\n\r\n")
+        head = (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="{Path(path).name}"\r\n'
+            "Content-Type: application/octet-stream\r\n\r\n"
+        )
         body = "".join(parts).encode() + head.encode() + Path(path).read_bytes() + f"\r\n--{boundary}--\r\n".encode()
-        answer = json.loads(self._request("/upload/image", body,
-                                          {"Content-Type": f"multipart/form-data; boundary={boundary}"}))
+        answer = json.loads(
+            self._request("/upload/image", body, {"Content-Type": f"multipart/form-data; boundary={boundary}"})
+        )
         return answer["name"] if not answer.get("subfolder") else f"{answer['subfolder']}/{answer['name']}"

@@ -37,8 +37,13 @@ def clip_vision_standin_state_dict(dtype: torch.dtype = torch.float16) -> dict[s
     rows, cols = torch.meshgrid(torch.arange(grid), torch.arange(grid), indexing="ij")
     codes = []
     for freq in (math.pi / grid, 2 * math.pi / grid):
-        codes += [torch.sin(rows * freq), torch.cos(rows * freq), torch.sin(cols * freq), torch.cos(cols * freq)]
-    position[1:, 8:8 + len(codes)] = torch.stack(codes, dim=-1).reshape(grid * grid, -1) * POSITION_GAIN
+        codes += [
+            torch.sin(rows * freq),
+            torch.cos(rows * freq),
+            torch.sin(cols * freq),
+            torch.cos(cols * freq),
+        ]
+    position[1:, 8 : 8 + len(codes)] = torch.stack(codes, dim=-1).reshape(grid * grid, -1) * POSITION_GAIN
     sd["vision_model.embeddings.position_embedding.weight"] = position
     for norm in ("vision_model.pre_layrnorm", "vision_model.post_layernorm"):
         sd[f"{norm}.weight"] = torch.ones(hidden)

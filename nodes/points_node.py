@@ -20,15 +20,19 @@ class P3SPointsNode(io.ComfyNode):
             display_name="P3S Points",
             category=CATEGORY_SELECT,
             description="Select the subject in each reference image with points: positive on the subject, "
-                        "negative on look-alikes. Coordinates are normalised to [0, 1] (x right, y down).",
+            "negative on look-alikes. Coordinates are normalised to [0, 1] (x right, y down).",
             inputs=[
                 io.String.Input(
-                    "points", multiline=True, default=EXAMPLE_POINTS,
+                    "points",
+                    multiline=True,
+                    default=EXAMPLE_POINTS,
                     tooltip='JSON: {"images": [{"positive": [[x, y], ...], "negative": [[x, y], ...]}, ...]}, '
-                            "one entry per reference image in batch order, x and y in [0, 1].",
+                    "one entry per reference image in batch order, x and y in [0, 1].",
                 ),
             ],
-            outputs=[P3SPointsType.Output("point_sets", display_name="points", tooltip="Point sets for the RNGR mask.")],
+            outputs=[
+                P3SPointsType.Output("point_sets", display_name="points", tooltip="Point sets for the RNGR mask.")
+            ],
         )
 
     @classmethod

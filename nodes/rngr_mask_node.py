@@ -18,11 +18,15 @@ def encode_patch_tokens(clip_vision, images: torch.Tensor, layer: int) -> torch.
     model = clip_vision.model
     num_layers = len(model.vision_model.encoder.layers)
     if not -num_layers <= layer <= -1:
-        raise P3SInputError(f"layer {layer} does not exist: this CLIP vision model has {num_layers} layers, "
-                            f"choose -1 (last) to -{num_layers}; -2 (penultimate) is the default.")
+        raise P3SInputError(
+            f"layer {layer} does not exist: this CLIP vision model has {num_layers} layers, "
+            f"choose -1 (last) to -{num_layers}; -2 (penultimate) is the default."
+        )
     if getattr(model.vision_model.embeddings, "class_embedding", None) is None:
-        raise P3SInputError("This image encoder has no class token (SigLIP?): load the CLIP ViT-L/14 vision "
-                            "model (clip_vision folder) that SD1.5 pairs with.")
+        raise P3SInputError(
+            "This image encoder has no class token (SigLIP?): load the CLIP ViT-L/14 vision "
+            "model (clip_vision folder) that SD1.5 pairs with."
+        )
     comfy.model_management.load_model_gpu(clip_vision.patcher)
     pixels = letterbox_pixels(images, clip_vision.image_size, clip_vision.image_mean, clip_vision.image_std)
     _, hidden, _, _ = model(pixel_values=pixels.to(clip_vision.load_device), intermediate_output=layer)
@@ -39,23 +43,43 @@ class P3SRngrMask(io.ComfyNode):
             display_name="P3S RNGR Mask",
             category=CATEGORY_SELECT,
             description="Subject mask from points (paper eq. 1-2): CLIP patch similarity to the positive points, "
-                        "reduced by similarity to the negative points, Gaussian, Otsu, and only the parts "
-                        "connected to a positive point. Also the look-alikes' mask for P3S Inpaint.",
+            "reduced by similarity to the negative points, Gaussian, Otsu, and only the parts "
+            "connected to a positive point. Also the look-alikes' mask for P3S Inpaint.",
             inputs=[
                 io.Image.Input("images", tooltip="Reference images (a batch of 3-5 photos of the subject)."),
                 P3SPointsType.Input("points", tooltip="One point set per image, from P3S Points."),
                 io.ClipVision.Input("clip_vision", tooltip="CLIP ViT-L/14 vision model (clip_vision folder)."),
-                io.Int.Input("layer", default=-2, min=-48, max=-1,
-                             tooltip="Encoder layer whose patch tokens are compared: -1 last, -2 penultimate."),
-                io.Float.Input("sigma", default=1.0, min=0.0, max=8.0, step=0.1,
-                               tooltip="Gaussian smoothing of the similarity map, in patches (1 patch = "
-                                       "1/16 of the longer image side)."),
-                io.Int.Input("dilation", default=8, min=0, max=256,
-                             tooltip="Grow both masks by this many pixels (the paper's expanded mask)."),
-                io.Boolean.Input("gate_negatives", default=True, optional=True,
-                                 tooltip="Let negative points suppress only what is closer to them than to a "
-                                         "positive point (separates near-identical look-alikes). Off: the "
-                                         "paper's eq. 2 literally."),
+                io.Int.Input(
+                    "layer",
+                    default=-2,
+                    min=-48,
+                    max=-1,
+                    tooltip="Encoder layer whose patch tokens are compared: -1 last, -2 penultimate.",
+                ),
+                io.Float.Input(
+                    "sigma",
+                    default=1.0,
+                    min=0.0,
+                    max=8.0,
+                    step=0.1,
+                    tooltip="Gaussian smoothing of the similarity map, in patches (1 patch = "
+                    "1/16 of the longer image side).",
+                ),
+                io.Int.Input(
+                    "dilation",
+                    default=8,
+                    min=0,
+                    max=256,
+                    tooltip="Grow both masks by this many pixels (the paper's expanded mask).",
+                ),
+                io.Boolean.Input(
+                    "gate_negatives",
+                    default=True,
+                    optional=True,
+                    tooltip="Let negative points suppress only what is closer to them than to a "
+                    "positive point (separates near-identical look-alikes). Off: the "
+                    "paper's eq. 2 literally.",
+                ),
             ],
             outputs=[
                 io.Mask.Output("subject_mask", tooltip="The selected subject (1) per image."),
@@ -65,8 +89,9 @@ class P3SRngrMask(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, images, points, clip_vision, layer: int, sigma: float, dilation: int,
-                gate_negatives: bool = True) -> io.NodeOutput:
+    def execute(
+        cls, images, points, clip_vision, layer: int, sigma: float, dilation: int, gate_negatives: bool = True
+    ) -> io.NodeOutput:
         point_sets = points.for_batch(images.shape[0])
         tokens = encode_patch_tokens(clip_vision, images, layer)
         settings = RngrSettings(sigma=sigma, dilation=dilation, gate_negatives=gate_negatives)

@@ -34,8 +34,10 @@ class PointSet:
 
     def to_pixels(self, width: int, height: int) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
         """Integer pixel coordinates (x, y) inside a ``width`` x ``height`` image."""
-        return ([point_to_pixel(p, width, height) for p in self.positive],
-                [point_to_pixel(p, width, height) for p in self.negative])
+        return (
+            [point_to_pixel(p, width, height) for p in self.positive],
+            [point_to_pixel(p, width, height) for p in self.negative],
+        )
 
 
 @dataclass(frozen=True)
@@ -52,14 +54,15 @@ class P3SPoints:
         if len(self.sets) < batch_size:
             raise P3SInputError(
                 f"{batch_size} reference images but only {len(self.sets)} point set(s): give one point "
-                f"set per image (add entries to \"images\" in the P3S Points JSON, in batch order)."
+                f'set per image (add entries to "images" in the P3S Points JSON, in batch order).'
             )
         return self.sets[:batch_size]
 
     def to_json(self) -> str:
         """The canonical JSON form (see the module docstring)."""
-        images = [{"positive": [list(p) for p in s.positive], "negative": [list(p) for p in s.negative]}
-                  for s in self.sets]
+        images = [
+            {"positive": [list(p) for p in s.positive], "negative": [list(p) for p in s.negative]} for s in self.sets
+        ]
         return json.dumps({"version": FORMAT_VERSION, "images": images})
 
 
@@ -86,8 +89,10 @@ def parse_points_json(text: str) -> P3SPoints:
     if isinstance(data, dict):
         version = data.get("version", FORMAT_VERSION)
         if version != FORMAT_VERSION:
-            raise P3SInputError(f"Points format version {version!r} is not supported (this pack reads "
-                                f"version {FORMAT_VERSION}); update the pack or re-pick the points.")
+            raise P3SInputError(
+                f"Points format version {version!r} is not supported (this pack reads "
+                f"version {FORMAT_VERSION}); update the pack or re-pick the points."
+            )
         entries = data.get("images")
     else:
         entries = data
@@ -98,8 +103,9 @@ def parse_points_json(text: str) -> P3SPoints:
 
 def make_points(sets: Sequence[tuple[Sequence[Point], Sequence[Point]]]) -> P3SPoints:
     """Build validated points from ``[(positive, negative), ...]`` in Python."""
-    return P3SPoints(tuple(_parse_set({"positive": list(pos), "negative": list(neg)}, i)
-                           for i, (pos, neg) in enumerate(sets)))
+    return P3SPoints(
+        tuple(_parse_set({"positive": list(pos), "negative": list(neg)}, i) for i, (pos, neg) in enumerate(sets))
+    )
 
 
 def _parse_set(entry: object, index: int) -> PointSet:
@@ -123,9 +129,12 @@ def _parse_list(raw: object, where: str, kind: str) -> tuple[Point, ...]:
     for item in raw:
         if isinstance(item, dict) and "x" in item and "y" in item:
             item = [item["x"], item["y"]]
-        if (not isinstance(item, (list, tuple)) or len(item) != 2
-                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in item)):
-            raise P3SInputError(f'A {kind} point of {where} is {item!r}; each point must be [x, y] numbers.')
+        if (
+            not isinstance(item, (list, tuple))
+            or len(item) != 2
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in item)
+        ):
+            raise P3SInputError(f"A {kind} point of {where} is {item!r}; each point must be [x, y] numbers.")
         x, y = float(item[0]), float(item[1])
         if not (math.isfinite(x) and math.isfinite(y) and 0.0 <= x <= 1.0 and 0.0 <= y <= 1.0):
             raise P3SInputError(

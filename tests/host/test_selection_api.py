@@ -36,8 +36,10 @@ def test_object_info_lists_the_nodes_with_their_inputs(client: ComfyClient):
     inpaint = info["P3SInpaint"]
     method = inpaint["input"]["required"]["method"]
     assert method[0] == "COMBO" and method[1]["options"] == ["telea", "navier_stokes", "fill_outside"]
-    assert all(info[n]["input"]["required"][k][1].get("tooltip") for n, k in
-               [("P3SRngrMask", "sigma"), ("P3SInpaint", "method"), ("P3SPoints", "points")])
+    assert all(
+        info[n]["input"]["required"][k][1].get("tooltip")
+        for n, k in [("P3SRngrMask", "sigma"), ("P3SInpaint", "method"), ("P3SPoints", "points")]
+    )
 
 
 def test_selection_workflow_masks_the_picked_twin_and_erases_the_other(client: ComfyClient):
