@@ -33,6 +33,7 @@ Sampling step ``i`` of ``n`` has progress ``s = i / (n - 1)`` (the first step at
 from __future__ import annotations
 
 import itertools
+import json
 import math
 import numbers
 from collections.abc import Iterable, Mapping, Sequence
@@ -196,6 +197,24 @@ def validate_control_points(points: Iterable, curve: str = "custom") -> tuple[Co
                 f"{parsed[i][0]:g}) does not come after point {i} (s = {parsed[i - 1][0]:g})."
             )
     return parsed
+
+
+def parse_control_points_json(text: str) -> tuple[ControlPoint, ...]:
+    """Parse ``[[s, w], ...]`` (JSON) into control points; empty text gives no points."""
+    if not text or not text.strip():
+        return ()
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise P3SInputError(
+            f"Custom points are not valid JSON ({exc.msg} at column {exc.colno}): write them as "
+            "[[progress, weight], ...], e.g. [[0, 0.2], [0.5, 1], [1, 1]]."
+        ) from None
+    if not isinstance(data, list):
+        raise P3SInputError(
+            "Custom points must be a JSON list of [progress, weight] pairs, e.g. [[0, 0], [1, 1]]."
+        )
+    return _points_from_raw(data)
 
 
 def _points_from_raw(points: Iterable) -> tuple[ControlPoint, ...]:

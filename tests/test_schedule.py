@@ -9,6 +9,7 @@ from p3s_core.errors import P3SInputError
 from p3s_core.schedule import (
     CURVES,
     WeightSchedule,
+    parse_control_points_json,
     progress_from_sigmas,
     step_progress,
 )
@@ -157,3 +158,18 @@ def test_from_dict_rejects_unknown_fields_and_versions():
     with pytest.raises(P3SInputError, match="must be a dict"):
         WeightSchedule.from_dict([1, 2])
     assert WeightSchedule.from_dict({"curve": "linear", "end_weight": 0}).weight(1.0) == 0.0
+
+
+def test_control_points_json():
+    assert parse_control_points_json("[[0, 0.2], [0.5, 1], [1.0, 0.5]]") == (
+        (0.0, 0.2),
+        (0.5, 1.0),
+        (1.0, 0.5),
+    )
+    assert parse_control_points_json("  ") == ()
+    with pytest.raises(P3SInputError, match="not valid JSON"):
+        parse_control_points_json("[[0, 1],")
+    with pytest.raises(P3SInputError, match="JSON list"):
+        parse_control_points_json('{"points": []}')
+    with pytest.raises(P3SInputError, match="not a"):
+        parse_control_points_json("[[0, 1, 2]]")
