@@ -14,7 +14,8 @@ if str(REPO_ROOT) not in sys.path:
 def comfy_tmp_dirs(tmp_path, monkeypatch):
     """ComfyUI imported in-process, its temp and models folders in ``tmp_path`` (restored after).
 
-    Also forgets any ``p3s`` model folder registration, so each test starts as a fresh ComfyUI.
+    Model folder registrations are a copy without ``p3s``, so each test starts as a fresh ComfyUI
+    and changes to them do not leak into other tests.
     """
     from devtools.comfy_inprocess import import_comfy
 
@@ -26,6 +27,8 @@ def comfy_tmp_dirs(tmp_path, monkeypatch):
         folder.mkdir()
     monkeypatch.setattr(folder_paths, "temp_directory", str(dirs["temp"]))
     monkeypatch.setattr(folder_paths, "models_dir", str(dirs["models"]))
-    monkeypatch.delitem(folder_paths.folder_names_and_paths, "p3s", raising=False)
-    monkeypatch.delitem(folder_paths.filename_list_cache, "p3s", raising=False)
+    fresh = {key: (list(paths), exts) for key, (paths, exts) in folder_paths.folder_names_and_paths.items()}
+    fresh.pop("p3s", None)
+    monkeypatch.setattr(folder_paths, "folder_names_and_paths", fresh)
+    monkeypatch.setattr(folder_paths, "filename_list_cache", {})
     return {name: str(folder) for name, folder in dirs.items()}

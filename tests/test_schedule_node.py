@@ -18,7 +18,7 @@ def node_module():
 
 def test_schema_declares_types_category_and_tooltips(node_module):
     node = node_module.P3SScheduleNode
-    schema = node.define_schema()
+    schema = node.GET_SCHEMA()  # validated (unique ids...), as ComfyUI loads it
     assert schema.node_id == "P3SSchedule" and schema.category == "P3S/apply"
     inputs = node.INPUT_TYPES()
     every = {**inputs["required"], **inputs.get("optional", {})}
