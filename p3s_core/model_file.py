@@ -1,4 +1,4 @@
-"""The versioned ``.safetensors`` file of a trained P3S model.
+"""The versioned ``.safetensors`` file of a trained P3S model [reconstructed: the paper has no file format].
 
 A P3S model file holds the trainable parts (the U-Net copy, the zero-initialised injection
 layers, the RNGR encoder's attention and projections) as tensors, and these metadata entries
