@@ -37,9 +37,7 @@ class P3SLoaderNode(io.ComfyNode):
             ],
             outputs=[
                 P3SModelType.Output("p3s_model", tooltip="The learned subject; connect to P3S Apply."),
-                io.String.Output(
-                    "info", tooltip="Format, base model, structure and training settings (JSON)."
-                ),
+                io.String.Output("info", tooltip="Format, base model, structure and training settings (JSON)."),
             ],
         )
 

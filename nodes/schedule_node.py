@@ -37,9 +37,7 @@ class P3SScheduleNode(io.ComfyNode):
                     "quadratic_down: b+(a-b)(1-s)^2, changes early; cosine: smooth at both ends; custom: "
                     "through custom_points.",
                 ),
-                io.Float.Input(
-                    "start_weight", default=1.0, **weight, tooltip="Weight at the first step (pure noise)."
-                ),
+                io.Float.Input("start_weight", default=1.0, **weight, tooltip="Weight at the first step (pure noise)."),
                 io.Float.Input(
                     "end_weight",
                     default=1.0,

@@ -86,9 +86,7 @@ def save_p3s_model(
     """
     path = Path(path)
     if path.suffix != EXTENSION:
-        raise P3SInputError(
-            f"P3S model files end in {EXTENSION} (ComfyUI lists only those): got {path.name!r}."
-        )
+        raise P3SInputError(f"P3S model files end in {EXTENSION} (ComfyUI lists only those): got {path.name!r}.")
     if dtype not in DTYPES:
         raise P3SInputError(f"Unknown storage dtype {dtype!r}: choose one of {', '.join(DTYPES)}.")
     if base not in BASES:
@@ -256,9 +254,7 @@ def _move_without_overwrite(temp: Path, path: Path) -> None:
         raise P3SInputError(f"{path} already exists: choose another name, or allow overwriting it.") from None
     except OSError:  # no hard links on this file system
         if path.exists():
-            raise P3SInputError(
-                f"{path} already exists: choose another name, or allow overwriting it."
-            ) from None
+            raise P3SInputError(f"{path} already exists: choose another name, or allow overwriting it.") from None
         os.replace(temp, path)
 
 

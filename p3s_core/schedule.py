@@ -123,9 +123,7 @@ class WeightSchedule:
     def from_dict(cls, data: Mapping) -> WeightSchedule:
         """Rebuild and validate a schedule written by :meth:`to_dict`; missing fields take defaults."""
         if not isinstance(data, Mapping):
-            raise P3SInputError(
-                f"A schedule must be a dict as written by WeightSchedule.to_dict, not {data!r}."
-            )
+            raise P3SInputError(f"A schedule must be a dict as written by WeightSchedule.to_dict, not {data!r}.")
         fields = dict(data)
         version = fields.pop("version", SCHEDULE_VERSION)
         if version != SCHEDULE_VERSION:
@@ -184,8 +182,7 @@ def validate_control_points(points: Iterable, curve: str = "custom") -> tuple[Co
         return ()
     if not parsed:
         raise P3SInputError(
-            "The 'custom' curve needs control points, e.g. [[0, 0.2], [0.5, 1], [1, 1]] "
-            "as [progress, weight] pairs."
+            "The 'custom' curve needs control points, e.g. [[0, 0.2], [0.5, 1], [1, 1]] as [progress, weight] pairs."
         )
     for i, (s, w) in enumerate(parsed):
         _check_progress(s, f"control point {i + 1} progress")
@@ -211,9 +208,7 @@ def parse_control_points_json(text: str) -> tuple[ControlPoint, ...]:
             "[[progress, weight], ...], e.g. [[0, 0.2], [0.5, 1], [1, 1]]."
         ) from None
     if not isinstance(data, list):
-        raise P3SInputError(
-            "Custom points must be a JSON list of [progress, weight] pairs, e.g. [[0, 0], [1, 1]]."
-        )
+        raise P3SInputError("Custom points must be a JSON list of [progress, weight] pairs, e.g. [[0, 0], [1, 1]].")
     return _points_from_raw(data)
 
 
@@ -245,9 +240,7 @@ def _interpolate(points: Sequence[ControlPoint], s: float) -> float:
 
 def _check_progress(value: float, name: str) -> float:
     if not isinstance(value, numbers.Real) or isinstance(value, bool) or not (0.0 <= value <= 1.0):
-        raise P3SInputError(
-            f"{name} is {value!r}; it must be a number in [0, 1] (0 = pure noise, 1 = clean)."
-        )
+        raise P3SInputError(f"{name} is {value!r}; it must be a number in [0, 1] (0 = pure noise, 1 = clean).")
     return float(value)
 
 

@@ -60,9 +60,7 @@ def plot_area(schedule: WeightSchedule, num_steps: int, width: int, height: int)
     return PlotArea(left, top, right, bottom, _nice_ceil(max(peak, 1.0)))
 
 
-def plot_schedule(
-    schedule: WeightSchedule, num_steps: int = 20, width: int = 512, height: int = 320
-) -> np.ndarray:
+def plot_schedule(schedule: WeightSchedule, num_steps: int = 20, width: int = 512, height: int = 320) -> np.ndarray:
     """The schedule over ``num_steps`` steps as a ``height x width x 3`` float32 RGB image in [0, 1]."""
     weights = schedule.weights(num_steps)
     area = plot_area(schedule, num_steps, width, height)
@@ -85,9 +83,7 @@ def plot_schedule(
         cv2.line(image, (x, area.bottom), (x, area.bottom + 4), FRAME_COLOR, 1, cv2.LINE_8)
         label = str(step)
         (tw, th), _ = cv2.getTextSize(label, _FONT, scale, 1)
-        cv2.putText(
-            image, label, (x - tw // 2, area.bottom + 8 + th), _FONT, scale, TEXT_COLOR, 1, cv2.LINE_AA
-        )
+        cv2.putText(image, label, (x - tw // 2, area.bottom + 8 + th), _FONT, scale, TEXT_COLOR, 1, cv2.LINE_AA)
 
     _put_text(
         image,

@@ -49,9 +49,7 @@ def test_fp32_round_trip_is_bit_exact(tmp_path):
 
 @pytest.mark.parametrize(("dtype", "torch_dtype"), [("fp16", torch.float16), ("bf16", torch.bfloat16)])
 def test_half_storage_round_trip_is_exact_for_representable_values(tmp_path, dtype, torch_dtype):
-    representable = {
-        k: (v.to(torch_dtype).float() if v.is_floating_point() else v) for k, v in _tensors(1).items()
-    }
+    representable = {k: (v.to(torch_dtype).float() if v.is_floating_point() else v) for k, v in _tensors(1).items()}
     path = tmp_path / f"dog_{dtype}.safetensors"
     save_p3s_model(path, representable, CONFIG, None, dtype=dtype)
     loaded, info = load_p3s_model(path)
@@ -131,9 +129,7 @@ def test_failed_overwrite_keeps_the_old_file(tmp_path, monkeypatch):
         save_p3s_model(path, _tensors(1), CONFIG, dtype="fp32", overwrite=True)
     monkeypatch.undo()
     assert _files(tmp_path) == ["m.safetensors"]
-    assert torch.equal(
-        load_p3s_model(path)[0]["copy.input_blocks.1.weight"], _tensors(0)["copy.input_blocks.1.weight"]
-    )
+    assert torch.equal(load_p3s_model(path)[0]["copy.input_blocks.1.weight"], _tensors(0)["copy.input_blocks.1.weight"])
 
 
 @pytest.mark.parametrize(
@@ -239,9 +235,7 @@ def test_resolve_model_path_finds_files_in_any_root(tmp_path):
     (second / "dogs" / "rex.safetensors").write_bytes(b"x")
     assert resolve_model_path([first, second], "dogs/rex.safetensors") == second / "dogs" / "rex.safetensors"
     assert resolve_model_path([first, second], "dogs\\rex.safetensors") == second / "dogs" / "rex.safetensors"
-    assert (
-        resolve_model_path([first, second], "new.safetensors", must_exist=False) == first / "new.safetensors"
-    )
+    assert resolve_model_path([first, second], "new.safetensors", must_exist=False) == first / "new.safetensors"
     with pytest.raises(P3SInputError, match=r"No P3S model named 'gone\.safetensors'"):
         resolve_model_path([first, second], "gone.safetensors")
 
