@@ -66,9 +66,7 @@ class P3SPointsNode(io.ComfyNode):
                 ),
             ],
             outputs=[
-                P3SPointsType.Output(
-                    "p3s_points", display_name="points", tooltip="Point sets for the RNGR mask."
-                ),
+                P3SPointsType.Output("point_sets", display_name="points", tooltip="Point sets for the RNGR mask."),
                 io.Image.Output(
                     "preview", display_name="preview", tooltip="The image(s) with the points drawn on them."
                 ),
@@ -91,9 +89,7 @@ class P3SPointsNode(io.ComfyNode):
             preview = draw_points(blank, selection.sets[0])[None]
             return io.NodeOutput(selection, preview)
         sets = selection.for_batch(image.shape[0])
-        preview = torch.stack(
-            [draw_points(frame, point_set) for frame, point_set in zip(image, sets, strict=True)]
-        )
+        preview = torch.stack([draw_points(frame, point_set) for frame, point_set in zip(image, sets, strict=True)])
         shown = downscale_for_display(image, DISPLAY_MAX_SIDE)
         saved = ui.ImageSaveHelper.save_images(
             shown, filename_prefix="p3s_points", folder_type=io.FolderType.temp, cls=None, compress_level=1

@@ -34,13 +34,19 @@ def match_masks(images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     if masks.shape[0] == 1 and images.shape[0] > 1:
         masks = masks.expand(images.shape[0], -1, -1)
     if masks.shape[0] != images.shape[0]:
-        raise P3SInputError(f"{images.shape[0]} images but {masks.shape[0]} masks: give one mask per image "
-                            "(or a single mask for all).")
+        raise P3SInputError(
+            f"{images.shape[0]} images but {masks.shape[0]} masks: give one mask per image (or a single mask for all)."
+        )
     return masks
 
 
-def inpaint(images: torch.Tensor, masks: torch.Tensor, method: InpaintMethod = "telea", radius: int = 5,
-            fill: float = 0.5) -> torch.Tensor:
+def inpaint(
+    images: torch.Tensor,
+    masks: torch.Tensor,
+    method: InpaintMethod = "telea",
+    radius: int = 5,
+    fill: float = 0.5,
+) -> torch.Tensor:
     """Inpaint ``masks`` (>0.5) away, or with ``fill_outside`` fill everything outside them.
 
     ``images`` is ComfyUI's ``[B, H, W, C]`` in [0, 1]; the result has the same shape and dtype.
@@ -57,8 +63,12 @@ def inpaint(images: torch.Tensor, masks: torch.Tensor, method: InpaintMethod = "
             out.append(image)
             continue
         rgb = image[..., :3].cpu().numpy()
-        filled = cv2.inpaint((np.clip(rgb, 0, 1) * 255).round().astype(np.uint8),
-                             mask.cpu().numpy().astype(np.uint8), radius, _CV_FLAGS[method])
+        filled = cv2.inpaint(
+            (np.clip(rgb, 0, 1) * 255).round().astype(np.uint8),
+            mask.cpu().numpy().astype(np.uint8),
+            radius,
+            _CV_FLAGS[method],
+        )
         patched = torch.from_numpy(filled.astype(np.float32) / 255.0).to(image)
         result = image.clone()
         result[..., :3] = torch.where(mask.unsqueeze(-1).to(image.device), patched, image[..., :3])

@@ -79,8 +79,7 @@ class P3SPoints:
     def to_json(self) -> str:
         """The canonical JSON form (see the module docstring)."""
         images = [
-            {"positive": [list(p) for p in s.positive], "negative": [list(p) for p in s.negative]}
-            for s in self.sets
+            {"positive": [list(p) for p in s.positive], "negative": [list(p) for p in s.negative]} for s in self.sets
         ]
         return json.dumps({"version": FORMAT_VERSION, "images": images})
 
@@ -123,9 +122,7 @@ def parse_points_json(text: str) -> P3SPoints:
 def make_points(sets: Sequence[tuple[Sequence[Point], Sequence[Point]]]) -> P3SPoints:
     """Build validated points from ``[(positive, negative), ...]`` in Python."""
     return P3SPoints(
-        tuple(
-            _parse_set({"positive": list(pos), "negative": list(neg)}, i) for i, (pos, neg) in enumerate(sets)
-        )
+        tuple(_parse_set({"positive": list(pos), "negative": list(neg)}, i) for i, (pos, neg) in enumerate(sets))
     )
 
 
@@ -187,9 +184,7 @@ def parse_pixel_points(text: str, width: int, height: int, kind: str = "positive
     if isinstance(data, dict):
         data = [data]
     if not isinstance(data, list):
-        raise P3SInputError(
-            f'The {kind} KJNodes coordinates must be a list like [{{"x": 120, "y": 80}}, ...].'
-        )
+        raise P3SInputError(f'The {kind} KJNodes coordinates must be a list like [{{"x": 120, "y": 80}}, ...].')
     points = []
     for item in data:
         if isinstance(item, dict) and "x" in item and "y" in item:
@@ -199,9 +194,7 @@ def parse_pixel_points(text: str, width: int, height: int, kind: str = "positive
             or len(item) != 2
             or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in item)
         ):
-            raise P3SInputError(
-                f'A {kind} KJNodes coordinate is {item!r}; each must be {{"x": pixels, "y": pixels}}.'
-            )
+            raise P3SInputError(f'A {kind} KJNodes coordinate is {item!r}; each must be {{"x": pixels, "y": pixels}}.')
         x, y = float(item[0]), float(item[1])
         if not (math.isfinite(x) and math.isfinite(y) and 0.0 <= x <= width and 0.0 <= y <= height):
             raise P3SInputError(

@@ -30,9 +30,7 @@ def draw_points(image: torch.Tensor, point_set: PointSet) -> torch.Tensor:
     in, so pixels away from the markers keep their exact values.
     """
     if image.ndim != 3 or image.shape[-1] not in (1, 3, 4):
-        raise P3SInputError(
-            f"draw_points needs one [H, W, C] image with 1, 3 or 4 channels, got {tuple(image.shape)}."
-        )
+        raise P3SInputError(f"draw_points needs one [H, W, C] image with 1, 3 or 4 channels, got {tuple(image.shape)}.")
     height, width, channels = image.shape
     base = image.detach().to("cpu", torch.float32).numpy()
     rgb = np.repeat(base, 3, axis=-1) if channels == 1 else base[..., :3]
@@ -53,9 +51,7 @@ def draw_points(image: torch.Tensor, point_set: PointSet) -> torch.Tensor:
     return result.to(device=image.device, dtype=image.dtype)
 
 
-def _draw_marker(
-    overlay: np.ndarray, alpha: np.ndarray, kind: str, x: int, y: int, radius: int, label: str
-) -> None:
+def _draw_marker(overlay: np.ndarray, alpha: np.ndarray, kind: str, x: int, y: int, radius: int, label: str) -> None:
     outline = max(1, radius // 4)
     colour = POSITIVE_RGB if kind == "positive" else NEGATIVE_RGB
     for layer, paint in ((overlay, None), (alpha, 255)):

@@ -46,9 +46,13 @@ def comfy_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ComfyServ
         yield server
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
-    """Headless Debian chromium driven by playwright."""
+    """Headless Debian chromium driven by playwright.
+
+    Module scope: playwright's sync API keeps an event loop running in this thread while it is
+    open, which would break later tests that call ``asyncio.run``.
+    """
     if not Path(CHROMIUM).is_file() or shutil.which(CHROMIUM) is None:
         _missing(f"chromium not found at {CHROMIUM}")
     try:

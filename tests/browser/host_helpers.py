@@ -28,9 +28,7 @@ def make_reference_image(path: Path) -> None:
 
 def http_json(server: ComfyServer, path: str, body: dict | None = None) -> dict:
     data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(
-        server.url + path, data=data, headers={"Content-Type": "application/json"}
-    )
+    request = urllib.request.Request(server.url + path, data=data, headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=30) as response:
         return json.loads(response.read())
 

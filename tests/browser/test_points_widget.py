@@ -47,9 +47,7 @@ def open_app(page, server: ComfyServer) -> None:
     page.wait_for_function("() => window.app?.graph && window.LiteGraph", timeout=90_000)
 
 
-def canvas_point(
-    page, normalised: tuple[float, float], aspect: float = IMAGE_W / IMAGE_H
-) -> tuple[float, float]:
+def canvas_point(page, normalised: tuple[float, float], aspect: float = IMAGE_W / IMAGE_H) -> tuple[float, float]:
     """Page coordinates of a normalised image point, through the widget's letterboxed image area."""
     box = page.locator("canvas.p3s-points-canvas").bounding_box()
     width = min(box["width"], box["height"] * aspect)
