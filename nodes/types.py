@@ -11,5 +11,5 @@ CATEGORY_MODEL = f"{CATEGORY}/model"
 P3SPointsType = io.Custom("P3S_POINTS")
 # p3s_core.schedule.WeightSchedule: injection weight over denoising progress.
 P3SScheduleType = io.Custom("P3S_SCHEDULE")
-# p3s_core.model_file.P3SModelFile: a loaded P3S model file (tensors + info).
+# p3s_core.p3s_model.P3SModel (from P3S Init) or p3s_core.model_file.P3SModelFile (from P3S Loader).
 P3SModelType = io.Custom("P3S_MODEL")

@@ -1,0 +1,88 @@
+"""Small ComfyUI models with SD1.5's block layout, for tests and benchmarks (no weights needed).
+
+``tiny_sd15_patcher`` builds ``comfy.supported_models.SD15(unet_config).get_model({})`` with
+SD1.5's layout (transformer blocks at input 1,2,4,5,7,8, middle 0, output 3..11, depth 1)
+and small channels, then initialises every parameter from a seeded generator, because
+ComfyUI's ops skip initialisation. Call ``devtools.comfy_inprocess.import_comfy()`` first.
+"""
+
+from __future__ import annotations
+
+import torch
+
+SD15_FULL_CHANNELS = 320
+SD15_FULL_CONTEXT = 768
+
+
+def sd15_unet_config(model_channels: int = 32, context_dim: int = 32, num_heads: int = 8) -> dict:
+    """An SD1.5 ``unet_config`` (as ComfyUI's detection builds it) with chosen widths."""
+    return {
+        "use_checkpoint": False,
+        "image_size": 32,
+        "out_channels": 4,
+        "use_spatial_transformer": True,
+        "legacy": False,
+        "adm_in_channels": None,
+        "in_channels": 4,
+        "model_channels": model_channels,
+        "num_res_blocks": [2, 2, 2, 2],
+        "transformer_depth": [1, 1, 1, 1, 1, 1, 0, 0],
+        "channel_mult": [1, 2, 4, 4],
+        "transformer_depth_middle": 1,
+        "use_linear_in_transformer": False,
+        "context_dim": context_dim,
+        "num_heads": num_heads,
+        "num_head_channels": -1,
+        "transformer_depth_output": [1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0],
+        "use_temporal_resblock": False,
+        "use_temporal_attention": False,
+    }
+
+
+def init_parameters(module: torch.nn.Module, seed: int, scale: float = 0.05) -> None:
+    """Fill every parameter with seeded noise (norm weights near 1), in place."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in module.named_parameters():
+            noise = torch.randn(param.shape, generator=gen, dtype=torch.float32) * scale
+            if "norm" in name and name.endswith("weight"):
+                noise = noise + 1.0
+            param.copy_(noise.to(param.dtype))
+
+
+def tiny_sd15_patcher(
+    model_channels: int = 32, context_dim: int = 32, seed: int = 0, dtype: torch.dtype = torch.float32
+):
+    """A ``ModelPatcher`` over a randomly initialised SD1.5-shaped model on the CPU."""
+    import comfy.model_management
+    import comfy.model_patcher
+    import comfy.supported_models
+
+    config = sd15_unet_config(model_channels, context_dim)
+    config["dtype"] = dtype
+    model_config = comfy.supported_models.SD15(config)
+    model_config.set_inference_dtype(dtype, None)
+    model = model_config.get_model({})
+    init_parameters(model.diffusion_model, seed)
+    model.diffusion_model.to(dtype)
+    device = comfy.model_management.get_torch_device()
+    return comfy.model_patcher.ModelPatcher(model, load_device=device, offload_device=device)
+
+
+def controlnet_for(base, seed: int = 21):
+    """A ComfyUI ``ControlNet`` with the same config as ``base``'s U-Net (random weights, 3-channel hint)."""
+    import comfy.cldm.cldm
+    import comfy.controlnet
+    import comfy.ops
+
+    config = dict(base.model.model_config.unet_config)
+    config.pop("out_channels")
+    config.update(hint_channels=3, operations=comfy.ops.disable_weight_init, device=base.load_device)
+    control_model = comfy.cldm.cldm.ControlNet(**config)
+    init_parameters(control_model, seed)
+    return comfy.controlnet.ControlNet(control_model, load_device=base.load_device)
+
+
+def with_control(conditioning: list, control) -> list:
+    """Conditioning with ``control`` attached, as ComfyUI's ControlNet apply nodes do."""
+    return [[c, {**extra, "control": control}] for c, extra in conditioning]

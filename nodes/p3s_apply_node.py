@@ -1,0 +1,88 @@
+"""``P3S Apply``: patch a MODEL so that sampling injects a P3S model's subject."""
+
+from __future__ import annotations
+
+from comfy_api.latest import io
+
+from ..p3s_core.injection import REFERENCE_MODES
+from ..p3s_core.model_file import P3SModelFile
+from .p3s_patching import apply_p3s, check_sd15_model, encode_hint, p3s_model_from_file
+from .types import CATEGORY, P3SModelType
+from .types import P3SScheduleType as P3SScheduleSocket
+
+
+class P3SApply(io.ComfyNode):
+    """Runs the P3S copy beside the frozen U-Net and adds its attention states to it."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="P3SApply",
+            display_name="P3S Apply",
+            category=f"{CATEGORY}/model",
+            description="Apply a P3S model to an SD1.5 MODEL: the copy sees the noisy latent plus the "
+            "reference hint and its self/cross-attention outputs are added to the model's at every "
+            "transformer block, scaled by strength x schedule. Composes with LoRAs, ControlNets and "
+            "other patches; the input MODEL is not changed.",
+            inputs=[
+                io.Model.Input("model"),
+                P3SModelType.Input("p3s_model"),
+                io.Image.Input("reference_images", tooltip="The cleaned (inpainted) reference images."),
+                io.Mask.Input("subject_mask", tooltip="One subject mask per reference image (or one for all)."),
+                io.Vae.Input("vae"),
+                io.ClipVision.Input("clip_vision", tooltip="The CLIP vision model the P3S model was made with."),
+                io.Float.Input("strength", default=1.0, min=-10.0, max=10.0, step=0.01),
+                P3SScheduleSocket.Input(
+                    "schedule",
+                    optional=True,
+                    tooltip="Weight over denoising progress; constant 1 when absent.",
+                ),
+                io.Float.Input("start_percent", default=0.0, min=0.0, max=1.0, step=0.001),
+                io.Float.Input("end_percent", default=1.0, min=0.0, max=1.0, step=0.001),
+                io.Boolean.Input(
+                    "apply_to_uncond",
+                    default=False,
+                    tooltip="Also inject into the negative (uncond) pass; off = copy runs on cond rows only.",
+                ),
+                io.Combo.Input(
+                    "reference_mode",
+                    options=list(REFERENCE_MODES),
+                    default="cycle",
+                    tooltip="cycle: sample i uses reference i mod count; mean: the mean of all hints.",
+                ),
+            ],
+            outputs=[io.Model.Output()],
+        )
+
+    @classmethod
+    def execute(
+        cls,
+        model,
+        p3s_model,
+        reference_images,
+        subject_mask,
+        vae,
+        clip_vision,
+        strength,
+        start_percent,
+        end_percent,
+        apply_to_uncond,
+        reference_mode,
+        schedule=None,
+    ) -> io.NodeOutput:
+        check_sd15_model(model)
+        if isinstance(p3s_model, P3SModelFile):  # from P3S Loader: rebuild it on this base model
+            p3s_model = p3s_model_from_file(model, p3s_model.tensors, p3s_model.info.config)
+        hint = encode_hint(p3s_model, reference_images, subject_mask, vae, clip_vision, model)
+        patched = apply_p3s(
+            model,
+            p3s_model,
+            hint,
+            strength=strength,
+            schedule=schedule,
+            start_percent=start_percent,
+            end_percent=end_percent,
+            apply_to_uncond=apply_to_uncond,
+            reference_mode=reference_mode,
+        )
+        return io.NodeOutput(patched)

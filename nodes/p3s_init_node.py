@@ -1,0 +1,41 @@
+"""``P3S Init``: an untrained P3S model (``P3S_MODEL``) from an SD1.5 base MODEL."""
+
+from __future__ import annotations
+
+from comfy_api.latest import io
+
+from ..p3s_core.subject_encoder import DEFAULT_ENCODER_CONFIG
+from .p3s_patching import clip_token_width, new_p3s_model
+from .types import CATEGORY, P3SModelType
+
+
+class P3SInit(io.ComfyNode):
+    """Copies the base U-Net into a new P3S model whose injection layers are all zero."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="P3SInit",
+            display_name="P3S Init",
+            category=f"{CATEGORY}/model",
+            description="Create an untrained P3S model from an SD1.5 base model: a trainable copy of its "
+            "U-Net, the subject encoder and zero-initialised injection layers. Applied as it is, it "
+            "changes nothing; fine-tune it on your reference images first.",
+            inputs=[
+                io.Model.Input("model", tooltip="The SD1.5 base model the P3S model will be used with."),
+                io.ClipVision.Input(
+                    "clip_vision",
+                    optional=True,
+                    tooltip="The CLIP vision model (ViT-L/14) the subject encoder will read; "
+                    "sets the encoder's token width (1024 when absent).",
+                ),
+            ],
+            outputs=[P3SModelType.Output("p3s_model")],
+        )
+
+    @classmethod
+    def execute(cls, model, clip_vision=None) -> io.NodeOutput:
+        config = dict(DEFAULT_ENCODER_CONFIG)
+        if clip_vision is not None:
+            config["token_dim"] = clip_token_width(clip_vision)
+        return io.NodeOutput(new_p3s_model(model, config))

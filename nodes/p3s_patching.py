@@ -1,0 +1,182 @@
+"""ComfyUI glue for P3S: SD1.5 check, base weights, hint encoding, and patching a MODEL.
+
+:func:`apply_p3s` clones the MODEL (never mutating it), adds the copy-running
+``DIFFUSION_MODEL`` wrapper and the attn1/attn2 output patches under one unique key, and
+registers the P3S model as an additional model so ComfyUI loads and offloads it.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import comfy.model_management
+import comfy.model_patcher
+import comfy.patcher_extension
+import comfy.supported_models
+import torch
+
+from ..p3s_core.errors import P3SInputError
+from ..p3s_core.injection import (
+    InjectionSettings,
+    WeightSchedule,
+    make_diffusion_wrapper,
+    make_injection_patch,
+)
+from ..p3s_core.letterbox import letterbox_pixels
+from ..p3s_core.p3s_model import P3SModel, p3s_model_from_tensors
+from ..p3s_core.subject_encoder import mask_to_patch_grid, patch_grid_side
+from ..p3s_core.unet_layout import check_sd15_layout
+
+STATE_KEY_PREFIX = "p3s_injection"
+
+
+def check_sd15_model(model: comfy.model_patcher.ModelPatcher) -> torch.nn.Module:
+    """The diffusion model of an SD1.5 MODEL, or a ``P3SInputError`` naming what was given."""
+    config = getattr(model.model, "model_config", None)
+    if not isinstance(config, comfy.supported_models.SD15):
+        raise P3SInputError(
+            f"P3S works with SD1.5 base models only; this MODEL is {type(config).__name__}. "
+            "Load an SD1.5 checkpoint (e.g. v1-5-pruned-emaonly) as the base model."
+        )
+    unet = model.model.diffusion_model
+    check_sd15_layout(unet)
+    return unet
+
+
+def base_diffusion_state_dict(model: comfy.model_patcher.ModelPatcher) -> dict[str, torch.Tensor]:
+    """The U-Net's own weights, without weight patches (LoRAs) ComfyUI may have merged in place."""
+    prefix = "diffusion_model."
+    state = dict(model.model.diffusion_model.state_dict())
+    for key, backup in model.backup.items():
+        if key.startswith(prefix) and key[len(prefix) :] in state:
+            state[key[len(prefix) :]] = backup.weight
+    return state
+
+
+def new_p3s_model(model: comfy.model_patcher.ModelPatcher, encoder_config: dict | None = None) -> P3SModel:
+    """An untrained P3S model copying ``model``'s SD1.5 U-Net (on the offload device)."""
+    unet = check_sd15_model(model)
+    p3s = P3SModel.from_base(unet, encoder_config, base_diffusion_state_dict(model))
+    with torch.inference_mode(False):  # moved weights must stay trainable (nodes run in inference mode)
+        return p3s.to(model.offload_device)
+
+
+def p3s_model_from_file(
+    model: comfy.model_patcher.ModelPatcher, tensors: dict[str, torch.Tensor], config: dict
+) -> P3SModel:
+    """Rebuild a saved P3S model (``state_dict`` tensors + ``P3SModel.config``) for an SD1.5 MODEL."""
+    unet = check_sd15_model(model)
+    with torch.inference_mode(False):
+        return p3s_model_from_tensors(unet, tensors, config).to(model.offload_device)
+
+
+def clip_token_width(clip_vision) -> int:
+    """Hidden size of a ComfyUI ``ClipVisionModel``'s tokens."""
+    return int(clip_vision.model.vision_model.embeddings.patch_embedding.weight.shape[0])
+
+
+def check_reference_batches(images: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The mask as ``[R, H, W]`` matching the ``[R, H, W, C]`` images, or a clear error."""
+    if mask.dim() == 2:
+        mask = mask.unsqueeze(0)
+    if mask.shape[0] == 1 and images.shape[0] > 1:
+        mask = mask.expand(images.shape[0], -1, -1)
+    if mask.shape[0] != images.shape[0]:
+        raise P3SInputError(
+            f"{images.shape[0]} reference images but {mask.shape[0]} subject masks: give one mask per image "
+            "(in the same order), or a single mask for all."
+        )
+    if tuple(mask.shape[1:]) != tuple(images.shape[1:3]):
+        raise P3SInputError(
+            f"The subject masks are {mask.shape[2]}x{mask.shape[1]} but the reference images are "
+            f"{images.shape[2]}x{images.shape[1]}; use the mask made from these images."
+        )
+    return mask
+
+
+def encode_hint(
+    p3s: P3SModel,
+    images: torch.Tensor,
+    mask: torch.Tensor,
+    vae,
+    clip_vision,
+    model: comfy.model_patcher.ModelPatcher,
+) -> torch.Tensor:
+    """The hint ``[R, 4, H/8, W/8]`` of the reference images, in the model's latent space.
+
+    Pixels go to CLIP letterboxed (padded to a centred square, as the RNGR mask does), and the
+    mask goes to the patch grid through the same padding.
+    """
+    mask = check_reference_batches(images, mask)
+    images = images[..., :3]
+    comfy.model_management.load_model_gpu(clip_vision.patcher)
+    pixels = letterbox_pixels(
+        images.to(clip_vision.load_device),
+        clip_vision.image_size,
+        clip_vision.image_mean,
+        clip_vision.image_std,
+    )
+    tokens = clip_vision.model(pixel_values=pixels, intermediate_output=-2)[1]
+    side, _ = patch_grid_side(tokens.shape[1])
+    latent = model.model.process_latent_in(vae.encode(images))
+    param = next(p3s.encoder.parameters())
+    with torch.no_grad():
+        hint = p3s.encoder(
+            tokens.to(param.device, param.dtype),
+            mask_to_patch_grid(mask, side, pad_to_square=True).to(param.device, param.dtype),
+            latent.to(param.device, param.dtype),
+        )
+    return hint.to(comfy.model_management.intermediate_device())
+
+
+def apply_p3s(
+    model: comfy.model_patcher.ModelPatcher,
+    p3s: P3SModel,
+    hint: torch.Tensor,
+    strength: float = 1.0,
+    schedule: WeightSchedule | None = None,
+    start_percent: float = 0.0,
+    end_percent: float = 1.0,
+    apply_to_uncond: bool = False,
+    reference_mode: str = "cycle",
+) -> comfy.model_patcher.ModelPatcher:
+    """A patched clone of ``model`` that injects ``p3s`` (the input MODEL is not changed)."""
+    check_sd15_model(model)
+    if not 0.0 <= start_percent <= end_percent <= 1.0:
+        raise P3SInputError(f"start_percent ({start_percent}) must be <= end_percent ({end_percent}), both in [0, 1].")
+    if hint.dim() != 4 or hint.shape[1] != p3s.hint_conv.in_channels:
+        raise P3SInputError(f"The hint must be [refs, {p3s.hint_conv.in_channels}, h, w]; got {tuple(hint.shape)}.")
+    sigma_range = None
+    if (start_percent, end_percent) != (0.0, 1.0):
+        sampling = model.get_model_object("model_sampling")
+        sigma_range = (
+            float(sampling.percent_to_sigma(start_percent)),
+            float(sampling.percent_to_sigma(end_percent)),
+        )
+    settings = InjectionSettings(float(strength), sigma_range, bool(apply_to_uncond), reference_mode)
+
+    key = f"{STATE_KEY_PREFIX}_{uuid.uuid4().hex[:12]}"
+    patched = model.clone()
+    patched.add_wrapper_with_key(
+        comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL,
+        key,
+        make_diffusion_wrapper(p3s, hint.detach(), settings, schedule, key),
+    )
+    patched.set_model_attn1_output_patch(make_injection_patch("attn1", key))
+    patched.set_model_attn2_output_patch(make_injection_patch("attn2", key))
+    patched.set_additional_models(key, [p3s_patcher(p3s, model)])
+    return patched
+
+
+def p3s_patcher(p3s: P3SModel, model: comfy.model_patcher.ModelPatcher) -> comfy.model_patcher.ModelPatcher:
+    """The one ``ModelPatcher`` over ``p3s`` (kept on the module) that ComfyUI loads and offloads.
+
+    One patcher per P3S model, as ComfyUI's ControlNets do: a fresh patcher per application
+    would die with its MODEL while the module lives on, which ComfyUI reports as a leak.
+    """
+    devices = (model.load_device, model.offload_device)
+    patcher = p3s.__dict__.get("_comfy_patcher")
+    if patcher is None or (patcher.load_device, patcher.offload_device) != devices:
+        patcher = comfy.model_patcher.ModelPatcher(p3s, load_device=devices[0], offload_device=devices[1])
+        p3s.__dict__["_comfy_patcher"] = patcher
+    return patcher

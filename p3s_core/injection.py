@@ -1,0 +1,189 @@
+"""Running the P3S copy at each sampling step and adding its states to the frozen U-Net.
+
+This speaks ComfyUI's patch protocol with plain dicts and callables (no host import):
+- :func:`make_diffusion_wrapper` returns a ``DIFFUSION_MODEL`` wrapper. Per call it works out
+  the step's weight ``w = strength * schedule(progress)`` (0 outside the sigma window); when w
+  is 0 it calls the frozen model untouched and the copy does not run. Otherwise it runs the
+  copy on ``x + hint_conv(hint)`` (only the cond rows unless ``apply_to_uncond``), capturing
+  every attn1/attn2 output, passes each through its injection layer times w, and hands the
+  results to the frozen model in a shallow copy of ``transformer_options`` under ``state_key``.
+- :func:`make_injection_patch` returns the attn1/attn2 output patch of the frozen model: it
+  adds the delta of its block out of place (``index_add`` on the injected rows).
+Both are plain closures: ComfyUI deep-copies ``model_options`` on every clone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import torch
+import torch.nn.functional as F
+
+from .errors import P3SInputError
+from .p3s_model import P3SModel
+from .unet_layout import ATTENTIONS
+
+REFERENCE_MODES = ("cycle", "mean")
+COND = 0  # ComfyUI's cond_or_uncond value for positive (cond) rows
+
+
+class WeightSchedule(Protocol):
+    """Anything with ``weight(progress) -> float``; progress 0 = pure noise, 1 = done."""
+
+    def weight(self, progress: float) -> float: ...
+
+
+class ConstantSchedule:
+    """w(s) = value for every step (the default when no schedule is given)."""
+
+    def __init__(self, value: float = 1.0):
+        self.value = float(value)
+
+    def weight(self, progress: float) -> float:
+        return self.value
+
+
+@dataclass(frozen=True)
+class InjectionSettings:
+    """How P3S is applied during sampling.
+
+    ``sigma_range``: ``(sigma_start, sigma_end)``; the copy runs only while
+    ``sigma_end <= sigma <= sigma_start`` (ControlNet-style start/end percent). None = always.
+    ``reference_mode``: ``cycle`` = sample i uses reference i mod R; ``mean`` = mean hint.
+    """
+
+    strength: float = 1.0
+    sigma_range: tuple[float, float] | None = None
+    apply_to_uncond: bool = False
+    reference_mode: str = "cycle"
+
+    def __post_init__(self) -> None:
+        if self.reference_mode not in REFERENCE_MODES:
+            raise P3SInputError(f"reference_mode must be one of {REFERENCE_MODES}, not '{self.reference_mode}'.")
+
+
+def step_progress(sigma: float, sample_sigmas: torch.Tensor | None, timestep: float) -> float:
+    """Denoising progress s in [0, 1] of the current step (0 = first, pure noise).
+
+    From the step's position in ``sample_sigmas`` when the sampler provides it, else from the
+    timestep (0..999) the U-Net receives.
+    """
+    if sample_sigmas is not None and len(sample_sigmas) > 1:
+        steps = sample_sigmas[:-1].float().cpu()
+        index = int(torch.argmin((steps - float(sigma)).abs()))
+        return index / max(len(steps) - 1, 1)
+    return min(max(1.0 - float(timestep) / 999.0, 0.0), 1.0)
+
+
+def injected_rows(cond_or_uncond: list[int] | None, batch: int, apply_to_uncond: bool) -> torch.Tensor | None:
+    """Batch rows that receive the injection: None = all rows, empty = none."""
+    if apply_to_uncond or not cond_or_uncond:
+        return None
+    chunk = batch // len(cond_or_uncond)
+    rows = [r for i, kind in enumerate(cond_or_uncond) if kind == COND for r in range(i * chunk, (i + 1) * chunk)]
+    return torch.tensor(rows, dtype=torch.long)
+
+
+def hint_for_rows(hint: torch.Tensor, rows: torch.Tensor, chunk: int, size: tuple[int, int], mode: str) -> torch.Tensor:
+    """The hint per injected row: references cycled over the samples of each chunk (or averaged)."""
+    if mode == "mean":
+        hint = hint.mean(dim=0, keepdim=True)
+    if tuple(hint.shape[-2:]) != tuple(size):
+        hint = F.interpolate(hint, size=size, mode="bilinear", align_corners=False)
+    sample = rows % chunk
+    return hint[sample % hint.shape[0]]
+
+
+def run_copy(
+    p3s: P3SModel, x: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor, hint: torch.Tensor
+) -> dict[tuple[str, int, int, str], torch.Tensor]:
+    """Run the copy on ``x + hint_conv(hint)``; return its attn outputs by (block, id, index, attn)."""
+    captured: dict[tuple[str, int, int, str], torch.Tensor] = {}
+
+    def capture(attn: str) -> Callable:
+        def patch(n: torch.Tensor, extra: dict) -> torch.Tensor:
+            block = extra["block"]
+            captured[(block[0], block[1], extra.get("block_index", 0), attn)] = n
+            return n
+
+        return patch
+
+    fresh = {"patches": {f"{a}_output_patch": [capture(a)] for a in ATTENTIONS}}
+    w = p3s.hint_conv.weight
+    x_in = x + p3s.hint_conv(hint.to(device=w.device, dtype=w.dtype)).to(x.dtype)
+    p3s.copy(x_in, timesteps, context=context, transformer_options=fresh)
+    return captured
+
+
+def injection_deltas(
+    p3s: P3SModel, captured: dict[tuple[str, int, int, str], torch.Tensor], weight: float
+) -> dict[tuple[str, int, int, str], torch.Tensor]:
+    """``weight * layer(state)`` for every captured site and attention."""
+    deltas = {}
+    for site in p3s.sites:
+        for attn in ATTENTIONS:
+            state = captured.get((*site.host_key, attn))
+            if state is None:
+                continue
+            layer = p3s.site_layer(site, attn)
+            wt, b = layer.weight.to(state), layer.bias.to(state)
+            deltas[(*site.host_key, attn)] = F.linear(state, wt, b) * weight
+    return deltas
+
+
+def make_injection_patch(attn: str, state_key: str) -> Callable[[torch.Tensor, dict], torch.Tensor]:
+    """The frozen model's ``attn1_output_patch`` / ``attn2_output_patch`` for one P3S application."""
+
+    def patch(n: torch.Tensor, extra_options: dict) -> torch.Tensor:
+        state = extra_options.get(state_key)
+        block = extra_options.get("block")
+        if state is None or block is None:
+            return n
+        delta = state["deltas"].get((block[0], block[1], extra_options.get("block_index", 0), attn))
+        if delta is None:
+            return n
+        rows = state["rows"]
+        if rows is None:
+            return n + delta.to(n.dtype)
+        return n.index_add(0, rows.to(n.device), delta.to(n.dtype))
+
+    return patch
+
+
+def make_diffusion_wrapper(
+    p3s: P3SModel,
+    hint: torch.Tensor,
+    settings: InjectionSettings,
+    schedule: WeightSchedule | None,
+    state_key: str,
+) -> Callable[..., Any]:
+    """The ``DIFFUSION_MODEL`` wrapper that runs the copy and hands its states to the patches."""
+    schedule = schedule or ConstantSchedule(1.0)
+
+    def wrapper(executor, x, timesteps, context, y, control, transformer_options, **kwargs):
+        sigmas = transformer_options.get("sigmas")
+        sigma = float(sigmas.max()) if sigmas is not None else None
+        weight = 0.0
+        if (
+            sigma is None
+            or settings.sigma_range is None
+            or (settings.sigma_range[1] <= sigma <= settings.sigma_range[0])
+        ):
+            progress = step_progress(sigma or 0.0, transformer_options.get("sample_sigmas"), float(timesteps.max()))
+            weight = settings.strength * float(schedule.weight(progress))
+        rows = injected_rows(transformer_options.get("cond_or_uncond"), x.shape[0], settings.apply_to_uncond)
+        if weight == 0.0 or (rows is not None and rows.numel() == 0):
+            return executor(x, timesteps, context, y, control, transformer_options, **kwargs)
+
+        index = rows.to(x.device) if rows is not None else torch.arange(x.shape[0], device=x.device)
+        groups = len(transformer_options.get("cond_or_uncond") or [0])
+        row_hint = hint_for_rows(hint, index.cpu(), x.shape[0] // groups, x.shape[-2:], settings.reference_mode)
+        sub_context = context[index] if context is not None else None
+        captured = run_copy(p3s, x[index], timesteps[index], sub_context, row_hint.to(x.device))
+        options = dict(transformer_options)
+        options[state_key] = {"deltas": injection_deltas(p3s, captured, weight), "rows": rows}
+        return executor(x, timesteps, context, y, control, options, **kwargs)
+
+    return wrapper
