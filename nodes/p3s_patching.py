@@ -15,6 +15,7 @@ import comfy.patcher_extension
 import comfy.supported_models
 import torch
 
+from ..p3s_core.batches import match_mask_batch
 from ..p3s_core.errors import P3SInputError
 from ..p3s_core.injection import (
     InjectionSettings,
@@ -77,21 +78,7 @@ def clip_token_width(clip_vision) -> int:
 
 def check_reference_batches(images: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """The mask as ``[R, H, W]`` matching the ``[R, H, W, C]`` images, or a clear error."""
-    if mask.dim() == 2:
-        mask = mask.unsqueeze(0)
-    if mask.shape[0] == 1 and images.shape[0] > 1:
-        mask = mask.expand(images.shape[0], -1, -1)
-    if mask.shape[0] != images.shape[0]:
-        raise P3SInputError(
-            f"{images.shape[0]} reference images but {mask.shape[0]} subject masks: give one mask per image "
-            "(in the same order), or a single mask for all."
-        )
-    if tuple(mask.shape[1:]) != tuple(images.shape[1:3]):
-        raise P3SInputError(
-            f"The subject masks are {mask.shape[2]}x{mask.shape[1]} but the reference images are "
-            f"{images.shape[2]}x{images.shape[1]}; use the mask made from these images."
-        )
-    return mask
+    return match_mask_batch(images, mask, "reference images", "subject masks")
 
 
 def encode_hint(

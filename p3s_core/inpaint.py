@@ -15,29 +15,12 @@ import cv2
 import numpy as np
 import torch
 
+from .batches import match_mask_batch
 from .errors import P3SInputError
 
 InpaintMethod = Literal["telea", "navier_stokes", "fill_outside"]
 INPAINT_METHODS: tuple[str, ...] = ("telea", "navier_stokes", "fill_outside")
 _CV_FLAGS = {"telea": cv2.INPAINT_TELEA, "navier_stokes": cv2.INPAINT_NS}
-
-
-def match_masks(images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-    """Check an ``[B, H, W]`` (or ``[H, W]``) mask batch against ``[B, H, W, C]`` images."""
-    if masks.ndim == 2:
-        masks = masks.unsqueeze(0)
-    if masks.shape[-2:] != images.shape[1:3]:
-        raise P3SInputError(
-            f"The mask is {masks.shape[-1]}x{masks.shape[-2]} but the images are {images.shape[2]}x"
-            f"{images.shape[1]}: use the mask made from these images (P3S RNGR Mask) or resize both alike."
-        )
-    if masks.shape[0] == 1 and images.shape[0] > 1:
-        masks = masks.expand(images.shape[0], -1, -1)
-    if masks.shape[0] != images.shape[0]:
-        raise P3SInputError(
-            f"{images.shape[0]} images but {masks.shape[0]} masks: give one mask per image (or a single mask for all)."
-        )
-    return masks
 
 
 def inpaint(
@@ -53,7 +36,7 @@ def inpaint(
     """
     if method not in INPAINT_METHODS:
         raise P3SInputError(f"Unknown inpaint method {method!r}; choose one of {', '.join(INPAINT_METHODS)}.")
-    masks = match_masks(images, masks)
+    masks = match_mask_batch(images, masks)
     selected = masks > 0.5
     if method == "fill_outside":
         return torch.where(selected.unsqueeze(-1), images, torch.full_like(images, fill))

@@ -140,20 +140,28 @@ def _parse_set(entry: object, index: int) -> PointSet:
     return PointSet(positive, negative)
 
 
+def _number_pair(item: object) -> tuple[float, float] | None:
+    """``[x, y]``, ``(x, y)`` or ``{"x": x, "y": y}`` of real numbers as floats; None otherwise."""
+    if isinstance(item, dict) and "x" in item and "y" in item:
+        item = [item["x"], item["y"]]
+    if (
+        not isinstance(item, (list, tuple))
+        or len(item) != 2
+        or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in item)
+    ):
+        return None
+    return float(item[0]), float(item[1])
+
+
 def _parse_list(raw: object, where: str, kind: str) -> tuple[Point, ...]:
     if not isinstance(raw, list):
         raise P3SInputError(f'"{kind}" points of {where} must be a list of [x, y] pairs.')
     points = []
     for item in raw:
-        if isinstance(item, dict) and "x" in item and "y" in item:
-            item = [item["x"], item["y"]]
-        if (
-            not isinstance(item, (list, tuple))
-            or len(item) != 2
-            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in item)
-        ):
+        pair = _number_pair(item)
+        if pair is None:
             raise P3SInputError(f"A {kind} point of {where} is {item!r}; each point must be [x, y] numbers.")
-        x, y = float(item[0]), float(item[1])
+        x, y = pair
         if not (math.isfinite(x) and math.isfinite(y) and 0.0 <= x <= 1.0 and 0.0 <= y <= 1.0):
             raise P3SInputError(
                 f"A {kind} point of {where} is at ({x:g}, {y:g}), outside the image: points are normalised, "
@@ -187,15 +195,10 @@ def parse_pixel_points(text: str, width: int, height: int, kind: str = "positive
         raise P3SInputError(f'The {kind} KJNodes coordinates must be a list like [{{"x": 120, "y": 80}}, ...].')
     points = []
     for item in data:
-        if isinstance(item, dict) and "x" in item and "y" in item:
-            item = [item["x"], item["y"]]
-        if (
-            not isinstance(item, (list, tuple))
-            or len(item) != 2
-            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in item)
-        ):
+        pair = _number_pair(item)
+        if pair is None:
             raise P3SInputError(f'A {kind} KJNodes coordinate is {item!r}; each must be {{"x": pixels, "y": pixels}}.')
-        x, y = float(item[0]), float(item[1])
+        x, y = pair
         if not (math.isfinite(x) and math.isfinite(y) and 0.0 <= x <= width and 0.0 <= y <= height):
             raise P3SInputError(
                 f"A {kind} KJNodes point is at pixel ({x:g}, {y:g}), outside the {width}x{height} image on "
