@@ -8,11 +8,13 @@ import torch
 
 from devtools.tiny_models import tiny_sd15_patcher
 
-from .p3s_support import pack_module
+from .p3s_support import pack_module, sample
 
 patching = pack_module("nodes.p3s_patching")
 training = pack_module("p3s_core.training")
 errors = pack_module("p3s_core.errors")
+model_file = pack_module("p3s_core.model_file")
+loss_plot = pack_module("p3s_core.loss_plot")
 
 ENCODER = {"token_dim": 16, "inner_dim": 16, "heads": 2}
 
@@ -147,3 +149,21 @@ def test_settings_are_checked():
     with pytest.raises(errors.P3SInputError, match="lr"):
         training.TrainSettings(lr=0.0)
     assert training.TrainSettings(epochs=60, batch_size=2).total_steps(5) == 180
+
+
+def test_trained_model_saved_and_loaded_changes_apply_untrained_does_not(base, sigmas, tmp_path):
+    hint = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(5))
+    plain = sample(base)
+    untrained = patching.new_p3s_model(base, ENCODER)
+    assert torch.equal(sample(patching.apply_p3s(base, untrained, hint)), plain)
+    trained, history = train(base, sigmas, epochs=2, lr=1e-3, seed=3)
+    path = tmp_path / "subject.safetensors"
+    model_file.save_p3s_model(path, trained.state_dict(), trained.config, {"epochs": 2}, dtype="fp32")
+    with pytest.raises(errors.P3SInputError, match="already exists"):
+        model_file.save_p3s_model(path, trained.state_dict(), trained.config)
+    tensors, info = model_file.load_p3s_model(path)
+    loaded = patching.p3s_model_from_file(base, tensors, info.config)
+    out = sample(patching.apply_p3s(base, loaded, hint))
+    assert (out - plain).abs().max() > 1e-4
+    plot = loss_plot.plot_losses(history)
+    assert plot.shape == (320, 512, 3) and plot.min() < 0.5 < plot.max()
