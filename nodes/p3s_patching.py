@@ -81,15 +81,14 @@ def check_reference_batches(images: torch.Tensor, mask: torch.Tensor) -> torch.T
     return match_mask_batch(images, mask, "reference images", "subject masks")
 
 
-def encode_hint(
-    p3s: P3SModel,
+def reference_features(
     images: torch.Tensor,
     mask: torch.Tensor,
     vae,
     clip_vision,
     model: comfy.model_patcher.ModelPatcher,
-) -> torch.Tensor:
-    """The hint ``[R, 4, H/8, W/8]`` of the reference images, in the model's latent space.
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """What the subject encoder reads: CLIP tokens, mask on the patch grid, model-space latents.
 
     Pixels go to CLIP letterboxed (padded to a centred square, as the RNGR mask does), and the
     mask goes to the patch grid through the same padding.
@@ -106,11 +105,24 @@ def encode_hint(
     tokens = clip_vision.model(pixel_values=pixels, intermediate_output=-2)[1]
     side, _ = patch_grid_side(tokens.shape[1])
     latent = model.model.process_latent_in(vae.encode(images))
+    return tokens, mask_to_patch_grid(mask, side, pad_to_square=True), latent
+
+
+def encode_hint(
+    p3s: P3SModel,
+    images: torch.Tensor,
+    mask: torch.Tensor,
+    vae,
+    clip_vision,
+    model: comfy.model_patcher.ModelPatcher,
+) -> torch.Tensor:
+    """The hint ``[R, 4, H/8, W/8]`` of the reference images, in the model's latent space."""
+    tokens, grid, latent = reference_features(images, mask, vae, clip_vision, model)
     param = next(p3s.encoder.parameters())
     with torch.no_grad():
         hint = p3s.encoder(
             tokens.to(param.device, param.dtype),
-            mask_to_patch_grid(mask, side, pad_to_square=True).to(param.device, param.dtype),
+            grid.to(param.device, param.dtype),
             latent.to(param.device, param.dtype),
         )
     return hint.to(comfy.model_management.intermediate_device())

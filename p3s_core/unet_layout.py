@@ -92,3 +92,7 @@ def check_sd15_layout(unet: nn.Module) -> list[InjectionSite]:
             f"this one has {len(sites)} at {sorted(set(layout))}. Load an SD1.5 checkpoint as the base model."
         )
     return sites
+
+
+# [stated] L_ac compares the last cross-attention layer: output block 11 in SD1.5.
+LAST_CROSS_ATTENTION = ("output", 11)
