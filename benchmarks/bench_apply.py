@@ -114,9 +114,7 @@ def build_variants(names: list[str], size: str, latent: int) -> dict:
             variants[name] = (base, *_controlnet_cond(base, positive, negative, latent, device))
         else:
             schedule = HalfSchedule() if name == "p3s_half_skipped" else None
-            model = patching.apply_p3s(
-                base, p3s, hint, schedule=schedule, apply_to_uncond=name == "p3s_all_rows"
-            )
+            model = patching.apply_p3s(base, p3s, hint, schedule=schedule, apply_to_uncond=name == "p3s_all_rows")
             variants[name] = (model, positive, negative)
     return {"variants": variants, "copy_runs": copy_runs, "device": device}
 

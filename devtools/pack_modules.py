@@ -15,7 +15,7 @@ from pathlib import Path
 from devtools.comfy_inprocess import import_comfy
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-PACK = "p3s_pack"
+PACK = "p3s_pack_modules"
 
 
 def pack_module(name: str) -> types.ModuleType:

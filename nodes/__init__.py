@@ -4,18 +4,25 @@ from __future__ import annotations
 
 from comfy_api.latest import ComfyExtension, io
 
+from .finetune_node import P3SFineTune
 from .inpaint_node import P3SInpaint
+from .loader_node import P3SLoaderNode
+from .model_folder import register_p3s_folder
+from .p3s_apply_node import P3SApply
+from .p3s_init_node import P3SInit
 from .points_node import P3SPointsNode
 from .rngr_mask_node import P3SRngrMask
+from .schedule_node import P3SScheduleNode
 
 
 class P3SExtension(ComfyExtension):
     """Registers every node of the pack."""
 
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
-        return [P3SPointsNode, P3SRngrMask, P3SInpaint]
+        return [P3SPointsNode, P3SRngrMask, P3SInpaint, P3SScheduleNode, P3SLoaderNode, P3SInit, P3SApply, P3SFineTune]
 
 
 async def comfy_entrypoint() -> P3SExtension:
     """ComfyUI's V3 entry point for custom node packs."""
+    register_p3s_folder()
     return P3SExtension()

@@ -5,11 +5,10 @@ from __future__ import annotations
 from comfy_api.latest import io
 
 from ..p3s_core.injection import REFERENCE_MODES
-from .p3s_patching import apply_p3s, check_sd15_model, encode_hint
+from ..p3s_core.model_file import P3SModelFile
+from .p3s_patching import apply_p3s, check_sd15_model, encode_hint, p3s_model_from_file
 from .types import CATEGORY, P3SModelType
-
-# The schedule socket type; the schedule node module declares the same io type.
-P3SScheduleSocket = io.Custom("P3S_SCHEDULE")
+from .types import P3SScheduleType as P3SScheduleSocket
 
 
 class P3SApply(io.ComfyNode):
@@ -29,13 +28,9 @@ class P3SApply(io.ComfyNode):
                 io.Model.Input("model"),
                 P3SModelType.Input("p3s_model"),
                 io.Image.Input("reference_images", tooltip="The cleaned (inpainted) reference images."),
-                io.Mask.Input(
-                    "subject_mask", tooltip="One subject mask per reference image (or one for all)."
-                ),
+                io.Mask.Input("subject_mask", tooltip="One subject mask per reference image (or one for all)."),
                 io.Vae.Input("vae"),
-                io.ClipVision.Input(
-                    "clip_vision", tooltip="The CLIP vision model the P3S model was made with."
-                ),
+                io.ClipVision.Input("clip_vision", tooltip="The CLIP vision model the P3S model was made with."),
                 io.Float.Input("strength", default=1.0, min=-10.0, max=10.0, step=0.01),
                 P3SScheduleSocket.Input(
                     "schedule",
@@ -76,6 +71,8 @@ class P3SApply(io.ComfyNode):
         schedule=None,
     ) -> io.NodeOutput:
         check_sd15_model(model)
+        if isinstance(p3s_model, P3SModelFile):  # from P3S Loader: rebuild it on this base model
+            p3s_model = p3s_model_from_file(model, p3s_model.tensors, p3s_model.info.config)
         hint = encode_hint(p3s_model, reference_images, subject_mask, vae, clip_vision, model)
         patched = apply_p3s(
             model,

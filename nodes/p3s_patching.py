@@ -15,6 +15,7 @@ import comfy.patcher_extension
 import comfy.supported_models
 import torch
 
+from ..p3s_core.batches import match_mask_batch
 from ..p3s_core.errors import P3SInputError
 from ..p3s_core.injection import (
     InjectionSettings,
@@ -77,32 +78,17 @@ def clip_token_width(clip_vision) -> int:
 
 def check_reference_batches(images: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """The mask as ``[R, H, W]`` matching the ``[R, H, W, C]`` images, or a clear error."""
-    if mask.dim() == 2:
-        mask = mask.unsqueeze(0)
-    if mask.shape[0] == 1 and images.shape[0] > 1:
-        mask = mask.expand(images.shape[0], -1, -1)
-    if mask.shape[0] != images.shape[0]:
-        raise P3SInputError(
-            f"{images.shape[0]} reference images but {mask.shape[0]} subject masks: give one mask per image "
-            "(in the same order), or a single mask for all."
-        )
-    if tuple(mask.shape[1:]) != tuple(images.shape[1:3]):
-        raise P3SInputError(
-            f"The subject masks are {mask.shape[2]}x{mask.shape[1]} but the reference images are "
-            f"{images.shape[2]}x{images.shape[1]}; use the mask made from these images."
-        )
-    return mask
+    return match_mask_batch(images, mask, "reference images", "subject masks")
 
 
-def encode_hint(
-    p3s: P3SModel,
+def reference_features(
     images: torch.Tensor,
     mask: torch.Tensor,
     vae,
     clip_vision,
     model: comfy.model_patcher.ModelPatcher,
-) -> torch.Tensor:
-    """The hint ``[R, 4, H/8, W/8]`` of the reference images, in the model's latent space.
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """What the subject encoder reads: CLIP tokens, mask on the patch grid, model-space latents.
 
     Pixels go to CLIP letterboxed (padded to a centred square, as the RNGR mask does), and the
     mask goes to the patch grid through the same padding.
@@ -119,11 +105,24 @@ def encode_hint(
     tokens = clip_vision.model(pixel_values=pixels, intermediate_output=-2)[1]
     side, _ = patch_grid_side(tokens.shape[1])
     latent = model.model.process_latent_in(vae.encode(images))
+    return tokens, mask_to_patch_grid(mask, side, pad_to_square=True), latent
+
+
+def encode_hint(
+    p3s: P3SModel,
+    images: torch.Tensor,
+    mask: torch.Tensor,
+    vae,
+    clip_vision,
+    model: comfy.model_patcher.ModelPatcher,
+) -> torch.Tensor:
+    """The hint ``[R, 4, H/8, W/8]`` of the reference images, in the model's latent space."""
+    tokens, grid, latent = reference_features(images, mask, vae, clip_vision, model)
     param = next(p3s.encoder.parameters())
     with torch.no_grad():
         hint = p3s.encoder(
             tokens.to(param.device, param.dtype),
-            mask_to_patch_grid(mask, side, pad_to_square=True).to(param.device, param.dtype),
+            grid.to(param.device, param.dtype),
             latent.to(param.device, param.dtype),
         )
     return hint.to(comfy.model_management.intermediate_device())
@@ -143,13 +142,9 @@ def apply_p3s(
     """A patched clone of ``model`` that injects ``p3s`` (the input MODEL is not changed)."""
     check_sd15_model(model)
     if not 0.0 <= start_percent <= end_percent <= 1.0:
-        raise P3SInputError(
-            f"start_percent ({start_percent}) must be <= end_percent ({end_percent}), both in [0, 1]."
-        )
+        raise P3SInputError(f"start_percent ({start_percent}) must be <= end_percent ({end_percent}), both in [0, 1].")
     if hint.dim() != 4 or hint.shape[1] != p3s.hint_conv.in_channels:
-        raise P3SInputError(
-            f"The hint must be [refs, {p3s.hint_conv.in_channels}, h, w]; got {tuple(hint.shape)}."
-        )
+        raise P3SInputError(f"The hint must be [refs, {p3s.hint_conv.in_channels}, h, w]; got {tuple(hint.shape)}.")
     sigma_range = None
     if (start_percent, end_percent) != (0.0, 1.0):
         sampling = model.get_model_object("model_sampling")

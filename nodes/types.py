@@ -4,9 +4,12 @@ from comfy_api.latest import io
 
 CATEGORY = "P3S"
 CATEGORY_SELECT = f"{CATEGORY}/select"
+CATEGORY_APPLY = f"{CATEGORY}/apply"
+CATEGORY_MODEL = f"{CATEGORY}/model"
 
 # p3s_core.points.P3SPoints: one normalised point set per reference image.
 P3SPointsType = io.Custom("P3S_POINTS")
-
-# p3s_core.p3s_model.P3SModel: trainable U-Net copy, subject encoder, injection layers.
+# p3s_core.schedule.WeightSchedule: injection weight over denoising progress.
+P3SScheduleType = io.Custom("P3S_SCHEDULE")
+# p3s_core.p3s_model.P3SModel (from P3S Init) or p3s_core.model_file.P3SModelFile (from P3S Loader).
 P3SModelType = io.Custom("P3S_MODEL")

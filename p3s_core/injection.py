@@ -61,9 +61,7 @@ class InjectionSettings:
 
     def __post_init__(self) -> None:
         if self.reference_mode not in REFERENCE_MODES:
-            raise P3SInputError(
-                f"reference_mode must be one of {REFERENCE_MODES}, not '{self.reference_mode}'."
-            )
+            raise P3SInputError(f"reference_mode must be one of {REFERENCE_MODES}, not '{self.reference_mode}'.")
 
 
 def step_progress(sigma: float, sample_sigmas: torch.Tensor | None, timestep: float) -> float:
@@ -84,15 +82,11 @@ def injected_rows(cond_or_uncond: list[int] | None, batch: int, apply_to_uncond:
     if apply_to_uncond or not cond_or_uncond:
         return None
     chunk = batch // len(cond_or_uncond)
-    rows = [
-        r for i, kind in enumerate(cond_or_uncond) if kind == COND for r in range(i * chunk, (i + 1) * chunk)
-    ]
+    rows = [r for i, kind in enumerate(cond_or_uncond) if kind == COND for r in range(i * chunk, (i + 1) * chunk)]
     return torch.tensor(rows, dtype=torch.long)
 
 
-def hint_for_rows(
-    hint: torch.Tensor, rows: torch.Tensor, chunk: int, size: tuple[int, int], mode: str
-) -> torch.Tensor:
+def hint_for_rows(hint: torch.Tensor, rows: torch.Tensor, chunk: int, size: tuple[int, int], mode: str) -> torch.Tensor:
     """The hint per injected row: references cycled over the samples of each chunk (or averaged)."""
     if mode == "mean":
         hint = hint.mean(dim=0, keepdim=True)
@@ -102,10 +96,47 @@ def hint_for_rows(
     return hint[sample % hint.shape[0]]
 
 
+def attention_probabilities(q: torch.Tensor, k: torch.Tensor, heads: int) -> torch.Tensor:
+    """``softmax(q k^T / sqrt(d))`` per head: ``[B, N, H*d]``, ``[B, T, H*d]`` -> ``[B*H, N, T]`` (float32)."""
+    b, n, inner = q.shape
+    d = inner // heads
+    qh = q.float().view(b, n, heads, d).transpose(1, 2).reshape(b * heads, n, d)
+    kh = k.float().view(b, k.shape[1], heads, d).transpose(1, 2).reshape(b * heads, k.shape[1], d)
+    return torch.softmax(qh @ kh.transpose(1, 2) / d**0.5, dim=-1)
+
+
+def make_attention_probe(store: dict[str, torch.Tensor], name: str) -> Callable:
+    """An ``attn2`` replace patch that keeps the attention probabilities in ``store[name]``.
+
+    It computes the attention itself (``p @ v``, merged back to ``[B, N, C]``; ``to_out`` runs
+    after it), so the kept map is exactly the one that produced the layer's output.
+    """
+
+    def probe(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, extra_options: dict) -> torch.Tensor:
+        heads = int(extra_options["n_heads"])
+        probs = attention_probabilities(q, k, heads)
+        store[name] = probs
+        b, n = q.shape[:2]
+        vh = v.float().view(b, v.shape[1], heads, -1).transpose(1, 2).reshape(b * heads, v.shape[1], -1)
+        out = (probs @ vh).view(b, heads, n, -1).transpose(1, 2).reshape(b, n, -1)
+        return out.to(q.dtype)
+
+    return probe
+
+
 def run_copy(
-    p3s: P3SModel, x: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor, hint: torch.Tensor
+    p3s: P3SModel,
+    x: torch.Tensor,
+    timesteps: torch.Tensor,
+    context: torch.Tensor,
+    hint: torch.Tensor,
+    attn2_replace: dict[tuple[str, int], Callable] | None = None,
 ) -> dict[tuple[str, int, int, str], torch.Tensor]:
-    """Run the copy on ``x + hint_conv(hint)``; return its attn outputs by (block, id, index, attn)."""
+    """Run the copy on ``x + hint_conv(hint)``; return its attn outputs by (block, id, index, attn).
+
+    ``attn2_replace``: extra ``attn2`` replace patches for the copy by block, e.g. an attention
+    probe at ``("output", 11)``.
+    """
     captured: dict[tuple[str, int, int, str], torch.Tensor] = {}
 
     def capture(attn: str) -> Callable:
@@ -116,7 +147,9 @@ def run_copy(
 
         return patch
 
-    fresh = {"patches": {f"{a}_output_patch": [capture(a)] for a in ATTENTIONS}}
+    fresh: dict = {"patches": {f"{a}_output_patch": [capture(a)] for a in ATTENTIONS}}
+    if attn2_replace:
+        fresh["patches_replace"] = {"attn2": dict(attn2_replace)}
     w = p3s.hint_conv.weight
     x_in = x + p3s.hint_conv(hint.to(device=w.device, dtype=w.dtype)).to(x.dtype)
     p3s.copy(x_in, timesteps, context=context, transformer_options=fresh)
@@ -186,9 +219,7 @@ def make_diffusion_wrapper(
 
         index = rows.to(x.device) if rows is not None else torch.arange(x.shape[0], device=x.device)
         groups = len(transformer_options.get("cond_or_uncond") or [0])
-        row_hint = hint_for_rows(
-            hint, index.cpu(), x.shape[0] // groups, x.shape[-2:], settings.reference_mode
-        )
+        row_hint = hint_for_rows(hint, index.cpu(), x.shape[0] // groups, x.shape[-2:], settings.reference_mode)
         sub_context = context[index] if context is not None else None
         captured = run_copy(p3s, x[index], timesteps[index], sub_context, row_hint.to(x.device))
         options = dict(transformer_options)

@@ -49,7 +49,7 @@ class Letterbox:
         flat = grid_map.reshape(-1, 1, *grid_map.shape[-2:]).float()
         kwargs = {"align_corners": False} if mode in ("bilinear", "bicubic") else {}
         square = F.interpolate(flat, size=(self.side, self.side), mode=mode, **kwargs)
-        crop = square[..., self.pad_top:self.pad_top + self.height, self.pad_left:self.pad_left + self.width]
+        crop = square[..., self.pad_top : self.pad_top + self.height, self.pad_left : self.pad_left + self.width]
         return crop.reshape(*lead, self.height, self.width)
 
 
@@ -65,7 +65,7 @@ def letterbox_pixels(images: torch.Tensor, size: int, mean: Sequence[float], std
     mean_t = torch.tensor(mean, dtype=rgb.dtype, device=rgb.device).view(1, 3, 1, 1)
     std_t = torch.tensor(std, dtype=rgb.dtype, device=rgb.device).view(1, 3, 1, 1)
     square = mean_t.expand(rgb.shape[0], 3, box.side, box.side).clone()
-    square[..., box.pad_top:box.pad_top + box.height, box.pad_left:box.pad_left + box.width] = rgb
+    square[..., box.pad_top : box.pad_top + box.height, box.pad_left : box.pad_left + box.width] = rgb
     if box.side != size:
         square = F.interpolate(square, size=(size, size), mode="bicubic", antialias=True, align_corners=False)
     square = torch.clamp(square * 255.0, 0, 255).round() / 255.0

@@ -114,8 +114,7 @@ def p3s_model_from_tensors(base_unet: nn.Module, tensors: dict[str, torch.Tensor
     version = int(config.get("format_version", FORMAT_VERSION))
     if version > FORMAT_VERSION:
         raise P3SInputError(
-            f"This P3S file has format version {version}; this pack reads up to {FORMAT_VERSION}. "
-            "Update the pack."
+            f"This P3S file has format version {version}; this pack reads up to {FORMAT_VERSION}. Update the pack."
         )
     copy_sd = {k[len("copy.") :]: v for k, v in tensors.items() if k.startswith("copy.")}
     if not copy_sd:
@@ -123,9 +122,7 @@ def p3s_model_from_tensors(base_unet: nn.Module, tensors: dict[str, torch.Tensor
     model = P3SModel.from_base(base_unet, config.get("encoder", DEFAULT_ENCODER_CONFIG))
     expected = [s.key for s in model.sites]
     if list(config.get("sites", expected)) != expected:
-        raise P3SInputError(
-            "This P3S file was made for a U-Net with other transformer blocks than this base model."
-        )
+        raise P3SInputError("This P3S file was made for a U-Net with other transformer blocks than this base model.")
     try:
         with torch.inference_mode(False):
             missing, unexpected = model.load_state_dict(tensors, strict=False)

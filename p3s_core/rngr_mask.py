@@ -82,7 +82,7 @@ def similarity_map(tokens: torch.Tensor, cells: Sequence[Cell]) -> np.ndarray:
     g = tokens.shape[0]
     if not cells:
         return np.zeros((g, g), dtype=np.float32)
-    feats = F.normalize(tokens.reshape(g * g, -1).float(), dim=-1)
+    feats = F.normalize(tokens.detach().reshape(g * g, -1).float(), dim=-1)
     index = torch.tensor([r * g + c for r, c in cells], device=feats.device)
     sims = (feats @ feats[index].T).amax(dim=1).reshape(g, g).cpu().numpy().astype(np.float32)
     return rescale01(sims)
@@ -101,8 +101,13 @@ def gaussian_blur(values: np.ndarray, sigma: float) -> np.ndarray:
     if sigma <= 0:
         return values.astype(np.float32)
     radius = max(1, math.ceil(3 * sigma))
-    return cv2.GaussianBlur(values.astype(np.float32), (2 * radius + 1, 2 * radius + 1), sigmaX=sigma,
-                            sigmaY=sigma, borderType=cv2.BORDER_REFLECT_101)
+    return cv2.GaussianBlur(
+        values.astype(np.float32),
+        (2 * radius + 1, 2 * radius + 1),
+        sigmaX=sigma,
+        sigmaY=sigma,
+        borderType=cv2.BORDER_REFLECT_101,
+    )
 
 
 def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
@@ -143,8 +148,13 @@ def reduce_negative(keep: np.ndarray, remove: np.ndarray, gate: bool = True) -> 
     return (keep * (1.0 - remove)).astype(np.float32)
 
 
-def grid_masks(tokens: torch.Tensor, positive: Sequence[Cell], negative: Sequence[Cell],
-               sigma: float = 1.0, gate_negatives: bool = True) -> GridMasks:
+def grid_masks(
+    tokens: torch.Tensor,
+    positive: Sequence[Cell],
+    negative: Sequence[Cell],
+    sigma: float = 1.0,
+    gate_negatives: bool = True,
+) -> GridMasks:
     """Eq. 1-2 on one ``[g, g, C]`` token grid: subject and negative masks on the grid."""
     if not positive:
         raise P3SInputError("The RNGR mask needs at least one positive point on the subject.")
@@ -181,8 +191,12 @@ def dilate(mask: np.ndarray, pixels: int) -> np.ndarray:
     return cv2.dilate(mask.astype(np.uint8), kernel).astype(bool)
 
 
-def rngr_masks(patch_tokens: torch.Tensor, image_size: tuple[int, int], point_sets: Sequence[PointSet],
-               settings: RngrSettings | None = None) -> RngrMasks:
+def rngr_masks(
+    patch_tokens: torch.Tensor,
+    image_size: tuple[int, int],
+    point_sets: Sequence[PointSet],
+    settings: RngrSettings | None = None,
+) -> RngrMasks:
     """The RNGR masks of a batch at image resolution.
 
     ``patch_tokens`` is ``[B, g*g, C]`` from the encoder run on :func:`letterbox_pixels` of
@@ -196,9 +210,13 @@ def rngr_masks(patch_tokens: torch.Tensor, image_size: tuple[int, int], point_se
     g = grid.shape[1]
     subjects, negatives, scores, grids = [], [], [], []
     for index, (tokens, points) in enumerate(zip(grid, point_sets, strict=True)):
-        masks = grid_masks(tokens, [box.point_to_cell(p, g) for p in points.positive],
-                           [box.point_to_cell(p, g) for p in points.negative], settings.sigma,
-                           settings.gate_negatives)
+        masks = grid_masks(
+            tokens,
+            [box.point_to_cell(p, g) for p in points.positive],
+            [box.point_to_cell(p, g) for p in points.negative],
+            settings.sigma,
+            settings.gate_negatives,
+        )
         if not masks.subject.any():
             raise P3SInputError(
                 f"The subject mask of image {index + 1} is empty after Otsu: the positive point's patch scored "

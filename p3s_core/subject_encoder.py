@@ -48,9 +48,7 @@ def mask_to_patch_grid(mask: torch.Tensor, side: int, pad_to_square: bool) -> to
     (zero padding on the short side), False for a stretch to the square.
     """
     if mask.dim() != 3:
-        raise P3SInputError(
-            f"The subject mask must be [batch, height, width]; got shape {tuple(mask.shape)}."
-        )
+        raise P3SInputError(f"The subject mask must be [batch, height, width]; got shape {tuple(mask.shape)}.")
     m = mask.float().unsqueeze(1)
     if pad_to_square:
         h, w = m.shape[-2:]
@@ -110,14 +108,11 @@ class SubjectEncoder(nn.Module):
             tokens = tokens[:, 1:]
         if mask_grid.shape[0] != tokens.shape[0] or tuple(mask_grid.shape[1:]) != (side, side):
             raise P3SInputError(
-                f"Mask grid {tuple(mask_grid.shape)} does not match {tokens.shape[0]} images of "
-                f"{side}x{side} patches."
+                f"Mask grid {tuple(mask_grid.shape)} does not match {tokens.shape[0]} images of {side}x{side} patches."
             )
         b, n, _ = tokens.shape
         x = self.norm(tokens)
-        q, k, v = (
-            proj(x).view(b, n, self.heads, -1).transpose(1, 2) for proj in (self.to_q, self.to_k, self.to_v)
-        )
+        q, k, v = (proj(x).view(b, n, self.heads, -1).transpose(1, 2) for proj in (self.to_q, self.to_k, self.to_v))
         bias = (self.mask_bias * (2.0 * mask_grid.reshape(b, 1, 1, n) - 1.0)).to(q.dtype)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
         out = self.to_out(out.transpose(1, 2).reshape(b, n, -1))

@@ -75,8 +75,7 @@ def check_sd15_layout(unet: nn.Module) -> list[InjectionSite]:
     """Return the 16 sites of an SD1.5-shaped U-Net, or raise ``P3SInputError``."""
     if not hasattr(unet, "input_blocks") or not hasattr(unet, "output_blocks"):
         raise P3SInputError(
-            f"P3S needs an SD1.5 U-Net, got {type(unet).__name__}. "
-            "Load an SD1.5 checkpoint as the base model."
+            f"P3S needs an SD1.5 U-Net, got {type(unet).__name__}. Load an SD1.5 checkpoint as the base model."
         )
     in_channels = getattr(unet, "in_channels", None)
     if in_channels != 4 or getattr(unet, "num_classes", None) is not None:
@@ -93,3 +92,7 @@ def check_sd15_layout(unet: nn.Module) -> list[InjectionSite]:
             f"this one has {len(sites)} at {sorted(set(layout))}. Load an SD1.5 checkpoint as the base model."
         )
     return sites
+
+
+# [stated] L_ac compares the last cross-attention layer: output block 11 in SD1.5.
+LAST_CROSS_ATTENTION = ("output", 11)

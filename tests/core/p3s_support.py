@@ -31,9 +31,7 @@ def sample(
     """Euler sampling of a ``[batch, 4, size, size]`` latent with a fixed seed (and a ControlNet)."""
     import comfy.sample
 
-    context_dim = (
-        model.model.diffusion_model.input_blocks[1][1].transformer_blocks[0].attn2.to_k.weight.shape[1]
-    )
+    context_dim = model.model.diffusion_model.input_blocks[1][1].transformer_blocks[0].attn2.to_k.weight.shape[1]
     positive, negative = conditioning(context_dim)
     if control is not None:
         positive = [[c, {**extra, "control": control}] for c, extra in positive]

@@ -45,7 +45,7 @@ def test_one_mask_serves_a_batch_and_empty_masks_change_nothing():
 
 def test_mismatched_masks_are_refused_with_advice():
     image, mask = scene()
-    with pytest.raises(P3SInputError, match="mask is 32x24"):
+    with pytest.raises(P3SInputError, match="masks are 32x24"):
         inpaint(image, torch.zeros(1, 24, 32))
     with pytest.raises(P3SInputError, match="one mask per image"):
         inpaint(torch.cat([image] * 3), torch.cat([mask] * 2))

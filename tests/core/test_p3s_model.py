@@ -219,9 +219,7 @@ def test_nodes_init_and_apply_end_to_end(base, tmp_path):
     images = torch.rand(2, 64, 48, 3, generator=torch.Generator().manual_seed(4))
     masks = torch.zeros(2, 64, 48)
     masks[:, 16:48, 8:40] = 1.0
-    args = dict(
-        strength=1.0, start_percent=0.0, end_percent=1.0, apply_to_uncond=False, reference_mode="cycle"
-    )
+    args = dict(strength=1.0, start_percent=0.0, end_percent=1.0, apply_to_uncond=False, reference_mode="cycle")
 
     patched = apply_node.P3SApply.execute(base, p3s, images, masks, vae, clip_vision, **args).result[0]
     assert patched is not base

@@ -143,7 +143,7 @@ def test_an_empty_subject_mask_is_a_clear_error():
 
 
 def test_batch_of_images_with_one_point_set_each_at_image_resolution():
-    labels, a, b = two_subjects()
+    labels, _, _ = two_subjects()
     flipped = labels[:, ::-1].copy()
     tokens = torch.stack([tokens_from_labels(labels), tokens_from_labels(flipped)]).reshape(2, G * G, -1)
     height, width = 160, 160

@@ -1,0 +1,212 @@
+"""``P3S Fine-tune``: train a new P3S model on 3-5 cleaned reference images [stated settings]."""
+
+from __future__ import annotations
+
+import comfy.model_management
+import comfy.utils
+import folder_paths
+import torch
+import torch.nn.functional as F
+from comfy_api.latest import io
+
+from ..p3s_core.errors import P3SInputError
+from ..p3s_core.loss_plot import plot_losses
+from ..p3s_core.model_file import resolve_model_path, save_p3s_model
+from ..p3s_core.subject_encoder import DEFAULT_ENCODER_CONFIG
+from ..p3s_core.training import (
+    PRECISIONS,
+    SCOPES,
+    TrainHistory,
+    TrainingData,
+    TrainSettings,
+    match_token_lengths,
+    train_p3s,
+)
+from .model_folder import P3S_FOLDER, register_p3s_folder
+from .p3s_patching import check_sd15_model, clip_token_width, new_p3s_model, p3s_patcher, reference_features
+from .types import CATEGORY_MODEL, P3SModelType
+
+
+def _resize(images: torch.Tensor, mask: torch.Tensor, resolution: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Longer side to ``resolution``, both sides multiples of 8 (aspect kept)."""
+    h, w = images.shape[1:3]
+    factor = resolution / max(h, w)
+    size = (max(8, round(h * factor / 8) * 8), max(8, round(w * factor / 8) * 8))
+    pixels = F.interpolate(images.movedim(-1, 1), size=size, mode="bilinear", align_corners=False, antialias=True)
+    mask = F.interpolate(mask.unsqueeze(1).float(), size=size, mode="bilinear", align_corners=False)
+    return pixels.movedim(1, -1).clamp(0, 1), mask.squeeze(1).clamp(0, 1)
+
+
+def _encode_text(clip, text: str) -> torch.Tensor:
+    return clip.encode_from_tokens(clip.tokenize(text))
+
+
+def _captions(instance_prompt: str, captions: str, images: int) -> list[str]:
+    lines = [line.strip() for line in captions.splitlines() if line.strip()]
+    if not lines:
+        return [instance_prompt] * images
+    if len(lines) != images:
+        raise P3SInputError(
+            f"{len(lines)} captions for {images} reference images: give one caption per line for each image "
+            "(in order), or leave captions empty to use the instance prompt."
+        )
+    return lines
+
+
+class P3SFineTune(io.ComfyNode):
+    """Trains the U-Net copy, injection layers and subject encoder with L_LDM + gamma L_ac."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        register_p3s_folder()
+        return io.Schema(
+            node_id="P3SFineTune",
+            display_name="P3S Fine-tune",
+            category=CATEGORY_MODEL,
+            description="Learn the selected subject from 3-5 cleaned reference images (paper: 60 epochs, lr 1e-5, "
+            "gamma 0.1, 10% condition dropout, about 6 minutes on an RTX 3090). Cancel stops within one step "
+            "and writes nothing.",
+            inputs=[
+                io.Model.Input("model", tooltip="The SD1.5 base model (stays frozen)."),
+                io.Clip.Input("clip", tooltip="The base model's CLIP text encoder (frozen)."),
+                io.Vae.Input("vae", tooltip="The base model's VAE (frozen)."),
+                io.ClipVision.Input("clip_vision", tooltip="CLIP ViT-L/14 vision model read by the subject encoder."),
+                io.Image.Input("reference_images", tooltip="3-5 reference images, cleaned by P3S Inpaint."),
+                io.Mask.Input("subject_mask", tooltip="One subject mask per reference image (P3S RNGR Mask)."),
+                io.String.Input(
+                    "instance_prompt",
+                    default="a photo of sks dog",
+                    tooltip="Prompt with a rare identifier for the subject, e.g. 'a photo of sks dog'.",
+                ),
+                io.String.Input(
+                    "captions",
+                    default="",
+                    multiline=True,
+                    optional=True,
+                    tooltip="Optional: one caption per line, one per image; empty = the instance prompt.",
+                ),
+                io.Int.Input("epochs", default=60, min=1, max=10000, tooltip="Passes over the images (paper: 60)."),
+                io.Float.Input("lr", default=1e-5, min=1e-8, max=1e-2, step=1e-6, tooltip="AdamW learning rate."),
+                io.Float.Input("gamma", default=0.1, min=0.0, max=10.0, step=0.01, tooltip="Weight of L_ac."),
+                io.Float.Input(
+                    "dropout", default=0.1, min=0.0, max=1.0, step=0.01, tooltip="Share of steps with empty text."
+                ),
+                io.Int.Input("resolution", default=512, min=64, max=2048, step=8, tooltip="Longer image side."),
+                io.Int.Input("batch_size", default=1, min=1, max=16, tooltip="Images per optimiser step."),
+                io.Int.Input("seed", default=0, min=0, max=2**31 - 1, tooltip="Same seed, same model."),
+                io.Combo.Input(
+                    "precision",
+                    options=list(PRECISIONS),
+                    default="auto",
+                    tooltip="auto = bf16 autocast on GPUs that have it (else fp16), fp32 on CPU.",
+                ),
+                io.Combo.Input(
+                    "scope",
+                    options=list(SCOPES),
+                    default="full",
+                    tooltip="full = the paper (whole copy, ~14 GB AdamW state); attention = only the copy's "
+                    "attention layers; injection = only zero layers and encoder (lightest).",
+                ),
+                io.Boolean.Input(
+                    "gradient_checkpointing", default=False, tooltip="Less memory, about 30% slower steps."
+                ),
+                io.String.Input(
+                    "save_name",
+                    default="p3s/subject.safetensors",
+                    tooltip="File in models/p3s; empty = do not save.",
+                ),
+                io.Boolean.Input("overwrite", default=False, tooltip="Replace an existing file of that name."),
+            ],
+            outputs=[
+                P3SModelType.Output("p3s_model", tooltip="The trained subject model; connect to P3S Apply."),
+                io.Image.Output("loss_plot", tooltip="Total loss, L_LDM and L_ac over the training steps."),
+            ],
+        )
+
+    @classmethod
+    def execute(
+        cls,
+        model,
+        clip,
+        vae,
+        clip_vision,
+        reference_images,
+        subject_mask,
+        instance_prompt,
+        epochs,
+        lr,
+        gamma,
+        dropout,
+        resolution,
+        batch_size,
+        seed,
+        precision,
+        scope,
+        gradient_checkpointing,
+        save_name,
+        overwrite,
+        captions="",
+    ) -> io.NodeOutput:
+        check_sd15_model(model)
+        settings = TrainSettings(
+            epochs, lr, gamma, dropout, batch_size, seed, precision, scope, "mean", gradient_checkpointing
+        )
+        target = None
+        if save_name.strip():
+            target = resolve_model_path(folder_paths.get_folder_paths(P3S_FOLDER), save_name, must_exist=False)
+            if target.exists() and not overwrite:  # fail before training, not after
+                raise P3SInputError(f"{target} already exists: choose another save_name or enable overwrite.")
+        images, mask = _resize(reference_images, subject_mask, resolution)
+        texts = _captions(instance_prompt, captions or "", images.shape[0])
+        tokens, grids, latents = reference_features(images, mask, vae, clip_vision, model)
+        contexts = match_token_lengths([_encode_text(clip, t) for t in [*texts, ""]])
+        data = TrainingData(latents, tokens, grids, torch.cat(contexts[:-1]), contexts[-1])
+
+        with torch.random.fork_rng(devices=[]):  # the encoder's random init follows the seed
+            torch.manual_seed(seed)
+            p3s = new_p3s_model(model, {**DEFAULT_ENCODER_CONFIG, "token_dim": clip_token_width(clip_vision)})
+        comfy.model_management.load_models_gpu([model, p3s_patcher(p3s, model)])
+        bar = comfy.utils.ProgressBar(settings.total_steps(images.shape[0]))
+
+        def on_step(step: int, total: int, history: TrainHistory) -> None:
+            bar.update_absolute(step, total)
+            _show_loss(f"step {step}/{total}  loss {history.total[-1]:.4f}")
+            comfy.model_management.throw_exception_if_processing_interrupted()
+
+        try:
+            history = train_p3s(
+                p3s, model.model.diffusion_model, _sigmas(model), data, settings, on_step, model.load_device
+            )
+        except BaseException:
+            del p3s
+            comfy.model_management.soft_empty_cache()
+            raise
+        with torch.inference_mode(False):
+            p3s.to(model.offload_device)
+        if target is not None:
+            record = {
+                **settings.as_dict(),
+                "prompts": texts,
+                "images": int(images.shape[0]),
+                "final_loss": history.total[-1],
+            }
+            save_p3s_model(target, p3s.state_dict(), p3s.config, record, overwrite=bool(overwrite))
+        plot = torch.from_numpy(plot_losses(history)).unsqueeze(0)
+        return io.NodeOutput(p3s, plot)
+
+
+def _sigmas(model) -> torch.Tensor:
+    return model.get_model_object("model_sampling").sigmas
+
+
+def _show_loss(text: str) -> None:
+    """The current loss under the node in the frontend (no-op outside a server run)."""
+    try:
+        from comfy_execution.utils import get_executing_context
+        from server import PromptServer
+    except ImportError:
+        return
+    context = get_executing_context()
+    instance = getattr(PromptServer, "instance", None)
+    if context is not None and instance is not None:
+        instance.send_progress_text(text, context.node_id)

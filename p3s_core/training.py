@@ -1,0 +1,352 @@
+"""Fine-tuning a P3S model on 3-5 reference images: ``L = L_LDM + gamma * L_ac`` [stated].
+
+[stated] AdamW, lr 1e-5, 60 epochs over the reference images, gamma 0.1, 10% condition
+dropout (the text context replaced by the empty prompt's, for classifier-free guidance).
+Frozen: CLIP, VAE and the base U-Net. Trained: the U-Net copy, the zero layers, the subject
+encoder. Timesteps are drawn uniformly from 0..999 and noised as in SD training
+(``x_t = (x_0 + sigma_t eps) / sqrt(sigma_t^2 + 1)``, eps-prediction).
+
+[reconstructed] The copy's injections enter with weight 1 (the sampling schedule is not used
+in training). Scopes beside the paper's ``full`` copy, for smaller GPUs:
+
+* ``attention``: of the copy only its attention layers (attn1/attn2) learn, with the zero
+  layers and encoder; gradients and AdamW state shrink to those layers.
+* ``injection``: the copy stays equal to the base U-Net; only the zero layers, hint ZeroConv
+  and encoder learn (the lightest; the copy still runs forward and backward).
+
+The saved file holds the whole copy in every scope (same size); lighter scopes trade quality
+(fewer learned weights) for memory. Trainable parameters are trained in float32 (master
+weights), with autocast to bf16/fp16 on GPU when asked. Nothing here imports ComfyUI.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import gc
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.utils.checkpoint
+from torch import nn
+
+from .errors import P3SInputError
+from .injection import injection_deltas, make_attention_probe, make_injection_patch, run_copy
+from .losses import NORMALISATIONS, attention_consistency_loss, ldm_loss
+from .p3s_model import P3SModel
+from .unet_layout import ATTENTIONS, LAST_CROSS_ATTENTION
+
+SCOPES = ("full", "attention", "injection")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+NUM_TIMESTEPS = 1000
+_STATE_KEY = "p3s_training"
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """Training settings; defaults follow the paper where it states them."""
+
+    epochs: int = 60
+    lr: float = 1e-5
+    gamma: float = 0.1
+    dropout: float = 0.1
+    batch_size: int = 1
+    seed: int = 0
+    precision: str = "auto"
+    scope: str = "full"
+    lac_normalisation: str = "mean"
+    gradient_checkpointing: bool = False
+
+    def __post_init__(self) -> None:
+        if self.scope not in SCOPES:
+            raise P3SInputError(f"Training scope must be one of {SCOPES}, not {self.scope!r}.")
+        if self.precision not in PRECISIONS:
+            raise P3SInputError(f"Precision must be one of {PRECISIONS}, not {self.precision!r}.")
+        if self.lac_normalisation not in NORMALISATIONS:
+            raise P3SInputError(f"L_ac normalisation must be one of {NORMALISATIONS}.")
+        if self.epochs < 1 or self.batch_size < 1:
+            raise P3SInputError("epochs and batch_size must be at least 1.")
+        if not (self.lr > 0 and math.isfinite(self.lr)) or self.gamma < 0 or not 0.0 <= self.dropout <= 1.0:
+            raise P3SInputError("lr must be > 0, gamma >= 0 and dropout in [0, 1].")
+
+    def total_steps(self, images: int) -> int:
+        """Optimiser steps for ``images`` references: ``epochs x ceil(images / batch_size)``."""
+        return self.epochs * math.ceil(images / self.batch_size)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class TrainingData:
+    """Everything the loop needs per reference image, already computed by the frozen models.
+
+    ``latents`` ``[R, 4, h, w]`` (model latent space), ``tokens`` ``[R, N, D]`` (CLIP vision,
+    penultimate layer), ``mask_grids`` ``[R, g, g]`` (subject mask on the patch grid),
+    ``contexts`` ``[R, T, C]`` (text per image), ``uncond`` ``[1, T, C]`` (empty prompt).
+    """
+
+    latents: torch.Tensor
+    tokens: torch.Tensor
+    mask_grids: torch.Tensor
+    contexts: torch.Tensor
+    uncond: torch.Tensor
+
+    def __post_init__(self) -> None:
+        r = self.latents.shape[0]
+        if any(t.shape[0] != r for t in (self.tokens, self.mask_grids, self.contexts)):
+            raise P3SInputError("Latents, CLIP tokens, masks and captions must have one entry per reference image.")
+        if self.uncond.shape[1:] != self.contexts.shape[1:]:
+            raise P3SInputError("The empty prompt's conditioning must have the captions' token shape.")
+
+    def to(self, device: torch.device | str) -> TrainingData:
+        """Normal (non-inference) float32 copies on ``device``."""
+        with torch.inference_mode(False):
+            moved = {k: v.detach().to(device=device, dtype=torch.float32).clone() for k, v in asdict(self).items()}
+        return TrainingData(**moved)
+
+
+@dataclass
+class TrainHistory:
+    """Per-step losses (floats): total, L_LDM and L_ac."""
+
+    total: list[float] = field(default_factory=list)
+    ldm: list[float] = field(default_factory=list)
+    ac: list[float] = field(default_factory=list)
+
+
+StepCallback = Callable[[int, int, TrainHistory], None]
+
+
+def match_token_lengths(contexts: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Repeat text contexts ``[1, T_i, C]`` to one length (their lcm), as ComfyUI does for batches."""
+    length = math.lcm(*(c.shape[1] for c in contexts))
+    return [c.repeat(1, length // c.shape[1], 1) for c in contexts]
+
+
+def trainable_parameters(p3s: P3SModel, scope: str) -> dict[str, nn.Parameter]:
+    """The parameters ``scope`` trains, by name in ``p3s``."""
+    if scope not in SCOPES:
+        raise P3SInputError(f"Training scope must be one of {SCOPES}, not {scope!r}.")
+    chosen = {}
+    for name, param in p3s.named_parameters():
+        in_scope = scope == "full" or (scope == "attention" and any(f".{a}." in name for a in ATTENTIONS))
+        if in_scope or not name.startswith("copy."):
+            chosen[name] = param
+    return chosen
+
+
+def train_p3s(
+    p3s: P3SModel,
+    unet: nn.Module,
+    sigmas: torch.Tensor,
+    data: TrainingData,
+    settings: TrainSettings,
+    on_step: StepCallback | None = None,
+    device: torch.device | str | None = None,
+) -> TrainHistory:
+    """Fine-tune ``p3s`` in place beside the frozen ``unet``; returns the loss history.
+
+    ``sigmas``: the model's 1000 training sigmas (ComfyUI's ``model_sampling.sigmas``).
+    ``on_step(step, total, history)`` runs after each optimiser step (progress bar, Cancel):
+    an exception from it, or a NaN/inf loss (:class:`P3SInputError`), stops training, frees
+    the optimiser state and propagates. The frozen ``unet`` is never changed.
+    """
+    device = torch.device(device or next(unet.parameters()).device)
+    history = TrainHistory()
+    with torch.inference_mode(False):
+        data = data.to(device)
+        sigmas = sigmas.detach().to(device=device, dtype=torch.float32).clone()
+        p3s.to(device=device, dtype=torch.float32)
+        trainable = trainable_parameters(p3s, settings.scope)
+        optimizer = None
+        try:
+            with (
+                _frozen(unet),
+                _only_trainable(p3s, trainable),
+                _checkpointed(p3s.copy, settings.gradient_checkpointing),
+            ):
+                optimizer = torch.optim.AdamW(trainable.values(), lr=settings.lr)
+                autocast_dtype, scaler = _precision(settings.precision, device)
+                total = settings.total_steps(data.latents.shape[0])
+                gen = torch.Generator().manual_seed(settings.seed)
+                for step, rows in enumerate(_batches(data.latents.shape[0], settings, gen), start=1):
+                    noise, timesteps, drop = _draw(data.latents[rows].shape, settings.dropout, gen)
+                    with _autocast(device, autocast_dtype):
+                        losses = step_losses(
+                            p3s, unet, sigmas, data, rows, noise, timesteps, drop, settings.lac_normalisation
+                        )
+                    loss = losses[0] + settings.gamma * losses[1]
+                    if not torch.isfinite(loss):
+                        raise P3SInputError(
+                            f"The training loss became {loss.item()} at step {step}: lower the learning rate, "
+                            "or train in fp32 / bf16 instead of fp16."
+                        )
+                    optimizer.zero_grad(set_to_none=True)
+                    if scaler is not None:
+                        scaler.scale(loss).backward()
+                        scaler.step(optimizer)
+                        scaler.update()
+                    else:
+                        loss.backward()
+                        optimizer.step()
+                    history.total.append(float(loss.detach()))
+                    history.ldm.append(float(losses[0]))
+                    history.ac.append(float(losses[1]))
+                    del loss, losses
+                    if on_step is not None:
+                        on_step(step, total, history)
+        finally:
+            if optimizer is not None:
+                optimizer.zero_grad(set_to_none=True)
+                optimizer.state.clear()
+            del optimizer
+            for param in p3s.parameters():
+                param.grad = None
+            gc.collect()
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+    return history
+
+
+def step_losses(
+    p3s: P3SModel,
+    unet: nn.Module,
+    sigmas: torch.Tensor,
+    data: TrainingData,
+    rows: torch.Tensor,
+    noise: torch.Tensor,
+    timesteps: torch.Tensor,
+    drop: torch.Tensor,
+    normalisation: str = "mean",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(L_LDM, L_ac)`` for one batch; the caller combines them.
+
+    Runs the encoder (hint), the copy (capturing its attention outputs and its output-11
+    attention map) and the frozen U-Net with the injections (capturing its map).
+    """
+    device = data.latents.device
+    x0 = data.latents[rows]
+    noise, timesteps = noise.to(device), timesteps.to(device)
+    sigma = sigmas[timesteps].view(-1, 1, 1, 1)
+    x_in = (x0 + sigma * noise) / torch.sqrt(sigma**2 + 1.0)
+    context = torch.where(
+        drop.to(device).view(-1, 1, 1), data.uncond.expand_as(data.contexts[rows]), data.contexts[rows]
+    )
+    t = timesteps.float()
+
+    hint = p3s.encoder(data.tokens[rows], data.mask_grids[rows], x0)
+    maps: dict[str, torch.Tensor] = {}
+    captured = run_copy(p3s, x_in, t, context, hint, {LAST_CROSS_ATTENTION: make_attention_probe(maps, "copy")})
+    options = {
+        "patches": {f"{a}_output_patch": [make_injection_patch(a, _STATE_KEY)] for a in ATTENTIONS},
+        "patches_replace": {"attn2": {LAST_CROSS_ATTENTION: make_attention_probe(maps, "frozen")}},
+        _STATE_KEY: {"deltas": injection_deltas(p3s, captured, 1.0), "rows": None},
+    }
+    noise_pred = unet(x_in, t, context=context, transformer_options=options)
+    l_ldm = ldm_loss(noise_pred, noise)
+    l_ac = attention_consistency_loss(maps["copy"], maps["frozen"], normalisation)
+    return l_ldm, l_ac
+
+
+def evaluate_loss(
+    p3s: P3SModel, unet: nn.Module, sigmas: torch.Tensor, data: TrainingData, gamma: float = 0.1, seed: int = 1234
+) -> float:
+    """Mean ``L_LDM + gamma L_ac`` over every image at 8 fixed timesteps and noises (no dropout)."""
+    device = next(unet.parameters()).device
+    gen = torch.Generator().manual_seed(seed)
+    data = data.to(device)
+    sigmas = sigmas.detach().to(device=device, dtype=torch.float32)
+    rows = torch.arange(data.latents.shape[0])
+    totals = []
+    with torch.inference_mode(False), torch.no_grad():
+        for t in torch.linspace(50, NUM_TIMESTEPS - 50, 8).long():
+            noise = torch.randn(data.latents.shape, generator=gen)
+            timesteps = t.repeat(len(rows))
+            drop = torch.zeros(len(rows), dtype=torch.bool)
+            l_ldm, l_ac = step_losses(p3s, unet, sigmas, data, rows, noise, timesteps, drop)
+            totals.append(float(l_ldm + gamma * l_ac))
+    return sum(totals) / len(totals)
+
+
+def _batches(images: int, settings: TrainSettings, gen: torch.Generator) -> Iterator[torch.Tensor]:
+    for _ in range(settings.epochs):
+        order = torch.randperm(images, generator=gen)
+        yield from order.split(settings.batch_size)
+
+
+def _draw(shape: torch.Size, dropout: float, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    noise = torch.randn(shape, generator=gen)
+    timesteps = torch.randint(0, NUM_TIMESTEPS, (shape[0],), generator=gen)
+    drop = torch.rand(shape[0], generator=gen) < dropout
+    return noise, timesteps, drop
+
+
+def _precision(precision: str, device: torch.device) -> tuple[torch.dtype | None, torch.amp.GradScaler | None]:
+    if device.type != "cuda" or precision == "fp32":
+        return None, None
+    if precision == "bf16" or (precision == "auto" and torch.cuda.is_bf16_supported()):
+        return torch.bfloat16, None
+    return torch.float16, torch.amp.GradScaler("cuda")
+
+
+def _autocast(device: torch.device, dtype: torch.dtype | None):
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype)
+
+
+@contextlib.contextmanager
+def _frozen(unet: nn.Module) -> Iterator[None]:
+    """The frozen U-Net without gradients; weights made under inference mode swapped for copies.
+
+    Inference tensors cannot be saved for backward; the swap lasts only while training and the
+    original tensors are put back afterwards (bit-identical, never written to).
+    """
+    saved = []
+    for module in unet.modules():
+        for name, param in list(module.named_parameters(recurse=False)):
+            saved.append((module, name, param, param.requires_grad))
+            if param.is_inference():
+                module._parameters[name] = nn.Parameter(param.detach().clone(), requires_grad=False)
+            else:
+                param.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for module, name, param, requires_grad in saved:
+            module._parameters[name] = param
+            if not param.is_inference():
+                param.requires_grad_(requires_grad)
+
+
+@contextlib.contextmanager
+def _only_trainable(p3s: P3SModel, trainable: dict[str, nn.Parameter]) -> Iterator[None]:
+    keep = {id(p) for p in trainable.values()}
+    flags = [(p, p.requires_grad) for p in p3s.parameters()]
+    for param, _ in flags:
+        param.requires_grad_(id(param) in keep)
+    try:
+        yield
+    finally:
+        for param, flag in flags:
+            param.requires_grad_(flag)
+
+
+@contextlib.contextmanager
+def _checkpointed(unet: nn.Module, enabled: bool) -> Iterator[None]:
+    """Gradient checkpointing on the copy's blocks: recompute activations in backward."""
+    blocks = [*unet.input_blocks, unet.middle_block, *unet.output_blocks] if enabled else []
+    for block in blocks:
+        block.forward = functools.partial(_checkpoint_call, type(block).forward.__get__(block))
+    try:
+        yield
+    finally:
+        for block in blocks:
+            del block.forward
+
+
+def _checkpoint_call(forward: Callable, *args, **kwargs):
+    return torch.utils.checkpoint.checkpoint(forward, *args, use_reentrant=False, **kwargs)

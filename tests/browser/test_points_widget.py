@@ -1,0 +1,189 @@
+"""The P3S Points widget in the real frontend: click points, reload, queue, check the server's result.
+
+Set ``P3S_SCREENSHOT_DIR`` to keep a screenshot of the widget with its points (docs/images/).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from host_helpers import (
+    IMAGE_H,
+    IMAGE_NAME,
+    IMAGE_W,
+    fetch_image,
+    history_ids,
+    http_json,
+    make_reference_image,
+    wait_for_history,
+)
+
+from devtools.comfy_host import ComfyServer
+from p3s_core.points import parse_points_json
+from p3s_core.preview import NEGATIVE_RGB, POSITIVE_RGB
+
+WORKFLOW = Path(__file__).with_name("points_workflow.json")
+POINTS_NODE, PREVIEW_NODE = "2", "3"
+
+# Normalised positions of the clicks (x right, y down).
+SUBJECT = (0.30, 0.50)
+SUBJECT_AFTER_DRAG = (0.34, 0.55)
+LOOKALIKE = (0.75, 0.30)
+BACKGROUND = (0.80, 0.80)
+REMOVED = (0.55, 0.45)
+SECOND_IMAGE_SUBJECT = (0.60, 0.40)
+
+NODE = "window.app?.graph?.getNodeById(2)"
+POINTS_VALUE = f"() => {NODE}.widgets.find((w) => w.name === 'points').value"
+
+
+def open_app(page, server: ComfyServer) -> None:
+    page.goto(server.url)
+    page.wait_for_function("() => window.app?.graph && window.LiteGraph", timeout=90_000)
+
+
+def canvas_point(page, normalised: tuple[float, float], aspect: float = IMAGE_W / IMAGE_H) -> tuple[float, float]:
+    """Page coordinates of a normalised image point, through the widget's letterboxed image area."""
+    box = page.locator("canvas.p3s-points-canvas").bounding_box()
+    width = min(box["width"], box["height"] * aspect)
+    height = width / aspect
+    left = box["x"] + (box["width"] - width) / 2
+    top = box["y"] + (box["height"] - height) / 2
+    return left + normalised[0] * width, top + normalised[1] * height
+
+
+def click_holding(page, key: str, position: tuple[float, float]) -> None:
+    page.keyboard.down(key)
+    page.mouse.click(*position)
+    page.keyboard.up(key)
+
+
+def points_value(page) -> dict:
+    return json.loads(page.evaluate(POINTS_VALUE))
+
+
+def assert_points(actual: list, expected: list[tuple[float, float]]) -> None:
+    assert len(actual) == len(expected), (actual, expected)
+    for (x, y), (ex, ey) in zip(actual, expected, strict=True):
+        assert abs(x - ex) < 0.01 and abs(y - ey) < 0.01, (actual, expected)
+
+
+def wait_for_image(page) -> None:
+    page.wait_for_function(f"() => {NODE}?.p3sEditor?.currentEntry()?.state === 'ready'", timeout=30_000)
+
+
+def node_clip(page) -> dict:
+    """The page rectangle of the P3S Points node, title included, with a small margin."""
+    return page.evaluate(
+        """() => {
+          const node = app.graph.getNodeById(2);
+          const title = LiteGraph.NODE_TITLE_HEIGHT;
+          const dpr = window.devicePixelRatio || 1;
+          const [x, y] = app.canvas.ds.convertOffsetToCanvas([node.pos[0], node.pos[1] - title]);
+          const r = app.canvas.canvas.getBoundingClientRect();
+          const s = app.canvas.ds.scale;
+          return {x: r.left + x / dpr - 8, y: r.top + y / dpr - 8,
+                  width: node.size[0] * s + 16, height: (node.size[1] + title) * s + 16};
+        }"""
+    )
+
+
+@pytest.mark.host
+def test_points_picked_in_the_browser_survive_reload_and_reach_the_server(browser, comfy_server, tmp_path):
+    make_reference_image(comfy_server.base_dir / "input" / IMAGE_NAME)
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+
+    # Load the saved workflow (LoadImage -> P3S Points -> Preview Image); the widget follows the
+    # LoadImage without any run.
+    open_app(page, comfy_server)
+    page.evaluate("async (wf) => { await app.loadGraphData(wf); }", json.loads(WORKFLOW.read_text()))
+    wait_for_image(page)
+    assert points_value(page)["images"] == [{"positive": [], "negative": []}]
+
+    # Click: positive (left), negative (right), negative (shift+left); add one and remove it again
+    # (alt+click); drag the subject point.
+    page.mouse.click(*canvas_point(page, SUBJECT))
+    page.mouse.click(*canvas_point(page, LOOKALIKE), button="right")
+    click_holding(page, "Shift", canvas_point(page, BACKGROUND))
+    page.mouse.click(*canvas_point(page, REMOVED))
+    assert len(points_value(page)["images"][0]["positive"]) == 2
+    click_holding(page, "Alt", canvas_point(page, REMOVED))
+    page.mouse.move(*canvas_point(page, SUBJECT))
+    page.mouse.down()
+    page.mouse.move(*canvas_point(page, SUBJECT_AFTER_DRAG), steps=6)
+    page.mouse.up()
+    # A second point set for the next image of the batch (no image for it yet: a square placeholder).
+    page.get_by_title("Next image of the batch", exact=False).click()
+    assert page.evaluate(f"() => {NODE}.p3sEditor.label.textContent") == "Image 2 / 2"
+    page.mouse.click(*canvas_point(page, SECOND_IMAGE_SUBJECT, aspect=1.0))
+    page.get_by_title("Previous image of the batch").click()
+
+    value = points_value(page)
+    assert_points(value["images"][0]["positive"], [SUBJECT_AFTER_DRAG])
+    assert_points(value["images"][0]["negative"], [LOOKALIKE, BACKGROUND])
+    assert_points(value["images"][1]["positive"], [SECOND_IMAGE_SUBJECT])
+    assert value["images"][1]["negative"] == []
+    text = page.evaluate(POINTS_VALUE)
+    assert parse_points_json(text).to_json()  # the Python node accepts what the widget wrote
+    workflow = page.evaluate("() => app.graph.serialize()")
+    saved = next(n for n in workflow["nodes"] if n["id"] == 2)
+    assert saved["widgets_values"] == [text]
+
+    # Reload the page: the points come back from the persisted workflow, drawn on the image.
+    page.wait_for_function(
+        "(text) => (localStorage.getItem('workflow') || '').includes(JSON.stringify(text))", arg=text
+    )
+    page.reload()
+    page.wait_for_function(f"() => {NODE}?.p3sEditor", timeout=90_000)
+    assert page.evaluate(POINTS_VALUE) == text
+    wait_for_image(page)
+    assert page.evaluate(f"() => {NODE}.p3sEditor.counts.textContent") == "+1 −2"
+    assert page.evaluate(f"() => {NODE}.p3sEditor.label.textContent") == "Image 1 / 2"
+
+    # Re-open the workflow saved before the reload, over an emptied graph: same points.
+    page.evaluate("async (wf) => { app.graph.clear(); await app.loadGraphData(wf); }", workflow)
+    assert page.evaluate(POINTS_VALUE) == text
+    assert page.evaluate(f"() => {NODE}.p3sEditor.counts.textContent") == "+1 −2"
+
+    # Queue from the UI; the server must have received exactly the widget's JSON.
+    earlier = history_ids(comfy_server)
+    page.evaluate("async () => { await app.queuePrompt(0, 1); }")
+    entry = wait_for_history(comfy_server, exclude=earlier)
+    assert entry["status"]["status_str"] == "success", entry["status"]
+    api_prompt = entry["prompt"][2]
+    assert api_prompt[POINTS_NODE]["inputs"]["points"] == text
+
+    # The preview IMAGE has the markers at the clicked places, at full resolution.
+    preview = fetch_image(comfy_server, entry["outputs"][PREVIEW_NODE]["images"][0])
+    assert preview.shape == (IMAGE_H, IMAGE_W, 3)
+    for (x, y), colour in (
+        (SUBJECT_AFTER_DRAG, POSITIVE_RGB),
+        (LOOKALIKE, NEGATIVE_RGB),
+        (BACKGROUND, NEGATIVE_RGB),
+    ):
+        pixel = preview[int(y * IMAGE_H), int(x * IMAGE_W)] / 255.0
+        assert np.allclose(pixel, colour, atol=0.03), (x, y, pixel, colour)
+
+    # The widget's copy of the image comes downscaled from the run, and is kept with the node.
+    shown = fetch_image(comfy_server, entry["outputs"][POINTS_NODE]["p3s_images"][0])
+    assert max(shown.shape[:2]) == 1024 and shown.shape[:2] == (768, 1024)
+    page.wait_for_function(f"() => {NODE}.properties.p3s_run_images?.length === 1")
+
+    # The API-format prompt of the same workflow, as the UI exports it, queues unchanged.
+    exported = page.evaluate("async () => (await app.graphToPrompt()).output")
+    assert exported[POINTS_NODE]["inputs"]["points"] == text
+    prompt_id = http_json(comfy_server, "/prompt", {"prompt": exported, "client_id": "p3s-test"})["prompt_id"]
+    assert wait_for_history(comfy_server, prompt_id)["status"]["status_str"] == "success"
+
+    shot = tmp_path / "p3s_points_widget.png"
+    page.screenshot(path=str(shot), clip=node_clip(page))
+    if os.environ.get("P3S_SCREENSHOT_DIR"):
+        shutil.copy(shot, Path(os.environ["P3S_SCREENSHOT_DIR"]) / shot.name)
+    assert errors == []

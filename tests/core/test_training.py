@@ -1,0 +1,169 @@
+"""Training a P3S model on a tiny SD1.5-shaped model: the loss falls, only the chosen
+parameters learn, the frozen U-Net stays bit-identical, the same seed gives the same weights."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from devtools.tiny_models import tiny_sd15_patcher
+
+from .p3s_support import pack_module, sample
+
+patching = pack_module("nodes.p3s_patching")
+training = pack_module("p3s_core.training")
+errors = pack_module("p3s_core.errors")
+model_file = pack_module("p3s_core.model_file")
+loss_plot = pack_module("p3s_core.loss_plot")
+
+ENCODER = {"token_dim": 16, "inner_dim": 16, "heads": 2}
+
+
+@pytest.fixture(scope="module")
+def base():
+    patcher = tiny_sd15_patcher(seed=0)
+    # The tiny model's output conv (init scale 0.05) would hide whatever the injections learn.
+    out = patcher.model.diffusion_model.out[2]
+    with torch.no_grad():
+        torch.nn.init.kaiming_uniform_(out.weight, generator=torch.Generator().manual_seed(0))
+        out.bias.zero_()
+    return patcher
+
+
+@pytest.fixture(scope="module")
+def sigmas(base):
+    return base.get_model_object("model_sampling").sigmas
+
+
+def training_data(images: int = 2, seed: int = 4):
+    gen = torch.Generator().manual_seed(seed)
+    return training.TrainingData(
+        latents=torch.randn(images, 4, 8, 8, generator=gen),
+        tokens=torch.randn(images, 17, 16, generator=gen),
+        mask_grids=(torch.rand(images, 4, 4, generator=gen) > 0.5).float(),
+        contexts=torch.randn(images, 7, 32, generator=gen),
+        uncond=torch.randn(1, 7, 32, generator=gen),
+    )
+
+
+def train(base, sigmas, **settings):
+    with torch.random.fork_rng(devices=[]):  # the encoder's random init, as P3S Fine-tune seeds it
+        torch.manual_seed(settings.get("seed", 0))
+        p3s = patching.new_p3s_model(base, ENCODER)
+    history = training.train_p3s(
+        p3s, base.model.diffusion_model, sigmas, training_data(), training.TrainSettings(**settings)
+    )
+    return p3s, history
+
+
+def test_training_lowers_the_loss_and_keeps_the_frozen_unet(base, sigmas):
+    unet = base.model.diffusion_model
+    frozen_before = {k: v.clone() for k, v in unet.state_dict().items()}
+    p3s = patching.new_p3s_model(base, ENCODER)
+    start = {k: v.clone() for k, v in p3s.state_dict().items()}
+    data = training_data()
+    before = training.evaluate_loss(p3s, unet, sigmas, data)
+    settings = training.TrainSettings(epochs=15, lr=3e-3, seed=1)
+    history = training.train_p3s(p3s, unet, sigmas, data, settings)
+    after = training.evaluate_loss(p3s, unet, sigmas, data)
+
+    assert len(history.total) == 30 and len(history.ldm) == len(history.ac) == 30
+    # Measured: 1.048 -> 1.021 (-2.5%) on fixed timesteps and noise; random latents leave a tiny
+    # model little to learn in 30 steps, so the bar is a 1.5% drop.
+    assert after < 0.985 * before, f"loss only went from {before:.4f} to {after:.4f}"
+    for key, value in unet.state_dict().items():
+        assert torch.equal(value, frozen_before[key]), key
+    assert all(p.grad is None for p in unet.parameters())
+    assert not p3s.injection_is_zero()
+    changed = {k for k, v in p3s.state_dict().items() if not torch.equal(v, start[k])}
+    assert any(k.startswith("copy.") for k in changed), "the full scope trains the copy"
+    assert any(k.startswith("encoder.") for k in changed)
+
+
+@pytest.mark.parametrize("scope", ["attention", "injection"])
+def test_lighter_scopes_train_only_their_parameters(base, sigmas, scope):
+    p3s = patching.new_p3s_model(base, ENCODER)
+    start = {k: v.clone() for k, v in p3s.state_dict().items()}
+    chosen = set(training.trainable_parameters(p3s, scope))
+    training.train_p3s(
+        p3s, base.model.diffusion_model, sigmas, training_data(), training.TrainSettings(epochs=2, lr=1e-3, scope=scope)
+    )
+    changed = {k for k, v in p3s.state_dict().items() if not torch.equal(v, start[k])}
+    assert changed, "something must learn"
+    assert changed <= chosen
+    copy_changed = {k for k in changed if k.startswith("copy.")}
+    if scope == "injection":
+        assert not copy_changed
+    else:
+        assert copy_changed and all(".attn1." in k or ".attn2." in k for k in copy_changed)
+    assert all(p.requires_grad for p in p3s.parameters()), "requires_grad is restored afterwards"
+
+
+def test_same_seed_same_weights_other_seed_other_weights(base, sigmas):
+    a, _ = train(base, sigmas, epochs=2, lr=1e-3, seed=5)
+    b, _ = train(base, sigmas, epochs=2, lr=1e-3, seed=5)
+    c, _ = train(base, sigmas, epochs=2, lr=1e-3, seed=6)
+    sa, sb, sc = a.state_dict(), b.state_dict(), c.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert any(not torch.equal(sa[k], sc[k]) for k in sa)
+
+
+def test_gradient_checkpointing_gives_the_same_weights(base, sigmas):
+    a, ha = train(base, sigmas, epochs=1, lr=1e-3, seed=2)
+    b, hb = train(base, sigmas, epochs=1, lr=1e-3, seed=2, gradient_checkpointing=True)
+    assert ha.total == pytest.approx(hb.total, rel=1e-5)
+    sa, sb = a.state_dict(), b.state_dict()
+    assert all(torch.allclose(sa[k], sb[k], atol=1e-6) for k in sa)
+    assert "forward" not in vars(b.copy.input_blocks[0]), "the checkpoint wrappers are removed"
+
+
+def test_nan_loss_stops_with_a_clear_error(base, sigmas):
+    p3s = patching.new_p3s_model(base, ENCODER)
+    data = training_data()
+    data.latents[0, 0, 0, 0] = float("nan")
+    with pytest.raises(errors.P3SInputError, match="loss became nan at step 1"):
+        training.train_p3s(p3s, base.model.diffusion_model, sigmas, data, training.TrainSettings(epochs=1))
+    assert all(p.grad is None for p in p3s.parameters())
+
+
+def test_an_exception_from_the_step_callback_stops_training(base, sigmas):
+    p3s = patching.new_p3s_model(base, ENCODER)
+    seen = []
+
+    def cancel(step, total, history):
+        seen.append((step, total, len(history.total)))
+        if step == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        training.train_p3s(
+            p3s, base.model.diffusion_model, sigmas, training_data(), training.TrainSettings(epochs=5), on_step=cancel
+        )
+    assert seen == [(1, 10, 1), (2, 10, 2)]
+    assert all(p.grad is None for p in p3s.parameters())
+
+
+def test_settings_are_checked():
+    with pytest.raises(errors.P3SInputError, match="scope"):
+        training.TrainSettings(scope="lora")
+    with pytest.raises(errors.P3SInputError, match="lr"):
+        training.TrainSettings(lr=0.0)
+    assert training.TrainSettings(epochs=60, batch_size=2).total_steps(5) == 180
+
+
+def test_trained_model_saved_and_loaded_changes_apply_untrained_does_not(base, sigmas, tmp_path):
+    hint = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(5))
+    plain = sample(base)
+    untrained = patching.new_p3s_model(base, ENCODER)
+    assert torch.equal(sample(patching.apply_p3s(base, untrained, hint)), plain)
+    trained, history = train(base, sigmas, epochs=2, lr=1e-3, seed=3)
+    path = tmp_path / "subject.safetensors"
+    model_file.save_p3s_model(path, trained.state_dict(), trained.config, {"epochs": 2}, dtype="fp32")
+    with pytest.raises(errors.P3SInputError, match="already exists"):
+        model_file.save_p3s_model(path, trained.state_dict(), trained.config)
+    tensors, info = model_file.load_p3s_model(path)
+    loaded = patching.p3s_model_from_file(base, tensors, info.config)
+    out = sample(patching.apply_p3s(base, loaded, hint))
+    assert (out - plain).abs().max() > 1e-4
+    plot = loss_plot.plot_losses(history)
+    assert plot.shape == (320, 512, 3) and plot.min() < 0.5 < plot.max()
