@@ -129,6 +129,11 @@ class AttentionRecorder:
             return []
         return [f"#{i}" for i in range(next(iter(self._sums.values())).shape[2])]
 
+    def calls(self, role: str) -> int:
+        """Model calls recorded for ``role`` in the current run."""
+        counts = self._counts.get(role)
+        return 0 if counts is None else int(counts.sum())
+
     def stored_bytes(self) -> int:
         """Bytes held by the aggregated maps."""
         return sum(t.numel() * t.element_size() for t in self._sums.values())
