@@ -1,8 +1,8 @@
 """Attention maps drawn over images: the frozen U-Net's, the copy's, and their difference.
 
-Frozen and copy share one colour scale (their joint maximum), so equal maps look equal; the
-difference ``copy - frozen`` uses the same scale, red where the copy attends more, blue where
-less, white where they agree. Maps are upsampled bilinearly to the image size.
+Frozen and copy share one colour scale (their joint minimum to maximum), so equal maps look
+equal; the difference ``copy - frozen`` is divided by the same range, red where the copy attends
+more, blue where less, white where they agree. Maps are upsampled bilinearly to the image size.
 """
 
 from __future__ import annotations
@@ -65,17 +65,24 @@ def attention_overlays(
         raise P3SInputError(f"{images.shape[0]} images but {frozen.shape[0]} attention maps: give one map per image.")
     no_mask = torch.zeros(frozen.shape)
     if copy_map is None:
-        scale = frozen.amax(dim=(1, 2), keepdim=True).clamp_min(1e-12)
-        return AttentionOverlays(render_heatmap(images, frozen / scale, no_mask), images.clone(), images.clone())
+        low, span = _range(frozen, frozen)
+        return AttentionOverlays(render_heatmap(images, (frozen - low) / span, no_mask), images.clone(), images.clone())
     copy = _resize(_batched(copy_map, "copy_map", 3).cpu(), size)
     if copy.shape != frozen.shape:
         raise P3SInputError(f"The copy's maps {tuple(copy.shape)} and the frozen maps {tuple(frozen.shape)} differ.")
-    scale = torch.maximum(frozen.amax(dim=(1, 2)), copy.amax(dim=(1, 2))).clamp_min(1e-12)[:, None, None]
+    low, span = _range(frozen, copy)
     return AttentionOverlays(
-        render_heatmap(images, frozen / scale, no_mask),
-        render_heatmap(images, copy / scale, no_mask),
-        difference_overlay(images, (copy - frozen) / scale),
+        render_heatmap(images, (frozen - low) / span, no_mask),
+        render_heatmap(images, (copy - low) / span, no_mask),
+        difference_overlay(images, (copy - frozen) / span),
     )
+
+
+def _range(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-image joint minimum and (max - min) of two ``[B, H, W]`` map batches, shaped to broadcast."""
+    low = torch.minimum(a.amin(dim=(1, 2)), b.amin(dim=(1, 2)))
+    high = torch.maximum(a.amax(dim=(1, 2)), b.amax(dim=(1, 2)))
+    return low[:, None, None], (high - low).clamp_min(1e-12)[:, None, None]
 
 
 def label_images(images: torch.Tensor, labels: list[str]) -> torch.Tensor:

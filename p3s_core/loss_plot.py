@@ -5,6 +5,8 @@ Steps without a value (the copy did not run) leave a gap and are marked with a c
 
 from __future__ import annotations
 
+import math
+
 import cv2
 import numpy as np
 
@@ -46,7 +48,8 @@ def plot_step_values(
 
     image = np.empty((height, width, 3), np.uint8)
     image[:] = BACKGROUND
-    for value in _ticks(y_max):
+    exponent = math.floor(math.log10(y_max))  # _ticks rounds to 6 decimals: work in units of 10^exponent
+    for value in (t * 10.0**exponent for t in _ticks(y_max / 10.0**exponent)):
         y = y_of(value)
         cv2.line(image, (left, y), (right, y), GRID_COLOR, 1, cv2.LINE_8)
         label = f"{value:.3g}"

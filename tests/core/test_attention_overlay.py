@@ -104,3 +104,15 @@ def test_lac_plot_draws_points_and_leaves_gaps():
     line = (torch.from_numpy(plot) - torch.tensor(CURVE_COLOR) / 255.0).abs().sum(-1) < 0.05
     empty = plot_step_values([None, None], width=320, height=200)
     assert line.any() and not ((torch.from_numpy(empty) - step).abs().sum(-1) < 0.05).any()
+
+
+def test_lac_plot_scales_its_axis_to_tiny_values():
+    tiny = plot_step_values([2e-7, 5e-7, 4e-7], width=320, height=200)
+    big = plot_step_values([0.2, 0.5, 0.4], width=320, height=200)
+
+    # same shape of curve, scaled axis: the drawn curve sits at the same rows
+    def rows(plot):
+        dots = (torch.from_numpy(plot) - torch.tensor(STEP_COLOR) / 255.0).abs().sum(-1) < 0.05
+        return dots.any(dim=1).nonzero().flatten().tolist()
+
+    assert rows(tiny) == rows(big)
