@@ -101,7 +101,7 @@ def label_images(images: torch.Tensor, labels: list[str]) -> torch.Tensor:
 
 
 def parse_step_items(text: str, num_steps: int) -> list[tuple[str, list[int] | None]]:
-    """``"all"`` (or empty) -> every step averaged; ``"1, 5, 10-20"`` -> one item per entry (1-based, ranges averaged).
+    """``"all"`` (or empty) -> every step averaged; ``"1, 5, 10-20, all"`` -> one item per entry (ranges averaged).
 
     Returns ``(label, steps)`` pairs; steps None = all.
     """
@@ -111,6 +111,9 @@ def parse_step_items(text: str, num_steps: int) -> list[tuple[str, list[int] | N
     items: list[tuple[str, list[int] | None]] = []
     for part in text.split(","):
         part = part.strip()
+        if part.lower() == "all":
+            items.append((f"steps 1-{num_steps}", None))
+            continue
         try:
             first, _, last = part.partition("-")
             lo, hi = int(first), int(last or first)

@@ -87,6 +87,7 @@ def test_labels_only_on_wide_images():
 def test_step_items():
     assert parse_step_items("all", 20) == [("steps 1-20", None)]
     assert parse_step_items("1, 5-7", 20) == [("step 1", [1]), ("steps 5-7", [5, 6, 7])]
+    assert parse_step_items("all, 2", 3) == [("steps 1-3", None), ("step 2", [2])]
     with pytest.raises(P3SInputError, match="outside"):
         parse_step_items("21", 20)
     with pytest.raises(P3SInputError, match="Cannot read"):
