@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from devtools.tiny_models import tiny_sd15_patcher
-from tests.core.p3s_support import sample
-from tests.core.test_attention_overlay import TokenizerClip
-from tests.pack_import import import_pack_module, pack_core
+from core.p3s_support import sample
+from core.test_attention_overlay import TokenizerClip
+from pack_import import import_pack_module, pack_core
 
 nodes = import_pack_module("nodes.attention_nodes")
 
