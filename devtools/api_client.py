@@ -40,6 +40,15 @@ class PromptResult:
         """The ``{filename, subfolder, type}`` records of the images a node produced."""
         return self.history.get("outputs", {}).get(str(node_id), {}).get("images", [])
 
+    def output_files(self) -> list[tuple[str, dict[str, str]]]:
+        """Every file record of every node's outputs (images, gifs, ...), as ``(node_id, record)``."""
+        files = []
+        for node_id, outputs in self.history.get("outputs", {}).items():
+            for records in outputs.values():
+                if isinstance(records, list):
+                    files += [(node_id, r) for r in records if isinstance(r, dict) and "filename" in r]
+        return files
+
 
 class ComfyClient:
     """Queue prompts, wait for them, fetch outputs."""
@@ -91,18 +100,24 @@ class ComfyClient:
     def interrupt(self) -> None:
         self._request("/interrupt", b"", {"Content-Type": "application/json"})
 
+    def cancel(self, prompt_id: str) -> None:
+        """Drop a prompt from the queue, or stop it if it is running (other prompts are left alone)."""
+        headers = {"Content-Type": "application/json"}
+        self._request("/queue", json.dumps({"delete": [prompt_id]}).encode(), headers)
+        self._request("/interrupt", json.dumps({"prompt_id": prompt_id}).encode(), headers)
+
     def view(self, image: dict[str, str]) -> bytes:
         """GET /view for an output record."""
         return self._request("/view?" + urllib.parse.urlencode(image))
 
-    def upload_image(self, path: Path, overwrite: bool = True) -> str:
-        """POST /upload/image; returns the name to give LoadImage."""
+    def upload_image(self, path: Path, overwrite: bool = True, name: str | None = None) -> str:
+        """POST /upload/image (under ``name``, default the file's name); returns the name to give LoadImage."""
         boundary = uuid.uuid4().hex
         parts = [
             f'--{boundary}\r\nContent-Disposition: form-data; name="overwrite"\r\n\r\n{str(overwrite).lower()}\r\n',
         ]
         head = (
-            f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="{Path(path).name}"\r\n'
+            f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="{name or Path(path).name}"\r\n'
             "Content-Type: application/octet-stream\r\n\r\n"
         )
         body = "".join(parts).encode() + head.encode() + Path(path).read_bytes() + f"\r\n--{boundary}--\r\n".encode()
