@@ -27,6 +27,7 @@ IMAGE_PREFIX = "@image:"
 _KEY = re.compile(r"^(?P<image>@image:)?(?P<node>[^.\s]+)\.(?P<input>[^\s]+)$")
 _SAFE_ID = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]*$")
 _TRUE, _FALSE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off"}
+_KINDS = {bool: "true or false", int: "a whole number", float: "a number"}
 
 
 class BatchInputError(ValueError):
@@ -155,7 +156,7 @@ def _coerce(where: str, key: str, current: Any, value: Any) -> Any:
             return float(text)
     except ValueError:
         raise BatchInputError(
-            f"{where}: {key!r} = {value!r} is not a {type(current).__name__} like the workflow's {current!r}."
+            f"{where}: {key!r} = {value!r} is not {_KINDS[type(current)]} like the workflow's {current!r}."
         ) from None
     return value
 
