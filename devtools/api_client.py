@@ -72,11 +72,18 @@ class ComfyClient:
     def object_info(self) -> dict[str, Any]:
         return self.get_json("/object_info")
 
+    def submit(self, prompt: dict[str, Any]) -> dict[str, Any]:
+        """POST /prompt; returns the answer: ``prompt_id`` and ``node_errors``.
+
+        ComfyUI queues a prompt when at least one output node is valid, and lists the invalid
+        nodes in ``node_errors``; when none is valid it refuses (:class:`ComfyAPIError`).
+        """
+        body = json.dumps({"prompt": prompt, "client_id": self.client_id}).encode()
+        return json.loads(self._request("/prompt", body, {"Content-Type": "application/json"}))
+
     def queue(self, prompt: dict[str, Any]) -> str:
         """POST /prompt; returns the prompt id (validation errors raise :class:`ComfyAPIError`)."""
-        body = json.dumps({"prompt": prompt, "client_id": self.client_id}).encode()
-        answer = json.loads(self._request("/prompt", body, {"Content-Type": "application/json"}))
-        return answer["prompt_id"]
+        return self.submit(prompt)["prompt_id"]
 
     def wait(self, prompt_id: str, timeout: float = 600.0, poll: float = 0.25) -> PromptResult:
         """Poll /history until the prompt has finished (successfully or not)."""

@@ -72,6 +72,14 @@ def _error_text(result: PromptResult) -> str:
     return f"{error.get('node_type')} (node {error.get('node_id')}): {error.get('exception_message', '').strip()}"
 
 
+def _node_errors_text(node_errors: dict[str, Any]) -> str:
+    return "; ".join(
+        f"node {node_id} ({entry.get('class_type')}): {error.get('message')} {error.get('details', '')}".strip()
+        for node_id, entry in node_errors.items()
+        for error in entry.get("errors", [])
+    )
+
+
 class _Runner:
     def __init__(self, workflow: dict[str, Any], out_dir: Path, options: BatchOptions, log: Callable[[str], None]):
         self.workflow, self.out_dir, self.options, self._log = workflow, out_dir, options, log
@@ -130,7 +138,11 @@ class _Runner:
             prompt_id = None
             try:
                 prompt = build_prompt(self.workflow, item, upload=lambda path: self.upload(client, path))
-                prompt_id = client.queue(prompt)
+                answer = client.submit(prompt)
+                prompt_id = answer["prompt_id"]
+                if answer.get("node_errors"):
+                    client.cancel(prompt_id)
+                    raise ItemFailed(f"invalid inputs, not run: {_node_errors_text(answer['node_errors'])}")
                 try:
                     result = client.wait(prompt_id, timeout=self.options.timeout)
                 except TimeoutError:

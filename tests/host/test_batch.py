@@ -158,3 +158,14 @@ def test_a_killed_cli_run_is_resumed_by_the_same_command(client: ComfyClient, wo
     records = manifest.records()
     assert sorted(r["id"] for r in records) == [f"s{i}" for i in range(3)], "no finished item ran again"
     assert all(r["status"] == "success" for r in records)
+
+
+def test_an_item_with_invalid_inputs_is_reported_not_half_run(client: ComfyClient, workflow_file: Path, tmp_path: Path):
+    # P3S Points is a valid output node on its own, so ComfyUI would queue the prompt without the rest.
+    workflow = load_workflow(workflow_file)
+    items = load_items(csv_items(tmp_path, [{"id": "no-clip", "3.clip_name": "absent.safetensors"}]), workflow)
+    summary = run_batch(workflow, items, tmp_path / "out", BatchOptions(servers=[client.url], retries=0), log=print)
+    assert (summary.succeeded, summary.failed) == (0, 1)
+    (record,) = Manifest(tmp_path / "out" / "manifest.jsonl").records()
+    assert record["error"].startswith("invalid inputs, not run: node 3 (CLIPVisionLoader)")
+    assert "absent.safetensors" in record["error"] and record["outputs"] == []
