@@ -158,7 +158,8 @@ _EXPORT_JS = """async ([prompt, layout]) => {
         if (node) node.pos = [x, y];
     }
     app.graph.setDirtyCanvas(true, true);
-    return {workflow: app.graph.serialize(), api: (await app.graphToPrompt()).output};
+    // JSON.stringify as the frontend's Save does: it drops undefined fields (playwright would turn them into null).
+    return {workflow: JSON.stringify(app.graph.serialize()), api: JSON.stringify((await app.graphToPrompt()).output)};
 }"""
 
 
@@ -182,8 +183,8 @@ def export(names: list[str], out_dir: Path = EXAMPLES_DIR) -> list[Path]:
                     raise RuntimeError(f"{name}: the frontend does not know {result['missing']}")
                 (out_dir / "api").mkdir(parents=True, exist_ok=True)
                 for path, data in (
-                    (out_dir / f"{name}.json", result["workflow"]),
-                    (out_dir / "api" / f"{name}.api.json", result["api"]),
+                    (out_dir / f"{name}.json", json.loads(result["workflow"])),
+                    (out_dir / "api" / f"{name}.api.json", json.loads(result["api"])),
                 ):
                     path.write_text(json.dumps(data, indent=2) + "\n")
                     written.append(path)
