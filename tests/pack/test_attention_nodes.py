@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-from devtools.tiny_models import tiny_sd15_patcher
 from core.p3s_support import sample
 from core.test_attention_overlay import TokenizerClip
 from pack_import import import_pack_module, pack_core
+
+from devtools.tiny_models import tiny_sd15_patcher
 
 nodes = import_pack_module("nodes.attention_nodes")
 
