@@ -40,6 +40,15 @@ class PromptResult:
         """The ``{filename, subfolder, type}`` records of the images a node produced."""
         return self.history.get("outputs", {}).get(str(node_id), {}).get("images", [])
 
+    def output_files(self) -> list[tuple[str, dict[str, str]]]:
+        """Every file record of every node's outputs (images, gifs, ...), as ``(node_id, record)``."""
+        files = []
+        for node_id, outputs in self.history.get("outputs", {}).items():
+            for records in outputs.values():
+                if isinstance(records, list):
+                    files += [(node_id, r) for r in records if isinstance(r, dict) and "filename" in r]
+        return files
+
 
 class ComfyClient:
     """Queue prompts, wait for them, fetch outputs."""
@@ -63,11 +72,18 @@ class ComfyClient:
     def object_info(self) -> dict[str, Any]:
         return self.get_json("/object_info")
 
+    def submit(self, prompt: dict[str, Any]) -> dict[str, Any]:
+        """POST /prompt; returns the answer: ``prompt_id`` and ``node_errors``.
+
+        ComfyUI queues a prompt when at least one output node is valid, and lists the invalid
+        nodes in ``node_errors``; when none is valid it refuses (:class:`ComfyAPIError`).
+        """
+        body = json.dumps({"prompt": prompt, "client_id": self.client_id}).encode()
+        return json.loads(self._request("/prompt", body, {"Content-Type": "application/json"}))
+
     def queue(self, prompt: dict[str, Any]) -> str:
         """POST /prompt; returns the prompt id (validation errors raise :class:`ComfyAPIError`)."""
-        body = json.dumps({"prompt": prompt, "client_id": self.client_id}).encode()
-        answer = json.loads(self._request("/prompt", body, {"Content-Type": "application/json"}))
-        return answer["prompt_id"]
+        return self.submit(prompt)["prompt_id"]
 
     def wait(self, prompt_id: str, timeout: float = 600.0, poll: float = 0.25) -> PromptResult:
         """Poll /history until the prompt has finished (successfully or not)."""
@@ -91,18 +107,24 @@ class ComfyClient:
     def interrupt(self) -> None:
         self._request("/interrupt", b"", {"Content-Type": "application/json"})
 
+    def cancel(self, prompt_id: str) -> None:
+        """Drop a prompt from the queue, or stop it if it is running (other prompts are left alone)."""
+        headers = {"Content-Type": "application/json"}
+        self._request("/queue", json.dumps({"delete": [prompt_id]}).encode(), headers)
+        self._request("/interrupt", json.dumps({"prompt_id": prompt_id}).encode(), headers)
+
     def view(self, image: dict[str, str]) -> bytes:
         """GET /view for an output record."""
         return self._request("/view?" + urllib.parse.urlencode(image))
 
-    def upload_image(self, path: Path, overwrite: bool = True) -> str:
-        """POST /upload/image; returns the name to give LoadImage."""
+    def upload_image(self, path: Path, overwrite: bool = True, name: str | None = None) -> str:
+        """POST /upload/image (under ``name``, default the file's name); returns the name to give LoadImage."""
         boundary = uuid.uuid4().hex
         parts = [
             f'--{boundary}\r\nContent-Disposition: form-data; name="overwrite"\r\n\r\n{str(overwrite).lower()}\r\n',
         ]
         head = (
-            f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="{Path(path).name}"\r\n'
+            f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="{name or Path(path).name}"\r\n'
             "Content-Type: application/octet-stream\r\n\r\n"
         )
         body = "".join(parts).encode() + head.encode() + Path(path).read_bytes() + f"\r\n--{boundary}--\r\n".encode()

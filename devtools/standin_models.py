@@ -74,3 +74,63 @@ def write_clip_vision_standin(path: Path) -> Path:
     save_file(clip_vision_standin_state_dict(), str(partial), metadata={"p3s.standin": "clip_vision_vit_l14"})
     os.replace(partial, path)
     return path
+
+
+SD15_VAE_DDCONFIG = {
+    "double_z": True,
+    "z_channels": 4,
+    "resolution": 256,
+    "in_channels": 3,
+    "out_ch": 3,
+    "ch": 128,
+    "ch_mult": [1, 2, 4, 4],
+    "num_res_blocks": 2,
+    "attn_resolutions": [],
+    "dropout": 0.0,
+}
+
+
+def sd15_checkpoint_standin_state_dict(seed: int = 0, dtype: torch.dtype = torch.float16) -> dict[str, torch.Tensor]:
+    """A randomly initialised SD1.5 single-file checkpoint (U-Net, CLIP-L text, VAE) with the real shapes.
+
+    ``CheckpointLoaderSimple`` detects it as SD1.5 (detection needs model_channels 320 and
+    context 768, so a smaller stand-in cannot be used). The images it makes are noise; it is for
+    exercising loading, patching and sampling, not for looking at. Needs ComfyUI imported
+    (``devtools.comfy_inprocess.import_comfy``).
+    """
+    import comfy.ldm.models.autoencoder
+    import comfy.sd1_clip
+    import comfy.supported_models
+
+    from devtools.tiny_models import SD15_FULL_CHANNELS, SD15_FULL_CONTEXT, init_parameters, sd15_unet_config
+
+    config = sd15_unet_config(SD15_FULL_CHANNELS, SD15_FULL_CONTEXT)
+    config["dtype"] = dtype
+    model_config = comfy.supported_models.SD15(config)
+    model_config.set_inference_dtype(dtype, None)
+    parts = {
+        "model.diffusion_model.": model_config.get_model({}).diffusion_model,
+        "cond_stage_model.": comfy.sd1_clip.SDClipModel(device="cpu", dtype=dtype),
+        "first_stage_model.": comfy.ldm.models.autoencoder.AutoencoderKL(ddconfig=SD15_VAE_DDCONFIG, embed_dim=4),
+    }
+    sd: dict[str, torch.Tensor] = {}
+    for offset, (prefix, module) in enumerate(parts.items()):
+        module.to(dtype)
+        init_parameters(module, seed + offset, scale=0.02)
+        sd.update({prefix + key: value.detach().to(dtype).contiguous() for key, value in module.state_dict().items()})
+    return sd
+
+
+def write_sd15_checkpoint_standin(path: Path) -> Path:
+    """Write the random SD1.5 checkpoint (~2 GB in fp16) to ``path`` (atomically) unless it exists."""
+    path = Path(path)
+    if path.exists():
+        return path
+    from devtools.comfy_inprocess import import_comfy
+
+    import_comfy()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    save_file(sd15_checkpoint_standin_state_dict(), str(partial), metadata={"p3s.standin": "sd15_checkpoint"})
+    os.replace(partial, path)
+    return path

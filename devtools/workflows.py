@@ -72,3 +72,91 @@ def selection_workflow(
         }
     )
     return prompt
+
+
+def attention_workflow(
+    checkpoint: str,
+    clip_vision: str,
+    reference: str,
+    prompt: str = "a photo of sks dog",
+    words: str = "sks, dog",
+    steps: int = 2,
+    size: int = 64,
+    seed: int = 1,
+    overlay_steps: str = "all",
+    prefix: str = "p3s_attn",
+) -> dict[str, Any]:
+    """Checkpoint -> P3S Init -> P3S Apply -> P3S Attention Maps -> KSampler -> VAE Decode ->
+    P3S Attention Overlays -> SaveImage (frozen, copy, difference overlays, L_ac plot, the image)."""
+    model, clip, vae = ["1", 0], ["1", 1], ["1", 2]
+    save = {
+        "20": (["13", 0], "frozen"),
+        "21": (["13", 1], "copy"),
+        "22": (["13", 2], "difference"),
+        "23": (["13", 3], "lac"),
+        "24": (["12", 0], "image"),
+    }
+    workflow: dict[str, Any] = {
+        "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": checkpoint}},
+        "2": {"class_type": "CLIPTextEncode", "inputs": {"text": prompt, "clip": clip}},
+        "3": {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": clip}},
+        "4": {"class_type": "EmptyLatentImage", "inputs": {"width": size, "height": size, "batch_size": 1}},
+        "5": {"class_type": "CLIPVisionLoader", "inputs": {"clip_name": clip_vision}},
+        "6": {"class_type": "P3SInit", "inputs": {"model": model, "clip_vision": ["5", 0]}},
+        "7": {"class_type": "LoadImage", "inputs": {"image": reference}},
+        "8": {"class_type": "ImageToMask", "inputs": {"image": ["7", 0], "channel": "red"}},
+        "9": {
+            "class_type": "P3SApply",
+            "inputs": {
+                "model": model,
+                "p3s_model": ["6", 0],
+                "reference_images": ["7", 0],
+                "subject_mask": ["8", 0],
+                "vae": vae,
+                "clip_vision": ["5", 0],
+                "strength": 1.0,
+                "start_percent": 0.0,
+                "end_percent": 1.0,
+                "apply_to_uncond": False,
+                "reference_mode": "cycle",
+            },
+        },
+        "10": {
+            "class_type": "P3SAttentionMaps",
+            "inputs": {
+                "model": ["9", 0],
+                "clip": clip,
+                "prompt": prompt,
+                "words": words,
+                "layer": "output_11",
+                "normalisation": "mean",
+                "max_side": 64,
+            },
+        },
+        "11": {
+            "class_type": "KSampler",
+            "inputs": {
+                "model": ["10", 0],
+                "seed": seed,
+                "steps": steps,
+                "cfg": 4.0,
+                "sampler_name": "euler",
+                "scheduler": "normal",
+                "positive": ["2", 0],
+                "negative": ["3", 0],
+                "latent_image": ["4", 0],
+                "denoise": 1.0,
+            },
+        },
+        "12": {"class_type": "VAEDecode", "inputs": {"samples": ["11", 0], "vae": vae}},
+        "13": {
+            "class_type": "P3SAttentionOverlays",
+            "inputs": {"attention": ["10", 1], "images": ["12", 0], "steps": overlay_steps},
+        },
+    }
+    for node, (source, name) in save.items():
+        workflow[node] = {
+            "class_type": "SaveImage",
+            "inputs": {"images": source, "filename_prefix": f"{prefix}_{name}"},
+        }
+    return workflow

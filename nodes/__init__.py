@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from comfy_api.latest import ComfyExtension, io
 
+from .attention_nodes import P3SAttentionMaps, P3SAttentionOverlays
 from .finetune_node import P3SFineTune
 from .inpaint_node import P3SInpaint
 from .loader_node import P3SLoaderNode
@@ -19,7 +20,18 @@ class P3SExtension(ComfyExtension):
     """Registers every node of the pack."""
 
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
-        return [P3SPointsNode, P3SRngrMask, P3SInpaint, P3SScheduleNode, P3SLoaderNode, P3SInit, P3SApply, P3SFineTune]
+        return [
+            P3SPointsNode,
+            P3SRngrMask,
+            P3SInpaint,
+            P3SScheduleNode,
+            P3SLoaderNode,
+            P3SInit,
+            P3SApply,
+            P3SFineTune,
+            P3SAttentionMaps,
+            P3SAttentionOverlays,
+        ]
 
 
 async def comfy_entrypoint() -> P3SExtension:

@@ -13,3 +13,6 @@ P3SPointsType = io.Custom("P3S_POINTS")
 P3SScheduleType = io.Custom("P3S_SCHEDULE")
 # p3s_core.p3s_model.P3SModel (from P3S Init) or p3s_core.model_file.P3SModelFile (from P3S Loader).
 P3SModelType = io.Custom("P3S_MODEL")
+CATEGORY_INSPECT = f"{CATEGORY}/inspect"
+# p3s_core.attention_maps.AttentionRecorder: cross-attention maps and L_ac captured while sampling.
+P3SAttentionType = io.Custom("P3S_ATTENTION")

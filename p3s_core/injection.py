@@ -9,6 +9,9 @@ This speaks ComfyUI's patch protocol with plain dicts and callables (no host imp
   results to the frozen model in a shallow copy of ``transformer_options`` under ``state_key``.
 - :func:`make_injection_patch` returns the attn1/attn2 output patch of the frozen model: it
   adds the delta of its block out of place (``index_add`` on the injected rows).
+- Other patches reach the copy through ``transformer_options[COPY_PATCHES_REPLACE_KEY]``
+  (``{"attn2": {block: fn}}``, e.g. the attention-map capture): the wrapper puts them into the
+  copy's fresh options, with ``cond_or_uncond`` of the copy's own rows and the step's sigmas.
 Both are plain closures: ComfyUI deep-copies ``model_options`` on every clone.
 """
 
@@ -27,6 +30,8 @@ from .unet_layout import ATTENTIONS
 
 REFERENCE_MODES = ("cycle", "mean")
 COND = 0  # ComfyUI's cond_or_uncond value for positive (cond) rows
+# transformer_options key whose ``patches_replace``-shaped dict is handed to the copy's forward.
+COPY_PATCHES_REPLACE_KEY = "p3s_copy_patches_replace"
 
 
 class WeightSchedule(Protocol):
@@ -64,6 +69,12 @@ class InjectionSettings:
             raise P3SInputError(f"reference_mode must be one of {REFERENCE_MODES}, not '{self.reference_mode}'.")
 
 
+def step_index(sigma: float, sample_sigmas: torch.Tensor) -> tuple[int, int]:
+    """``(index, steps)``: the 0-based sampling step whose sigma is nearest ``sigma``, and the step count."""
+    steps = sample_sigmas[:-1].float().cpu()
+    return int(torch.argmin((steps - float(sigma)).abs())), len(steps)
+
+
 def step_progress(sigma: float, sample_sigmas: torch.Tensor | None, timestep: float) -> float:
     """Denoising progress s in [0, 1] of the current step (0 = first, pure noise).
 
@@ -71,9 +82,8 @@ def step_progress(sigma: float, sample_sigmas: torch.Tensor | None, timestep: fl
     timestep (0..999) the U-Net receives.
     """
     if sample_sigmas is not None and len(sample_sigmas) > 1:
-        steps = sample_sigmas[:-1].float().cpu()
-        index = int(torch.argmin((steps - float(sigma)).abs()))
-        return index / max(len(steps) - 1, 1)
+        index, steps = step_index(sigma, sample_sigmas)
+        return index / max(steps - 1, 1)
     return min(max(1.0 - float(timestep) / 999.0, 0.0), 1.0)
 
 
@@ -130,12 +140,11 @@ def run_copy(
     timesteps: torch.Tensor,
     context: torch.Tensor,
     hint: torch.Tensor,
-    attn2_replace: dict[tuple[str, int], Callable] | None = None,
+    options: dict | None = None,
 ) -> dict[tuple[str, int, int, str], torch.Tensor]:
     """Run the copy on ``x + hint_conv(hint)``; return its attn outputs by (block, id, index, attn).
 
-    ``attn2_replace``: extra ``attn2`` replace patches for the copy by block, e.g. an attention
-    probe at ``("output", 11)``.
+    ``options``: extra entries of the copy's fresh ``transformer_options`` (see :func:`copy_options`).
     """
     captured: dict[tuple[str, int, int, str], torch.Tensor] = {}
 
@@ -147,9 +156,7 @@ def run_copy(
 
         return patch
 
-    fresh: dict = {"patches": {f"{a}_output_patch": [capture(a)] for a in ATTENTIONS}}
-    if attn2_replace:
-        fresh["patches_replace"] = {"attn2": dict(attn2_replace)}
+    fresh = {**(options or {}), "patches": {f"{a}_output_patch": [capture(a)] for a in ATTENTIONS}}
     w = p3s.hint_conv.weight
     x_in = x + p3s.hint_conv(hint.to(device=w.device, dtype=w.dtype)).to(x.dtype)
     p3s.copy(x_in, timesteps, context=context, transformer_options=fresh)
@@ -170,6 +177,24 @@ def injection_deltas(
             wt, b = layer.weight.to(state), layer.bias.to(state)
             deltas[(*site.host_key, attn)] = F.linear(state, wt, b) * weight
     return deltas
+
+
+def copy_options(transformer_options: dict, rows: torch.Tensor | None, batch: int) -> dict:
+    """Options for the copy's forward from other patches (``COPY_PATCHES_REPLACE_KEY``); {} when none.
+
+    ``cond_or_uncond`` describes the copy's own rows: only cond chunks when it runs on ``rows``.
+    """
+    replace = transformer_options.get(COPY_PATCHES_REPLACE_KEY)
+    if not replace:
+        return {}
+    groups = transformer_options.get("cond_or_uncond")
+    if rows is not None and groups:
+        groups = [COND] * (len(rows) // (batch // len(groups)))
+    options = {"patches_replace": replace, "cond_or_uncond": groups}
+    for key in ("sigmas", "sample_sigmas"):
+        if key in transformer_options:
+            options[key] = transformer_options[key]
+    return options
 
 
 def make_injection_patch(attn: str, state_key: str) -> Callable[[torch.Tensor, dict], torch.Tensor]:
@@ -221,7 +246,8 @@ def make_diffusion_wrapper(
         groups = len(transformer_options.get("cond_or_uncond") or [0])
         row_hint = hint_for_rows(hint, index.cpu(), x.shape[0] // groups, x.shape[-2:], settings.reference_mode)
         sub_context = context[index] if context is not None else None
-        captured = run_copy(p3s, x[index], timesteps[index], sub_context, row_hint.to(x.device))
+        extra = copy_options(transformer_options, rows, x.shape[0])
+        captured = run_copy(p3s, x[index], timesteps[index], sub_context, row_hint.to(x.device), extra)
         options = dict(transformer_options)
         options[state_key] = {"deltas": injection_deltas(p3s, captured, weight), "rows": rows}
         return executor(x, timesteps, context, y, control, options, **kwargs)

@@ -239,7 +239,8 @@ def step_losses(
 
     hint = p3s.encoder(data.tokens[rows], data.mask_grids[rows], x0)
     maps: dict[str, torch.Tensor] = {}
-    captured = run_copy(p3s, x_in, t, context, hint, {LAST_CROSS_ATTENTION: make_attention_probe(maps, "copy")})
+    probe = {"patches_replace": {"attn2": {LAST_CROSS_ATTENTION: make_attention_probe(maps, "copy")}}}
+    captured = run_copy(p3s, x_in, t, context, hint, probe)
     options = {
         "patches": {f"{a}_output_patch": [make_injection_patch(a, _STATE_KEY)] for a in ATTENTIONS},
         "patches_replace": {"attn2": {LAST_CROSS_ATTENTION: make_attention_probe(maps, "frozen")}},

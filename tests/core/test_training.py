@@ -35,10 +35,22 @@ def sigmas(base):
     return base.get_model_object("model_sampling").sigmas
 
 
-def training_data(images: int = 2, seed: int = 4):
+def pattern_latents(images: int) -> torch.Tensor:
+    """Smooth, distinct latents per image: something a denoiser can learn, unlike white noise."""
+    yy, xx = torch.meshgrid(torch.linspace(0, torch.pi, 8), torch.linspace(0, torch.pi, 8), indexing="ij")
+    return torch.stack(
+        [
+            torch.stack([torch.sin(xx * (c + 1) + i) * torch.cos(yy * (i + 1)) for c in range(4)]) * 1.5
+            for i in range(images)
+        ]
+    )
+
+
+def training_data(images: int = 2, seed: int = 4, latents: torch.Tensor | None = None):
     gen = torch.Generator().manual_seed(seed)
+    noise_latents = torch.randn(images, 4, 8, 8, generator=gen)
     return training.TrainingData(
-        latents=torch.randn(images, 4, 8, 8, generator=gen),
+        latents=noise_latents if latents is None else latents,
         tokens=torch.randn(images, 17, 16, generator=gen),
         mask_grids=(torch.rand(images, 4, 4, generator=gen) > 0.5).float(),
         contexts=torch.randn(images, 7, 32, generator=gen),
@@ -59,18 +71,21 @@ def train(base, sigmas, **settings):
 def test_training_lowers_the_loss_and_keeps_the_frozen_unet(base, sigmas):
     unet = base.model.diffusion_model
     frozen_before = {k: v.clone() for k, v in unet.state_dict().items()}
-    p3s = patching.new_p3s_model(base, ENCODER)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        p3s = patching.new_p3s_model(base, ENCODER)
     start = {k: v.clone() for k, v in p3s.state_dict().items()}
-    data = training_data()
+    data = training_data(latents=pattern_latents(2))
     before = training.evaluate_loss(p3s, unet, sigmas, data)
-    settings = training.TrainSettings(epochs=15, lr=3e-3, seed=1)
+    settings = training.TrainSettings(epochs=30, lr=1e-2, seed=1)
     history = training.train_p3s(p3s, unet, sigmas, data, settings)
     after = training.evaluate_loss(p3s, unet, sigmas, data)
 
-    assert len(history.total) == 30 and len(history.ldm) == len(history.ac) == 30
-    # Measured: 1.048 -> 1.021 (-2.5%) on fixed timesteps and noise; random latents leave a tiny
-    # model little to learn in 30 steps, so the bar is a 1.5% drop.
-    assert after < 0.985 * before, f"loss only went from {before:.4f} to {after:.4f}"
+    assert len(history.total) == 60 and len(history.ldm) == len(history.ac) == 60
+    # Measured: 1.0519 -> 1.0126 (-3.7%) on 8 fixed timesteps and noises. Most of the noise-prediction
+    # loss is irreducible at high noise, and the zero-initialised injections start learning only through
+    # themselves, so 60 steps on a tiny random base move it a few percent; the bar is a 2.5% drop.
+    assert after < 0.975 * before, f"loss only went from {before:.4f} to {after:.4f}"
     for key, value in unet.state_dict().items():
         assert torch.equal(value, frozen_before[key]), key
     assert all(p.grad is None for p in unet.parameters())

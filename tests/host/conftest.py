@@ -11,9 +11,10 @@ import pytest
 from devtools.api_client import ComfyClient
 from devtools.comfy_host import ComfyServer, running_server
 from devtools.sample_scene import write_twin_scene
-from devtools.standin_models import write_clip_vision_standin
+from devtools.standin_models import write_clip_vision_standin, write_sd15_checkpoint_standin
 
 CLIP_NAME = "p3s_standin_vit_l14.safetensors"
+CHECKPOINT_NAME = "p3s_standin_sd15.safetensors"
 SCENE_NAME = "p3s_twins.png"
 MODEL_CACHE = Path(os.environ.get("P3S_TEST_MODEL_CACHE", Path(__file__).resolve().parents[2] / ".host" / "models"))
 
@@ -24,6 +25,9 @@ def comfy_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ComfyServ
     clip = write_clip_vision_standin(MODEL_CACHE / "clip_vision" / CLIP_NAME)
     (base / "models" / "clip_vision").mkdir(parents=True)
     (base / "models" / "clip_vision" / CLIP_NAME).symlink_to(clip)
+    checkpoint = write_sd15_checkpoint_standin(MODEL_CACHE / "checkpoints" / CHECKPOINT_NAME)  # ~1 min once
+    (base / "models" / "checkpoints").mkdir(parents=True)
+    (base / "models" / "checkpoints" / CHECKPOINT_NAME).symlink_to(checkpoint)
     write_twin_scene(base / "input" / SCENE_NAME)
     with running_server(base) as server:
         yield server

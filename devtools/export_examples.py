@@ -1,0 +1,209 @@
+"""Write example_workflows/ from API prompts, through the real frontend.
+
+Each example is loaded into ComfyUI's own frontend (headless chromium, ``app.loadApiJson``),
+laid out, and saved as the frontend saves it (``app.graph.serialize()``), next to its API twin
+(``app.graphToPrompt()``) under ``example_workflows/api/``. That folder is not listed by the
+template browser, which loads only UI-format workflows.
+
+Run: ``python -m devtools.export_examples`` (needs chromium and playwright, like the browser tests).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from devtools.comfy_host import REPO_ROOT, running_server
+from devtools.sample_scene import twin_points_json
+
+EXAMPLES_DIR = REPO_ROOT / "example_workflows"
+API_DIR = EXAMPLES_DIR / "api"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
+EXAMPLE_IMAGE = "p3s_twins.png"  # the sample scene (devtools/sample_scene.py)
+CLIP_VISION = "clip-vit-large-patch14.safetensors"
+CHECKPOINT = "v1-5-pruned-emaonly.safetensors"
+P3S_MODEL = "my_subject.safetensors"
+
+
+def _selection_nodes() -> dict[str, Any]:
+    return {
+        "1": {"class_type": "LoadImage", "inputs": {"image": EXAMPLE_IMAGE}},
+        "2": {"class_type": "P3SPoints", "inputs": {"points": twin_points_json(), "image": ["1", 0]}},
+        "3": {"class_type": "CLIPVisionLoader", "inputs": {"clip_name": CLIP_VISION}},
+        "4": {
+            "class_type": "P3SRngrMask",
+            "inputs": {
+                "images": ["1", 0],
+                "points": ["2", 0],
+                "clip_vision": ["3", 0],
+                "layer": -2,
+                "sigma": 1.0,
+                "dilation": 8,
+                "gate_negatives": True,
+            },
+        },
+        "5": {
+            "class_type": "P3SInpaint",
+            "inputs": {"images": ["1", 0], "mask": ["4", 1], "method": "telea", "radius": 5, "fill": 0.5},
+        },
+    }
+
+
+def selection_example() -> dict[str, Any]:
+    """Pick the subject: points -> RNGR mask -> inpaint the look-alike; save the cleaned image."""
+    prompt = _selection_nodes()
+    prompt.update(
+        {
+            "6": {"class_type": "SaveImage", "inputs": {"images": ["5", 0], "filename_prefix": "p3s/cleaned"}},
+            "7": {"class_type": "MaskToImage", "inputs": {"mask": ["4", 0]}},
+            "8": {"class_type": "PreviewImage", "inputs": {"images": ["7", 0]}},
+            "9": {"class_type": "PreviewImage", "inputs": {"images": ["4", 2]}},
+        }
+    )
+    return prompt
+
+
+def generation_example() -> dict[str, Any]:
+    """The selection part feeding P3S Apply with a trained P3S model; DDIM 50 steps, CFG 7.5 as in the paper."""
+    prompt = _selection_nodes()
+    prompt.update(
+        {
+            "10": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": CHECKPOINT}},
+            "11": {"class_type": "P3SLoader", "inputs": {"model_name": P3S_MODEL}},
+            "12": {
+                "class_type": "P3SSchedule",
+                "inputs": {
+                    "curve": "quadratic_up",
+                    "start_weight": 0.2,
+                    "end_weight": 1.0,
+                    "strength": 1.0,
+                    "start_percent": 0.0,
+                    "end_percent": 1.0,
+                    "steps": 50,
+                    "custom_points": "",
+                },
+            },
+            "13": {
+                "class_type": "P3SApply",
+                "inputs": {
+                    "model": ["10", 0],
+                    "p3s_model": ["11", 0],
+                    "reference_images": ["5", 0],
+                    "subject_mask": ["4", 0],
+                    "vae": ["10", 2],
+                    "clip_vision": ["3", 0],
+                    "strength": 1.0,
+                    "schedule": ["12", 0],
+                    "start_percent": 0.0,
+                    "end_percent": 1.0,
+                    "apply_to_uncond": False,
+                    "reference_mode": "cycle",
+                },
+            },
+            "14": {
+                "class_type": "CLIPTextEncode",
+                "inputs": {"text": "a photo of sks toy on a beach", "clip": ["10", 1]},
+            },
+            "15": {"class_type": "CLIPTextEncode", "inputs": {"text": "blurry, low quality", "clip": ["10", 1]}},
+            "16": {"class_type": "EmptyLatentImage", "inputs": {"width": 512, "height": 512, "batch_size": 1}},
+            "17": {
+                "class_type": "KSampler",
+                "inputs": {
+                    "model": ["13", 0],
+                    "positive": ["14", 0],
+                    "negative": ["15", 0],
+                    "latent_image": ["16", 0],
+                    "seed": 42,
+                    "control_after_generate": "fixed",
+                    "steps": 50,
+                    "cfg": 7.5,
+                    "sampler_name": "ddim",
+                    "scheduler": "ddim_uniform",
+                    "denoise": 1.0,
+                },
+            },
+            "18": {"class_type": "VAEDecode", "inputs": {"samples": ["17", 0], "vae": ["10", 2]}},
+            "19": {"class_type": "SaveImage", "inputs": {"images": ["18", 0], "filename_prefix": "p3s/generated"}},
+        }
+    )
+    return prompt
+
+
+# Top-left corner (pixels) of each node id, left to right along the data flow.
+_SELECTION_LAYOUT = {"1": (0, 0), "2": (330, 0), "3": (330, 520), "4": (760, 0), "5": (1100, 0)}
+LAYOUTS = {
+    "p3s_select_subject": {
+        **_SELECTION_LAYOUT,
+        **{"6": (1440, 0), "7": (1100, 300), "8": (1440, 300), "9": (760, 300)},
+    },
+    "p3s_generate_with_model": {
+        **_SELECTION_LAYOUT,
+        **{"10": (0, 640), "11": (0, 800), "12": (330, 640), "13": (1440, 0), "14": (760, 640)},
+        **{"15": (760, 880), "16": (1200, 640), "17": (1800, 0), "18": (2150, 0), "19": (2150, 120)},
+    },
+}
+EXAMPLES = {"p3s_select_subject": selection_example, "p3s_generate_with_model": generation_example}
+
+_EXPORT_JS = """async ([prompt, layout]) => {
+    const missing = Object.values(prompt).map((n) => n.class_type).filter((t) => !LiteGraph.registered_node_types[t]);
+    if (missing.length) return {missing};
+    app.loadApiJson(prompt, "example");
+    for (const [id, [x, y]] of Object.entries(layout)) {
+        const node = app.graph.getNodeById(+id);
+        if (node) node.pos = [x, y];
+    }
+    app.graph.setDirtyCanvas(true, true);
+    // JSON.stringify as the frontend's Save does: it drops undefined fields (playwright would turn them into null).
+    return {workflow: JSON.stringify(app.graph.serialize()), api: JSON.stringify((await app.graphToPrompt()).output)};
+}"""
+
+
+def export(names: list[str], out_dir: Path = EXAMPLES_DIR) -> list[Path]:
+    """Build each example in the frontend and write ``<name>.json`` and ``api/<name>.api.json``."""
+    from playwright.sync_api import sync_playwright
+
+    written = []
+    with tempfile.TemporaryDirectory() as base, running_server(Path(base)) as server, sync_playwright() as pw:
+        settings = Path(base) / "user" / "default" / "comfy.settings.json"
+        settings.parent.mkdir(parents=True, exist_ok=True)
+        settings.write_text(json.dumps({"Comfy.TutorialCompleted": True}))
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1600, "height": 1000})
+            page.goto(server.url)
+            page.wait_for_function("() => window.app?.graph && window.LiteGraph", timeout=90_000)
+            for name in names:
+                result = page.evaluate(_EXPORT_JS, [EXAMPLES[name](), LAYOUTS[name]])
+                if result.get("missing"):
+                    raise RuntimeError(f"{name}: the frontend does not know {result['missing']}")
+                (out_dir / "api").mkdir(parents=True, exist_ok=True)
+                for path, data in (
+                    (out_dir / f"{name}.json", json.loads(result["workflow"])),
+                    (out_dir / "api" / f"{name}.api.json", json.loads(result["api"])),
+                ):
+                    path.write_text(json.dumps(data, indent=2) + "\n")
+                    written.append(path)
+        finally:
+            browser.close()
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m devtools.export_examples", description=__doc__.split("\n\n")[0])
+    parser.add_argument("names", nargs="*", help=f"examples to write (default: all of {', '.join(EXAMPLES)})")
+    args = parser.parse_args(argv)
+    unknown = set(args.names) - set(EXAMPLES)
+    if unknown:
+        parser.error(f"unknown example(s) {sorted(unknown)}; choose from {list(EXAMPLES)}")
+    for path in export(args.names or list(EXAMPLES)):
+        print(path.relative_to(REPO_ROOT))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

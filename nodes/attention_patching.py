@@ -1,0 +1,70 @@
+"""ComfyUI glue for the attention maps: prompt tokenization and patching a MODEL to capture.
+
+:func:`attach_attention_capture` clones the MODEL and adds, under closures only (ComfyUI
+deep-copies ``model_options`` on clone): an attn2 replace patch on the frozen U-Net's layer,
+the same patch for the P3S copy (through ``COPY_PATCHES_REPLACE_KEY``, which P3S Apply's
+wrapper hands to the copy), and an ``OUTER_SAMPLE`` wrapper that clears the recorder per run.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import comfy.ldm.modules.attention
+import comfy.model_patcher
+import comfy.patcher_extension
+
+from ..p3s_core.attention_maps import AttentionRecorder, make_attn2_capture, make_reset_wrapper
+from ..p3s_core.errors import P3SInputError
+from ..p3s_core.injection import COPY_PATCHES_REPLACE_KEY
+
+WRAPPER_KEY_PREFIX = "p3s_attention"
+
+
+def _clip_l_ids(clip, text: str) -> list[list]:
+    tokens = clip.tokenize(text)
+    if not isinstance(tokens, dict) or "l" not in tokens or len(tokens) != 1:
+        kinds = sorted(tokens) if isinstance(tokens, dict) else type(tokens).__name__
+        raise P3SInputError(f"Attention maps need an SD1.5 CLIP (one 'l' text encoder); this CLIP has {kinds}.")
+    return [[tok[0] if isinstance(tok[0], int) else -1 for tok in chunk] for chunk in tokens["l"]]
+
+
+def prompt_token_ids(clip, prompt: str) -> list[int]:
+    """The prompt's token ids in conditioning column order (77-token chunks concatenated)."""
+    return [tok for chunk in _clip_l_ids(clip, prompt) for tok in chunk]
+
+
+def word_token_ids(clip, word: str) -> list[int]:
+    """A word's own token ids, without the start, end and padding tokens."""
+    ids = _clip_l_ids(clip, word)[0]
+    end = ids[-1]
+    body = ids[1:]
+    while body and body[-1] == end:
+        body.pop()
+    return body
+
+
+def _attention_now(*args, **kwargs):
+    # Looked up per call: ComfyUI picks its attention function at start-up.
+    return comfy.ldm.modules.attention.optimized_attention(*args, **kwargs)
+
+
+def attach_attention_capture(
+    model: comfy.model_patcher.ModelPatcher, recorder: AttentionRecorder
+) -> comfy.model_patcher.ModelPatcher:
+    """A clone of ``model`` that records the frozen U-Net's and the P3S copy's maps into ``recorder``."""
+    block = recorder.settings.block
+    patched = model.clone()
+    replace = patched.model_options["transformer_options"].get("patches_replace", {}).get("attn2", {})
+    previous = replace.get((*block, 0), replace.get(block))
+    patched.set_model_attn2_replace(make_attn2_capture(recorder, "frozen", _attention_now, previous), *block)
+    options = patched.model_options["transformer_options"]  # a fresh dict after set_model_attn2_replace
+    for_copy = dict(options.get(COPY_PATCHES_REPLACE_KEY, {}))
+    for_copy["attn2"] = {**for_copy.get("attn2", {}), block: make_attn2_capture(recorder, "copy", _attention_now)}
+    options[COPY_PATCHES_REPLACE_KEY] = for_copy
+    patched.add_wrapper_with_key(
+        comfy.patcher_extension.WrappersMP.OUTER_SAMPLE,
+        f"{WRAPPER_KEY_PREFIX}_{uuid.uuid4().hex[:12]}",
+        make_reset_wrapper(recorder),
+    )
+    return patched

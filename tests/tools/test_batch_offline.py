@@ -1,0 +1,110 @@
+"""p3s-batch without a server: the override syntax, its errors, the manifest, retries on a dead server."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from devtools.batch import BatchOptions, main, run_batch
+from devtools.batch_items import BatchInputError, build_prompt, load_items, load_workflow
+from devtools.batch_manifest import Manifest
+from devtools.comfy_host import free_port
+
+WORKFLOW = {
+    "1": {"class_type": "LoadImage", "inputs": {"image": "scene.png"}},
+    "2": {"class_type": "P3SPoints", "inputs": {"points": "{}"}},
+    "3": {"class_type": "KSampler", "inputs": {"seed": 1, "cfg": 7.5, "model": ["9", 0], "add_noise": True}},
+}
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def test_csv_overrides_are_typed_like_the_workflow_and_images_resolved(tmp_path: Path):
+    write(tmp_path / "ref.png", "not really a png")
+    items = write(
+        tmp_path / "items.csv",
+        'id,3.seed,3.cfg,3.add_noise,2.points,@image:1.image\nfirst,42,5,false,"{""a"": 1}",ref.png\n,,,,,\n',
+    )
+    first, second = load_items(items, WORKFLOW)
+    assert first.id == "first" and second.id == "item-0002"
+    prompt = build_prompt(WORKFLOW, first, upload=lambda p: f"up/{p.name}")
+    assert prompt["3"]["inputs"] == {"seed": 42, "cfg": 5.0, "model": ["9", 0], "add_noise": False}
+    assert prompt["2"]["inputs"]["points"] == '{"a": 1}'
+    assert prompt["1"]["inputs"]["image"] == "up/ref.png"
+    assert first.image_paths() == [(tmp_path / "ref.png").resolve()]
+    assert first.params["@image:1.image"] == "ref.png", "the manifest keeps the value as written"
+    assert build_prompt(WORKFLOW, second, upload=str) == WORKFLOW, "empty cells keep the workflow's values"
+    assert WORKFLOW["3"]["inputs"]["seed"] == 1, "the workflow itself is not changed"
+
+
+def test_jsonl_values_are_used_as_given(tmp_path: Path):
+    items = write(tmp_path / "items.jsonl", '{"id": "a", "3.seed": 7, "2.points": {"images": []}}\n\n{"3.cfg": 2}\n')
+    a, b = load_items(items, WORKFLOW)
+    assert build_prompt(WORKFLOW, a, upload=str)["3"]["inputs"]["seed"] == 7
+    assert (a.id, b.id) == ("a", "item-0002")
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "message"),
+    [
+        ("items.csv", "9.seed\n1\n", "names node '9'"),
+        ("items.csv", "seed\n1\n", "is not 'id', '<node_id>.<input>'"),
+        ("items.csv", "3.seed\nmany\n", "is not a whole number"),
+        ("items.csv", "3.add_noise\nmaybe\n", "is not true or false"),
+        ("items.csv", "3.model\n4\n", "is a link"),
+        ("items.csv", "@image:1.image\nmissing.png\n", "not found"),
+        ("items.csv", "id,3.seed\na,1\na,2\n", "used twice"),
+        ("items.csv", "id,3.seed\n../x,1\n", "may hold only"),
+        ("items.csv", "id\n", "has no items"),
+        ("items.jsonl", '{"3.seed": 1}\n[1]\n', "line 2: each line must be a JSON object"),
+        ("items.txt", "", "must be a .csv or .jsonl"),
+    ],
+)
+def test_bad_items_are_refused_before_anything_runs(tmp_path: Path, name: str, text: str, message: str):
+    with pytest.raises(BatchInputError, match=message.replace("(", r"\(").replace(".", r"\.")):
+        load_items(write(tmp_path / name, text), WORKFLOW)
+
+
+def test_a_ui_format_workflow_is_refused_with_what_to_do(tmp_path: Path):
+    ui = write(tmp_path / "ui.json", json.dumps({"nodes": [], "links": [], "version": 0.4}))
+    with pytest.raises(BatchInputError, match=r"Export \(API\)"):
+        load_workflow(ui)
+
+
+def test_the_cli_reports_bad_input_with_exit_code_2(tmp_path: Path, capsys):
+    flow = write(tmp_path / "flow.json", json.dumps(WORKFLOW))
+    items = write(tmp_path / "items.csv", "3.steps,9.seed\n1,2\n")
+    assert main([str(flow), str(items), "-o", str(tmp_path / "out")]) == 2
+    assert "names node '9'" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists(), "nothing is written for refused input"
+
+
+def test_manifest_skips_a_torn_last_line_and_appends_on_a_fresh_line(tmp_path: Path):
+    manifest = Manifest(tmp_path / "manifest.jsonl")
+    manifest.append({"id": "a", "status": "success"})
+    with manifest.path.open("a") as handle:
+        handle.write('{"id": "b", "sta')  # a run killed mid-write
+    assert [r["id"] for r in manifest.records()] == ["a"]
+    manifest.append({"id": "b", "status": "failed"})
+    manifest.append({"id": "a", "status": "failed"})
+    assert [r["id"] for r in manifest.records()] == ["a", "b", "a"]
+    assert manifest.latest()["a"]["status"] == "failed"
+
+
+def test_an_unreachable_server_is_retried_then_reported(tmp_path: Path):
+    items = load_items(write(tmp_path / "items.csv", "id,3.seed\nonly,5\n"), WORKFLOW)
+    lines: list[str] = []
+    dead = f"http://127.0.0.1:{free_port()}"
+    options = BatchOptions(servers=[dead], retries=2, backoff=0.01, timeout=5)
+    summary = run_batch(WORKFLOW, items, tmp_path / "out", options, log=lines.append)
+    assert (summary.succeeded, summary.failed, summary.retries) == (0, 1, 2)
+    (record,) = Manifest(tmp_path / "out" / "manifest.jsonl").records()
+    assert record["status"] == "failed" and record["attempts"] == 3 and record["params"] == {"3.seed": "5"}
+    assert "refused" in record["error"].lower()
+    assert sum("retrying" in line for line in lines) == 2
+    assert any("FAILED after 3 attempt(s)" in line for line in lines)
