@@ -193,8 +193,8 @@ def train_p3s(
                         loss.backward()
                         optimizer.step()
                     history.total.append(float(loss.detach()))
-                    history.ldm.append(float(losses[0]))
-                    history.ac.append(float(losses[1]))
+                    history.ldm.append(float(losses[0].detach()))
+                    history.ac.append(float(losses[1].detach()))
                     del loss, losses
                     if on_step is not None:
                         on_step(step, total, history)
@@ -304,9 +304,8 @@ def _frozen(unet: nn.Module) -> Iterator[None]:
     """The frozen U-Net without gradients; weights made under inference mode swapped for aliases.
 
     Inference tensors cannot be saved for backward. Each one is swapped, while training only,
-    for a normal tensor over the same memory (no copy: a copy would double the U-Net's memory,
-    3.4 GB in float32 for SD1.5); nothing writes to them, and the original tensors are put back
-    afterwards.
+    for a normal tensor over the same memory (no copy: a copy would double the frozen U-Net's
+    memory); nothing writes to them, and the original tensors are put back afterwards.
     """
     saved = []
     for module in unet.modules():
