@@ -146,12 +146,18 @@ class ComfyClient:
         return answer["name"] if not answer.get("subfolder") else f"{answer['subfolder']}/{answer['name']}"
 
 
+BINARY_TEXT = (3).to_bytes(4, "big")
+"""ComfyUI's binary event type of node text (``BinaryEventTypes.TEXT``)."""
+
+
 class EventStream:
     """A minimal websocket reader of ``/ws?clientId=...`` (text frames as JSON messages).
 
     ComfyUI sends ``progress``, ``executing``, ``executed``, ``execution_*`` and ``status``
-    messages as JSON text frames and previews as binary frames (skipped). Use as a context
-    manager; :meth:`wait_for` returns the first message that matches.
+    messages as JSON text frames. Of its binary frames, the text a node shows under itself
+    (``send_progress_text``) becomes ``{"type": "progress_text", "data": {"node", "text"}}``;
+    previews are skipped. Use as a context manager; :meth:`wait_for` returns the first message
+    that matches.
     """
 
     def __init__(self, url: str, client_id: str, timeout: float = 30.0):
@@ -212,6 +218,10 @@ class EventStream:
                 self.sock.sendall(bytes([0x8A, 0x80 | len(payload)]) + pong_mask + masked)
             elif opcode == 0x1 and first & 0x80:
                 return json.loads(payload)
+            elif opcode == 0x2 and first & 0x80 and payload[:4] == BINARY_TEXT:
+                size = int.from_bytes(payload[4:8], "big")
+                node, text = payload[8 : 8 + size].decode(), payload[8 + size :].decode(errors="replace")
+                return {"type": "progress_text", "data": {"node": node, "text": text}}
 
     def wait_for(self, kind: str, timeout: float, **data: Any) -> dict[str, Any]:
         """The first ``kind`` message whose data has the given values, e.g. ``wait_for("progress", 60, node="7")``."""

@@ -76,8 +76,10 @@ def test_interrupt_during_training_stops_it_and_writes_nothing(comfy_server: Com
     with client.events() as events:
         prompt_id = client.queue(workflow)
         progress = events.wait_for("progress", timeout=600, prompt_id=prompt_id, node=FINETUNE_NODE)
+        shown = events.wait_for("progress_text", timeout=60, node=FINETUNE_NODE)
         client.interrupt()
     assert progress["data"]["max"] == epochs and 1 <= progress["data"]["value"] < epochs
+    assert shown["data"]["text"].startswith(f"step {progress['data']['value']}/{epochs}  loss ")
 
     result = client.wait(prompt_id, timeout=300)
     assert result.interrupted and not result.succeeded

@@ -101,6 +101,10 @@ def test_node_trains_in_inference_mode_and_saves_a_loadable_model(p3s_folder):
     errors = pack_core(node).errors
     with pytest.raises(errors.P3SInputError, match="already exists"):
         run("sub/disc.safetensors", epochs=1)
+    # Outside a server the node leaves ComfyUI's modules alone (its own ``utils`` package still imports).
+    from utils.extra_config import load_extra_path_config
+
+    assert callable(load_extra_path_config)
 
 
 def test_cancel_stops_within_one_step_writes_nothing_and_frees_the_model(p3s_folder, monkeypatch):
