@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import json
+import os
+import socket
 import time
 import urllib.error
 import urllib.parse
@@ -35,6 +38,11 @@ class PromptResult:
             if kind == "execution_error":
                 return data
         return None
+
+    @property
+    def interrupted(self) -> bool:
+        """True when the prompt was stopped by ``POST /interrupt`` (or Cancel)."""
+        return any(kind == "execution_interrupted" for kind, _ in self.history.get("status", {}).get("messages", []))
 
     def output_images(self, node_id: str) -> list[dict[str, str]]:
         """The ``{filename, subfolder, type}`` records of the images a node produced."""
@@ -113,6 +121,10 @@ class ComfyClient:
         self._request("/queue", json.dumps({"delete": [prompt_id]}).encode(), headers)
         self._request("/interrupt", json.dumps({"prompt_id": prompt_id}).encode(), headers)
 
+    def events(self, timeout: float | None = None) -> EventStream:
+        """The server's websocket messages for this client (progress, executing, ...); open it before queueing."""
+        return EventStream(self.url, self.client_id, timeout or self.timeout)
+
     def view(self, image: dict[str, str]) -> bytes:
         """GET /view for an output record."""
         return self._request("/view?" + urllib.parse.urlencode(image))
@@ -132,3 +144,95 @@ class ComfyClient:
             self._request("/upload/image", body, {"Content-Type": f"multipart/form-data; boundary={boundary}"})
         )
         return answer["name"] if not answer.get("subfolder") else f"{answer['subfolder']}/{answer['name']}"
+
+
+BINARY_TEXT = (3).to_bytes(4, "big")
+"""ComfyUI's binary event type of node text (``BinaryEventTypes.TEXT``)."""
+
+
+class EventStream:
+    """A minimal websocket reader of ``/ws?clientId=...`` (text frames as JSON messages).
+
+    ComfyUI sends ``progress``, ``executing``, ``executed``, ``execution_*`` and ``status``
+    messages as JSON text frames. Of its binary frames, the text a node shows under itself
+    (``send_progress_text``) becomes ``{"type": "progress_text", "data": {"node", "text"}}``;
+    previews are skipped. Use as a context manager; :meth:`wait_for` returns the first message
+    that matches.
+    """
+
+    def __init__(self, url: str, client_id: str, timeout: float = 30.0):
+        parsed = urllib.parse.urlsplit(url)
+        self.sock = socket.create_connection((parsed.hostname, parsed.port or 80), timeout=timeout)
+        key = base64.b64encode(os.urandom(16)).decode()
+        request = (
+            f"GET /ws?clientId={urllib.parse.quote(client_id)} HTTP/1.1\r\nHost: {parsed.netloc}\r\n"
+            f"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+            "Sec-WebSocket-Version: 13\r\n\r\n"
+        )
+        self.sock.sendall(request.encode())
+        head = b""
+        while b"\r\n\r\n" not in head:
+            chunk = self.sock.recv(1)
+            if not chunk:
+                raise ComfyAPIError("/ws: the server closed the connection during the handshake")
+            head += chunk
+        if b" 101 " not in head.split(b"\r\n", 1)[0]:
+            raise ComfyAPIError(f"/ws: no websocket upgrade: {head.decode(errors='replace')}")
+
+    def __enter__(self) -> EventStream:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def _read(self, count: int) -> bytes:
+        data = b""
+        while len(data) < count:
+            chunk = self.sock.recv(count - len(data))
+            if not chunk:
+                raise ComfyAPIError("/ws: the server closed the connection")
+            data += chunk
+        return data
+
+    def next_message(self) -> dict[str, Any]:
+        """The next JSON message (``{"type": ..., "data": ...}``); waits up to the stream's timeout."""
+        while True:
+            first, second = self._read(2)
+            opcode, length = first & 0x0F, second & 0x7F
+            if length == 126:
+                length = int.from_bytes(self._read(2), "big")
+            elif length == 127:
+                length = int.from_bytes(self._read(8), "big")
+            mask = self._read(4) if second & 0x80 else b""
+            payload = self._read(length)
+            if mask:
+                payload = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+            if opcode == 0x8:
+                raise ComfyAPIError("/ws: the server closed the websocket")
+            if opcode == 0x9:  # ping: answer with a masked pong carrying the same payload
+                pong_mask = os.urandom(4)
+                masked = bytes(b ^ pong_mask[i % 4] for i, b in enumerate(payload))
+                self.sock.sendall(bytes([0x8A, 0x80 | len(payload)]) + pong_mask + masked)
+            elif opcode == 0x1 and first & 0x80:
+                return json.loads(payload)
+            elif opcode == 0x2 and first & 0x80 and payload[:4] == BINARY_TEXT:
+                size = int.from_bytes(payload[4:8], "big")
+                node, text = payload[8 : 8 + size].decode(), payload[8 + size :].decode(errors="replace")
+                return {"type": "progress_text", "data": {"node": node, "text": text}}
+
+    def wait_for(self, kind: str, timeout: float, **data: Any) -> dict[str, Any]:
+        """The first ``kind`` message whose data has the given values, e.g. ``wait_for("progress", 60, node="7")``."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.sock.settimeout(max(0.1, deadline - time.monotonic()))
+            try:
+                message = self.next_message()
+            except TimeoutError:
+                break
+            body = message.get("data") or {}
+            if message.get("type") == kind and all(body.get(k) == v for k, v in data.items()):
+                return message
+        raise TimeoutError(f"no {kind!r} message with {data} within {timeout:.0f} s")

@@ -18,6 +18,38 @@ def selection_workflow(
     With ``batch`` > 1 the image is repeated into a batch (RepeatImageBatch) to exercise point
     sets per image.
     """
+    prompt = selection_nodes(image, points_json, clip_vision, inpaint_method, batch)
+    prompt.update(
+        {
+            "6": {
+                "class_type": "SaveImage",
+                "inputs": {"images": ["5", 0], "filename_prefix": f"{prefix}_clean"},
+            },
+            "7": {"class_type": "MaskToImage", "inputs": {"mask": ["4", 0]}},
+            "8": {
+                "class_type": "SaveImage",
+                "inputs": {"images": ["7", 0], "filename_prefix": f"{prefix}_subject"},
+            },
+            "10": {"class_type": "MaskToImage", "inputs": {"mask": ["4", 1]}},
+            "11": {
+                "class_type": "SaveImage",
+                "inputs": {"images": ["10", 0], "filename_prefix": f"{prefix}_negative"},
+            },
+            "12": {
+                "class_type": "SaveImage",
+                "inputs": {"images": ["4", 2], "filename_prefix": f"{prefix}_heatmap"},
+            },
+        }
+    )
+    return prompt
+
+
+def selection_nodes(
+    image: str, points_json: str, clip_vision: str, inpaint_method: str = "telea", batch: int = 1
+) -> dict[str, Any]:
+    """The selection without outputs: "1" LoadImage, "2" P3S Points, "3" CLIPVisionLoader,
+    "4" P3S RNGR Mask (subject mask, negative mask, heat map), "5" P3S Inpaint (cleaned image),
+    and "9" RepeatImageBatch when ``batch`` > 1."""
     image_ref: list[Any] = ["1", 0]
     prompt: dict[str, Any] = {
         "1": {"class_type": "LoadImage", "inputs": {"image": image}},
@@ -51,26 +83,54 @@ def selection_workflow(
                     "fill": 0.5,
                 },
             },
-            "6": {
-                "class_type": "SaveImage",
-                "inputs": {"images": ["5", 0], "filename_prefix": f"{prefix}_clean"},
-            },
-            "7": {"class_type": "MaskToImage", "inputs": {"mask": ["4", 0]}},
-            "8": {
-                "class_type": "SaveImage",
-                "inputs": {"images": ["7", 0], "filename_prefix": f"{prefix}_subject"},
-            },
-            "10": {"class_type": "MaskToImage", "inputs": {"mask": ["4", 1]}},
-            "11": {
-                "class_type": "SaveImage",
-                "inputs": {"images": ["10", 0], "filename_prefix": f"{prefix}_negative"},
-            },
-            "12": {
-                "class_type": "SaveImage",
-                "inputs": {"images": ["4", 2], "filename_prefix": f"{prefix}_heatmap"},
-            },
         }
     )
+    return prompt
+
+
+def finetune_workflow(
+    checkpoint: str,
+    clip_vision: str,
+    image: str,
+    points_json: str,
+    save_name: str,
+    epochs: int = 1,
+    resolution: int = 64,
+    scope: str = "injection",
+    seed: int = 0,
+    prefix: str = "p3s_finetune",
+) -> dict[str, Any]:
+    """Checkpoint + the selection (LoadImage -> P3S Points -> P3S RNGR Mask -> P3S Inpaint) ->
+    "21" P3S Fine-tune (one reference image; saves ``save_name`` into models/p3s) -> "22" SaveImage
+    of the loss plot. The defaults are the lightest training: scope ``injection``, 64 px, 1 epoch."""
+    prompt = selection_nodes(image, points_json, clip_vision)
+    prompt["20"] = {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": checkpoint}}
+    prompt["21"] = {
+        "class_type": "P3SFineTune",
+        "inputs": {
+            "model": ["20", 0],
+            "clip": ["20", 1],
+            "vae": ["20", 2],
+            "clip_vision": ["3", 0],
+            "reference_images": ["5", 0],
+            "subject_mask": ["4", 0],
+            "instance_prompt": "a photo of sks disc",
+            "captions": "",
+            "epochs": epochs,
+            "lr": 1e-5,
+            "gamma": 0.1,
+            "dropout": 0.1,
+            "resolution": resolution,
+            "batch_size": 1,
+            "seed": seed,
+            "precision": "auto",
+            "scope": scope,
+            "gradient_checkpointing": False,
+            "save_name": save_name,
+            "overwrite": False,
+        },
+    }
+    prompt["22"] = {"class_type": "SaveImage", "inputs": {"images": ["21", 1], "filename_prefix": f"{prefix}_loss"}}
     return prompt
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import comfy.model_management
 import comfy.utils
 import folder_paths
@@ -200,13 +202,17 @@ def _sigmas(model) -> torch.Tensor:
 
 
 def _show_loss(text: str) -> None:
-    """The current loss under the node in the frontend (no-op outside a server run)."""
-    try:
-        from comfy_execution.utils import get_executing_context
-        from server import PromptServer
-    except ImportError:
+    """The current loss under the node in the frontend (no-op outside a server run).
+
+    Uses the running server's module only: importing ComfyUI's ``server`` where none runs (a
+    script, a test) has side effects on ``sys.modules`` that break later imports.
+    """
+    server = sys.modules.get("server")
+    instance = getattr(getattr(server, "PromptServer", None), "instance", None)
+    if instance is None:
         return
+    from comfy_execution.utils import get_executing_context
+
     context = get_executing_context()
-    instance = getattr(PromptServer, "instance", None)
-    if context is not None and instance is not None:
+    if context is not None:
         instance.send_progress_text(text, context.node_id)

@@ -193,8 +193,8 @@ def train_p3s(
                         loss.backward()
                         optimizer.step()
                     history.total.append(float(loss.detach()))
-                    history.ldm.append(float(losses[0]))
-                    history.ac.append(float(losses[1]))
+                    history.ldm.append(float(losses[0].detach()))
+                    history.ac.append(float(losses[1].detach()))
                     del loss, losses
                     if on_step is not None:
                         on_step(step, total, history)
@@ -301,17 +301,18 @@ def _autocast(device: torch.device, dtype: torch.dtype | None):
 
 @contextlib.contextmanager
 def _frozen(unet: nn.Module) -> Iterator[None]:
-    """The frozen U-Net without gradients; weights made under inference mode swapped for copies.
+    """The frozen U-Net without gradients; weights made under inference mode swapped for aliases.
 
-    Inference tensors cannot be saved for backward; the swap lasts only while training and the
-    original tensors are put back afterwards (bit-identical, never written to).
+    Inference tensors cannot be saved for backward. Each one is swapped, while training only,
+    for a normal tensor over the same memory (no copy: a copy would double the frozen U-Net's
+    memory); nothing writes to them, and the original tensors are put back afterwards.
     """
     saved = []
     for module in unet.modules():
         for name, param in list(module.named_parameters(recurse=False)):
             saved.append((module, name, param, param.requires_grad))
             if param.is_inference():
-                module._parameters[name] = nn.Parameter(param.detach().clone(), requires_grad=False)
+                module._parameters[name] = nn.Parameter(_normal_alias(param), requires_grad=False)
             else:
                 param.requires_grad_(False)
     try:
@@ -321,6 +322,13 @@ def _frozen(unet: nn.Module) -> Iterator[None]:
             module._parameters[name] = param
             if not param.is_inference():
                 param.requires_grad_(requires_grad)
+
+
+def _normal_alias(tensor: torch.Tensor) -> torch.Tensor:
+    """A normal (non-inference) tensor sharing ``tensor``'s memory, shape and strides."""
+    with torch.inference_mode(False):
+        alias = torch.empty(0, dtype=tensor.dtype, device=tensor.device)
+        return alias.set_(tensor.untyped_storage(), tensor.storage_offset(), tensor.size(), tensor.stride())
 
 
 @contextlib.contextmanager

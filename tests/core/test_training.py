@@ -132,6 +132,31 @@ def test_gradient_checkpointing_gives_the_same_weights(base, sigmas):
     assert "forward" not in vars(b.copy.input_blocks[0]), "the checkpoint wrappers are removed"
 
 
+def test_unet_loaded_in_inference_mode_trains_without_a_copy_of_its_weights(sigmas):
+    with torch.inference_mode():  # as ComfyUI's checkpoint loader and every node run
+        base = tiny_sd15_patcher(seed=9)
+        p3s = patching.new_p3s_model(base, ENCODER)
+    unet = base.model.diffusion_model
+    originals = dict(unet.named_parameters())
+    assert all(p.is_inference() for p in originals.values())
+    snapshot = {k: v.clone() for k, v in originals.items()}
+    during = []
+
+    def look(step, total, history):
+        during.append({k: (p.is_inference(), p.data_ptr()) for k, p in unet.named_parameters()})
+
+    with torch.inference_mode():
+        history = training.train_p3s(
+            p3s, unet, sigmas, training_data(), training.TrainSettings(epochs=1, lr=1e-3), on_step=look
+        )
+    assert len(history.total) == 2 and all(torch.isfinite(torch.tensor(history.total)))
+    assert all(not inference for inference, _ in during[0].values()), "normal tensors can be saved for backward"
+    assert {k: ptr for k, (_, ptr) in during[0].items()} == {k: p.data_ptr() for k, p in originals.items()}
+    after = dict(unet.named_parameters())
+    assert all(after[k] is originals[k] for k in originals), "the original parameters are put back"
+    assert all(torch.equal(after[k], snapshot[k]) for k in snapshot)
+
+
 def test_nan_loss_stops_with_a_clear_error(base, sigmas):
     p3s = patching.new_p3s_model(base, ENCODER)
     data = training_data()
