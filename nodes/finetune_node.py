@@ -11,10 +11,13 @@ import torch
 import torch.nn.functional as F
 from comfy_api.latest import io
 
+from ..p3s_core.attention_maps import TokenGroup, probs_to_maps
+from ..p3s_core.attention_overlay import attention_overlays, label_images
 from ..p3s_core.errors import P3SInputError
 from ..p3s_core.loss_plot import plot_losses
 from ..p3s_core.model_file import resolve_model_path, save_p3s_model
 from ..p3s_core.subject_encoder import DEFAULT_ENCODER_CONFIG
+from ..p3s_core.tokens import token_groups
 from ..p3s_core.training import (
     PRECISIONS,
     SCOPES,
@@ -22,8 +25,10 @@ from ..p3s_core.training import (
     TrainingData,
     TrainSettings,
     match_token_lengths,
+    reference_attention,
     train_p3s,
 )
+from .attention_patching import prompt_token_ids, word_token_ids
 from .model_folder import P3S_FOLDER, register_p3s_folder
 from .p3s_patching import check_sd15_model, clip_token_width, new_p3s_model, p3s_patcher, reference_features
 from .types import CATEGORY_MODEL, P3SModelType
@@ -118,10 +123,23 @@ class P3SFineTune(io.ComfyNode):
                     tooltip="File in models/p3s; empty = do not save.",
                 ),
                 io.Boolean.Input("overwrite", default=False, tooltip="Replace an existing file of that name."),
+                io.String.Input(
+                    "attention_word",
+                    default="sks",
+                    optional=True,
+                    tooltip="A word of the first image's prompt: after training, show where the frozen U-Net and "
+                    "the copy attend for it on that image (last cross-attention layer, the one L_ac compares). "
+                    "Empty = no overlays.",
+                ),
             ],
             outputs=[
                 P3SModelType.Output("p3s_model", tooltip="The trained subject model; connect to P3S Apply."),
                 io.Image.Output("loss_plot", tooltip="Total loss, L_LDM and L_ac over the training steps."),
+                io.Image.Output(
+                    "attention_overlays",
+                    tooltip="Frozen, copy and copy-minus-frozen attention for attention_word on the first reference "
+                    "image after training.",
+                ),
             ],
         )
 
@@ -148,6 +166,7 @@ class P3SFineTune(io.ComfyNode):
         save_name,
         overwrite,
         captions="",
+        attention_word="sks",
     ) -> io.NodeOutput:
         check_sd15_model(model)
         settings = TrainSettings(
@@ -163,6 +182,7 @@ class P3SFineTune(io.ComfyNode):
         tokens, grids, latents = reference_features(images, mask, vae, clip_vision, model)
         contexts = match_token_lengths([_encode_text(clip, t) for t in [*texts, ""]])
         data = TrainingData(latents, tokens, grids, torch.cat(contexts[:-1]), contexts[-1])
+        word_groups = _word_groups(clip, texts[0], attention_word or "")  # a missing word fails before training
 
         with torch.random.fork_rng(devices=[]):  # the encoder's random init follows the seed
             torch.manual_seed(seed)
@@ -183,6 +203,7 @@ class P3SFineTune(io.ComfyNode):
             del p3s
             comfy.model_management.soft_empty_cache()
             raise
+        overlays = _reference_overlays(p3s, model, data, images[0], word_groups)
         with torch.inference_mode(False):
             p3s.to(model.offload_device)
         if target is not None:
@@ -194,7 +215,30 @@ class P3SFineTune(io.ComfyNode):
             }
             save_p3s_model(target, p3s.state_dict(), p3s.config, record, overwrite=bool(overwrite))
         plot = torch.from_numpy(plot_losses(history)).unsqueeze(0)
-        return io.NodeOutput(p3s, plot)
+        return io.NodeOutput(p3s, plot, overlays)
+
+
+def _word_groups(clip, prompt: str, word: str) -> tuple[TokenGroup, ...] | None:
+    """The context columns of ``word`` in ``prompt``; None for an empty word."""
+    if not word.strip():
+        return None
+    return token_groups(prompt_token_ids(clip, prompt), {word.strip(): word_token_ids(clip, word.strip())})
+
+
+def _reference_overlays(p3s, model, data: TrainingData, image: torch.Tensor, groups) -> torch.Tensor:
+    """Frozen, copy and difference overlays on ``image`` (or the image thrice without a word)."""
+    if groups is None:
+        return image[..., :3].unsqueeze(0).expand(3, -1, -1, -1).clone()
+    frozen, copy = reference_attention(p3s, model.model.diffusion_model, _sigmas(model), data)
+    size = tuple(data.latents.shape[-2:])
+    frozen_map = probs_to_maps(frozen.unsqueeze(0), size, groups)[0, 0]
+    copy_map = probs_to_maps(copy.unsqueeze(0), size, groups)[0, 0]
+    result = attention_overlays(image, frozen_map, copy_map)
+    word = groups[0].label
+    return label_images(
+        torch.cat([result.frozen, result.copy, result.difference]),
+        [f"frozen: {word}", f"copy: {word}", "copy - frozen"],
+    )
 
 
 def _sigmas(model) -> torch.Tensor:

@@ -221,11 +221,13 @@ def step_losses(
     timesteps: torch.Tensor,
     drop: torch.Tensor,
     normalisation: str = "mean",
+    maps: dict[str, torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(L_LDM, L_ac)`` for one batch; the caller combines them.
 
     Runs the encoder (hint), the copy (capturing its attention outputs and its output-11
-    attention map) and the frozen U-Net with the injections (capturing its map).
+    attention map) and the frozen U-Net with the injections (capturing its map). Pass ``maps``
+    to keep those two maps (``"copy"``, ``"frozen"``: ``[B*H, N, T]`` probabilities).
     """
     device = data.latents.device
     x0 = data.latents[rows]
@@ -238,7 +240,7 @@ def step_losses(
     t = timesteps.float()
 
     hint = p3s.encoder(data.tokens[rows], data.mask_grids[rows], x0)
-    maps: dict[str, torch.Tensor] = {}
+    maps = {} if maps is None else maps
     probe = {"patches_replace": {"attn2": {LAST_CROSS_ATTENTION: make_attention_probe(maps, "copy")}}}
     captured = run_copy(p3s, x_in, t, context, hint, probe)
     options = {
@@ -250,6 +252,40 @@ def step_losses(
     l_ldm = ldm_loss(noise_pred, noise)
     l_ac = attention_consistency_loss(maps["copy"], maps["frozen"], normalisation)
     return l_ldm, l_ac
+
+
+def reference_attention(
+    p3s: P3SModel,
+    unet: nn.Module,
+    sigmas: torch.Tensor,
+    data: TrainingData,
+    index: int = 0,
+    timestep: int = NUM_TIMESTEPS // 2,
+    seed: int = 1234,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(frozen, copy)`` cross-attention probabilities ``[H, N, T]`` at the last cross-attention layer.
+
+    One training-style forward on reference ``index`` (its own prompt, no dropout) at ``timestep``
+    with fixed noise: what ``L_ac`` compares for that image.
+    """
+    device = next(unet.parameters()).device
+    data = data.to(device)
+    sigmas = sigmas.detach().to(device=device, dtype=torch.float32)
+    noise = torch.randn((1, *data.latents.shape[1:]), generator=torch.Generator().manual_seed(seed))
+    maps: dict[str, torch.Tensor] = {}
+    with torch.inference_mode(False), torch.no_grad():
+        step_losses(
+            p3s,
+            unet,
+            sigmas,
+            data,
+            torch.tensor([index]),
+            noise,
+            torch.tensor([timestep]),
+            torch.zeros(1, dtype=torch.bool),
+            maps=maps,
+        )
+    return maps["frozen"].cpu(), maps["copy"].cpu()
 
 
 def evaluate_loss(

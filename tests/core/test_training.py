@@ -207,3 +207,19 @@ def test_trained_model_saved_and_loaded_changes_apply_untrained_does_not(base, s
     assert (out - plain).abs().max() > 1e-4
     plot = loss_plot.plot_losses(history)
     assert plot.shape == (320, 512, 3) and plot.min() < 0.5 < plot.max()
+
+
+def test_reference_attention_is_equal_before_training_and_departs_after(base, sigmas):
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        p3s = patching.new_p3s_model(base, ENCODER)
+    unet = base.model.diffusion_model
+    data = training_data(latents=pattern_latents(2))
+    frozen, copy = training.reference_attention(p3s, unet, sigmas, data, index=1)
+    heads_tokens = frozen.shape[0], frozen.shape[1]
+    assert heads_tokens[1] == 64, "one row per latent position of the 8x8 latent"
+    torch.testing.assert_close(frozen.sum(-1), torch.ones(heads_tokens))
+    torch.testing.assert_close(copy, frozen, rtol=0, atol=1e-6)  # zero hint conv: the copy sees the same input
+    training.train_p3s(p3s, unet, sigmas, data, training.TrainSettings(epochs=3, lr=1e-2, seed=1))
+    frozen_after, copy_after = training.reference_attention(p3s, unet, sigmas, data, index=1)
+    assert (copy_after - frozen_after).abs().max() > 1e-4

@@ -18,14 +18,20 @@ TOKEN_WIDTH = 16
 
 
 class StandinClip:
-    """Text conditioning ``[1, 7, 32]`` (the tiny model's context width) that depends on the text."""
+    """ComfyUI's real SD1.5 tokenizer; conditioning ``[1, 77, 32]`` (the tiny model's width) from the tokens."""
 
-    def tokenize(self, text: str) -> str:
-        return text
+    def __init__(self):
+        import comfy.sd1_clip
 
-    def encode_from_tokens(self, text: str) -> torch.Tensor:
-        gen = torch.Generator().manual_seed(sum(map(ord, text)))
-        return torch.randn(1, 7, 32, generator=gen)
+        self.tokenizer = comfy.sd1_clip.SD1Tokenizer()
+
+    def tokenize(self, text: str) -> dict:
+        return self.tokenizer.tokenize_with_weights(text)
+
+    def encode_from_tokens(self, tokens: dict) -> torch.Tensor:
+        ids = [token[0] for chunk in tokens["l"] for token in chunk]
+        gen = torch.Generator().manual_seed(sum(i * (n + 1) for n, i in enumerate(ids)) % 2**31)
+        return torch.randn(1, len(ids), 32, generator=gen)
 
 
 class StandinVae:
@@ -77,18 +83,21 @@ def references() -> tuple[torch.Tensor, torch.Tensor]:
     return images, mask
 
 
-def run(save_name: str, epochs: int = 2, seed: int = 3):
+def run(save_name: str, epochs: int = 2, seed: int = 3, attention_word: str = ""):
     images, mask = references()
     with torch.inference_mode():  # as ComfyUI executes every node
         model = tiny_sd15_patcher(seed=0)
         return node.P3SFineTune.execute(
             model, StandinClip(), StandinVae(), StandinClipVision(), images, mask,
             "a photo of sks disc", epochs, 1e-3, 0.1, 0.1, 64, 1, seed, "auto", "injection", False, save_name, False,
+            attention_word=attention_word,
         )  # fmt: skip
 
 
 def test_node_trains_in_inference_mode_and_saves_a_loadable_model(p3s_folder):
-    p3s, plot = run("sub/disc.safetensors", epochs=2).result
+    p3s, plot, overlays = run("sub/disc.safetensors", epochs=2).result
+    assert overlays.shape == (3, 40, 64, 3), "without a word: the first reference image three times"
+    assert torch.equal(overlays[0], overlays[2])
     assert plot.shape == (1, 320, 512, 3)
     assert not p3s.injection_is_zero(), "the zero layers learned"
     model_file = pack_core(node).model_file
@@ -129,3 +138,16 @@ def test_cancel_stops_within_one_step_writes_nothing_and_frees_the_model(p3s_fol
     assert list(p3s_folder.iterdir()) == [], "no model file and no temporary file"
     gc.collect()
     assert len(made) == 1 and made[0]() is None, "nothing keeps the trained copy alive"
+
+
+def test_attention_overlays_of_a_word_on_the_first_reference(p3s_folder):
+    _, _, overlays = run("", epochs=2, attention_word="sks").result
+    assert overlays.shape == (3, 40, 64, 3)
+    plain, _ = references()
+    reference = torch.nn.functional.interpolate(plain.movedim(-1, 1), size=(40, 64), mode="bilinear").movedim(1, -1)
+    for overlay in overlays:
+        assert (overlay[20:, :, :3] - reference[0, 20:]).abs().mean() > 0.02, "a heat map is drawn over the image"
+    errors = pack_core(node).errors
+    with pytest.raises(errors.P3SInputError, match="not found in the prompt"):
+        run("sub/never.safetensors", epochs=1, attention_word="cat")
+    assert not (p3s_folder / "sub" / "never.safetensors").exists(), "a missing word fails before training"
