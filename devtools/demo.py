@@ -1,12 +1,16 @@
-"""The README's demo: subject selection on the embedded sample scene, through ComfyUI's HTTP API.
+"""The README's demo: the whole P3S pipeline on the embedded sample scene, through ComfyUI's HTTP API.
 
-Starts the host ComfyUI with this pack, uploads the sample scene (two identical red subjects),
-queues P3S Points -> P3S RNGR Mask -> P3S Inpaint with a positive point on the left twin and a
-negative one on the right twin, and lists the written images (masks, heat map, cleaned image).
+Starts the host ComfyUI with this pack, uploads the sample scene (two identical red subjects) and
+queues the example workflow ``p3s_full_pipeline`` (its API twin, with small settings): P3S Points
+(positive point on the left twin, negative on the right) -> P3S RNGR Mask -> P3S Inpaint ->
+P3S Fine-tune -> P3S Apply with a P3S Schedule -> P3S Attention Maps -> KSampler -> VAE Decode ->
+P3S Attention Overlays. It lists the written images and the trained P3S model file.
 
-Without a CLIP vision model in ``models/clip_vision`` it writes a stand-in with the real
-ViT-L/14 shapes (see devtools/standin_models.py): it works on colour scenes like the sample
-only. For real photos put ``clip-vit-large-patch14`` (as a .safetensors) there.
+No weights can be downloaded here. When the demo's ``models/checkpoints`` or ``models/clip_vision``
+has no model, it writes a stand-in with the real shapes there once (devtools/standin_models.py):
+a random-weight SD1.5 checkpoint (2.1 GB, about a minute) and a CLIP ViT-L/14 vision model whose
+weights are built for colour scenes like the sample. With stand-ins the masks are right but the
+generated images, losses and attention maps are noise: place the real weights in those folders.
 """
 
 from __future__ import annotations
@@ -14,30 +18,40 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from devtools.api_client import ComfyClient
 from devtools.comfy_host import HOST_DIR, REPO_ROOT, running_server
 from devtools.sample_scene import twin_points_json, write_twin_scene
-from devtools.standin_models import write_clip_vision_standin
-from devtools.workflows import selection_workflow
+from devtools.standin_models import write_clip_vision_standin, write_sd15_checkpoint_standin
+from devtools.workflows import SMALL_PIPELINE, full_pipeline_workflow
 
 STANDIN_CLIP = "p3s_standin_vit_l14.safetensors"
+STANDIN_CHECKPOINT = "p3s_standin_sd15.safetensors"
+REAL_CLIP = "clip-vit-large-patch14.safetensors"
+REAL_CHECKPOINT = "v1-5-pruned-emaonly.safetensors"
+PREFIX = "p3s_demo"
+P3S_MODEL = f"{PREFIX}/subject.safetensors"
 
 
-def pick_clip_vision(folder: Path) -> str:
-    """The first real CLIP vision file in ``folder``, else the stand-in (written once)."""
-    real = sorted(p.name for p in folder.glob("*.safetensors") if p.name != STANDIN_CLIP)
-    if real:
-        print(f"[demo] CLIP vision: {real[0]} (from {folder})")
-        return real[0]
-    write_clip_vision_standin(folder / STANDIN_CLIP)
-    print(
-        f"[demo] No CLIP vision model in {folder}: using the stand-in {STANDIN_CLIP} (ViT-L/14 shapes, "
-        "weights built for colour scenes).\n"
-        "       Masks of real photos need the real model: put clip-vit-large-patch14 (.safetensors) there."
-    )
-    return STANDIN_CLIP
+def pick_model(folder: Path, real: str, standin: str, write_standin: Callable[[Path], Path]) -> tuple[str, bool]:
+    """``(file name, is_stand_in)``: ``real`` if present, else another model file there, else the
+    stand-in (written once)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    found = sorted(p.name for p in folder.iterdir() if p.suffix in (".safetensors", ".ckpt") and p.name != standin)
+    if found:
+        name = real if real in found else found[0]
+        print(f"[demo] {folder.name}: {name}")
+        return name, False
+    if not (folder / standin).exists():
+        print(f"[demo] {folder.name}: no model in {folder}; writing the stand-in {standin} once ...", flush=True)
+        started = time.monotonic()
+        write_standin(folder / standin)
+        print(f"[demo]   written in {time.monotonic() - started:.0f} s")
+    else:
+        print(f"[demo] {folder.name}: no model in {folder}; using the stand-in {standin}")
+    return standin, True
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -47,29 +61,60 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     base, output = args.base_dir.resolve(), args.output_dir.resolve()
     output.mkdir(parents=True, exist_ok=True)
-    clip_folder = base / "models" / "clip_vision"
-    clip_folder.mkdir(parents=True, exist_ok=True)
-    clip_name = pick_clip_vision(clip_folder)
-    scene = write_twin_scene(HOST_DIR / "p3s_twins.png")
+    models = base / "models"
     started = time.monotonic()
-    print("[demo] starting ComfyUI ...")
+    clip_name, clip_standin = pick_model(models / "clip_vision", REAL_CLIP, STANDIN_CLIP, write_clip_vision_standin)
+    checkpoint, checkpoint_standin = pick_model(
+        models / "checkpoints", REAL_CHECKPOINT, STANDIN_CHECKPOINT, write_sd15_checkpoint_standin
+    )
+    if clip_standin or checkpoint_standin:
+        print(
+            "[demo] ******** STAND-IN MODELS: THE GENERATED IMAGES ARE NOISE ********\n"
+            "       The SD1.5 stand-in has random weights, so the generated images, losses and attention maps\n"
+            "       are noise; the CLIP vision stand-in is built for colour scenes like the sample (its masks\n"
+            "       are right, real photos need the real model). For real results place the real weights in\n"
+            "       ComfyUI's model folders (the demo uses them instead):\n"
+            f"         {REAL_CHECKPOINT} in {models / 'checkpoints'}\n"
+            f"         clip-vit-large-patch14 (as {REAL_CLIP}) in {models / 'clip_vision'}"
+        )
+    scene = write_twin_scene(HOST_DIR / "p3s_twins.png")
+    print(
+        "[demo] small settings to keep CPU time short: fine-tune {epochs} epochs at {resolution} px "
+        "(scope {scope}), {steps} sampling steps at {size} px".format(**SMALL_PIPELINE)
+    )
+    print("[demo] starting ComfyUI ...", flush=True)
     with running_server(base, extra_args=["--output-directory", str(output)]) as server:
-        print(f"[demo] ComfyUI answers at {server.url} after {time.monotonic() - started:.0f} s")
+        print(f"[demo] ComfyUI answers at {server.url} after {time.monotonic() - started:.0f} s", flush=True)
         client = ComfyClient(server.url)
         image_name = client.upload_image(scene)
-        result = client.run(selection_workflow(image_name, twin_points_json(), clip_name, prefix="p3s_demo"))
+        workflow = full_pipeline_workflow(
+            image_name,
+            clip_name,
+            checkpoint,
+            points_json=twin_points_json(),
+            save_name=P3S_MODEL,
+            overwrite=True,
+            prefix=PREFIX,
+            **SMALL_PIPELINE,
+        )
+        queued = time.monotonic()
+        result = client.run(workflow, timeout=3600)
         if not result.succeeded:
             print(f"[demo] the workflow failed: {result.error}", file=sys.stderr)
+            print(f"[demo] ComfyUI's log: {server.log_path}", file=sys.stderr)
             return 1
+        ran = time.monotonic() - queued
         files = [
             output / record.get("subfolder", "") / record["filename"]
-            for node in result.history["outputs"]
-            for record in result.output_images(node)
+            for _, record in result.output_files()
             if record.get("type") == "output"
         ]
-    print(f"[demo] done in {time.monotonic() - started:.0f} s; outputs:")
+    print(f"[demo] the workflow ran in {ran:.0f} s ({time.monotonic() - started:.0f} s in all); outputs:")
     for path in sorted(files):
         print(f"  {path}")
+    print(f"[demo] the trained P3S model: {models / 'p3s' / P3S_MODEL}")
+    if clip_standin or checkpoint_standin:
+        print("[demo] (made with stand-in models: the generated images are noise, see above)")
     return 0
 
 

@@ -68,86 +68,162 @@ def selection_example() -> dict[str, Any]:
     return prompt
 
 
-def generation_example() -> dict[str, Any]:
-    """The selection part feeding P3S Apply with a trained P3S model; DDIM 50 steps, CFG 7.5 as in the paper."""
-    prompt = _selection_nodes()
-    prompt.update(
-        {
-            "10": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": CHECKPOINT}},
-            "11": {"class_type": "P3SLoader", "inputs": {"model_name": P3S_MODEL}},
-            "12": {
-                "class_type": "P3SSchedule",
-                "inputs": {
-                    "curve": "quadratic_up",
-                    "start_weight": 0.2,
-                    "end_weight": 1.0,
-                    "strength": 1.0,
-                    "start_percent": 0.0,
-                    "end_percent": 1.0,
-                    "steps": 50,
-                    "custom_points": "",
-                },
+PROMPT = "a photo of sks toy on a beach"
+INSTANCE_PROMPT = "a photo of sks toy"
+STEPS = 50  # the paper's inference: DDIM, 50 steps, CFG 7.5
+
+
+def _generation_nodes(p3s_model: list[Any]) -> dict[str, Any]:
+    """SD1.5 checkpoint, P3S Schedule, P3S Apply of ``p3s_model`` on the cleaned selection, P3S Attention
+    Maps around the sampler, KSampler (paper settings), VAE Decode, P3S Attention Overlays; saved images."""
+    model, clip, vae = ["10", 0], ["10", 1], ["10", 2]
+    nodes: dict[str, Any] = {
+        "10": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": CHECKPOINT}},
+        "12": {
+            "class_type": "P3SSchedule",
+            "inputs": {
+                "curve": "quadratic_up",
+                "start_weight": 0.2,
+                "end_weight": 1.0,
+                "strength": 1.0,
+                "start_percent": 0.0,
+                "end_percent": 1.0,
+                "steps": STEPS,
+                "custom_points": "",
             },
-            "13": {
-                "class_type": "P3SApply",
-                "inputs": {
-                    "model": ["10", 0],
-                    "p3s_model": ["11", 0],
-                    "reference_images": ["5", 0],
-                    "subject_mask": ["4", 0],
-                    "vae": ["10", 2],
-                    "clip_vision": ["3", 0],
-                    "strength": 1.0,
-                    "schedule": ["12", 0],
-                    "start_percent": 0.0,
-                    "end_percent": 1.0,
-                    "apply_to_uncond": False,
-                    "reference_mode": "cycle",
-                },
+        },
+        "13": {
+            "class_type": "P3SApply",
+            "inputs": {
+                "model": model,
+                "p3s_model": p3s_model,
+                "reference_images": ["5", 0],
+                "subject_mask": ["4", 0],
+                "vae": vae,
+                "clip_vision": ["3", 0],
+                "strength": 1.0,
+                "schedule": ["12", 0],
+                "start_percent": 0.0,
+                "end_percent": 1.0,
+                "apply_to_uncond": False,
+                "reference_mode": "cycle",
             },
-            "14": {
-                "class_type": "CLIPTextEncode",
-                "inputs": {"text": "a photo of sks toy on a beach", "clip": ["10", 1]},
+        },
+        "14": {"class_type": "CLIPTextEncode", "inputs": {"text": PROMPT, "clip": clip}},
+        "15": {"class_type": "CLIPTextEncode", "inputs": {"text": "blurry, low quality", "clip": clip}},
+        "16": {"class_type": "EmptyLatentImage", "inputs": {"width": 512, "height": 512, "batch_size": 1}},
+        "17": {
+            "class_type": "KSampler",
+            "inputs": {
+                "model": ["20", 0],
+                "positive": ["14", 0],
+                "negative": ["15", 0],
+                "latent_image": ["16", 0],
+                "seed": 42,
+                "control_after_generate": "fixed",
+                "steps": STEPS,
+                "cfg": 7.5,
+                "sampler_name": "ddim",
+                "scheduler": "ddim_uniform",
+                "denoise": 1.0,
             },
-            "15": {"class_type": "CLIPTextEncode", "inputs": {"text": "blurry, low quality", "clip": ["10", 1]}},
-            "16": {"class_type": "EmptyLatentImage", "inputs": {"width": 512, "height": 512, "batch_size": 1}},
-            "17": {
-                "class_type": "KSampler",
-                "inputs": {
-                    "model": ["13", 0],
-                    "positive": ["14", 0],
-                    "negative": ["15", 0],
-                    "latent_image": ["16", 0],
-                    "seed": 42,
-                    "control_after_generate": "fixed",
-                    "steps": 50,
-                    "cfg": 7.5,
-                    "sampler_name": "ddim",
-                    "scheduler": "ddim_uniform",
-                    "denoise": 1.0,
-                },
+        },
+        "18": {"class_type": "VAEDecode", "inputs": {"samples": ["17", 0], "vae": vae}},
+        "19": {"class_type": "SaveImage", "inputs": {"images": ["18", 0], "filename_prefix": "p3s/generated"}},
+        "20": {
+            "class_type": "P3SAttentionMaps",
+            "inputs": {
+                "model": ["13", 0],
+                "clip": clip,
+                "prompt": PROMPT,
+                "words": "sks, toy",
+                "layer": "output_11",
+                "normalisation": "mean",
+                "max_side": 64,
             },
-            "18": {"class_type": "VAEDecode", "inputs": {"samples": ["17", 0], "vae": ["10", 2]}},
-            "19": {"class_type": "SaveImage", "inputs": {"images": ["18", 0], "filename_prefix": "p3s/generated"}},
+        },
+        "21": {
+            "class_type": "P3SAttentionOverlays",
+            "inputs": {"attention": ["20", 1], "images": ["18", 0], "steps": "all"},
+        },
+    }
+    for node_id, output, name in (("23", 0, "frozen"), ("24", 1, "copy"), ("25", 2, "difference"), ("26", 3, "lac")):
+        nodes[node_id] = {
+            "class_type": "SaveImage",
+            "inputs": {"images": ["21", output], "filename_prefix": f"p3s/attention_{name}"},
         }
-    )
+    return nodes
+
+
+def generation_example() -> dict[str, Any]:
+    """The selection part feeding P3S Apply with a trained P3S model; DDIM 50 steps, CFG 7.5 as in the paper,
+    with the frozen U-Net's and the copy's attention maps of the run."""
+    prompt = _selection_nodes()
+    prompt["11"] = {"class_type": "P3SLoader", "inputs": {"model_name": P3S_MODEL}}
+    prompt.update(_generation_nodes(["11", 0]))
+    return prompt
+
+
+def full_pipeline_example() -> dict[str, Any]:
+    """Points -> RNGR mask -> inpaint -> P3S Fine-tune (the paper's settings) -> P3S Apply with a
+    P3S Schedule -> KSampler -> VAE Decode, with attention maps; every stage's images saved."""
+    prompt = selection_example()
+    prompt["8"] = {"class_type": "SaveImage", "inputs": {"images": ["7", 0], "filename_prefix": "p3s/subject_mask"}}
+    prompt["9"] = {"class_type": "SaveImage", "inputs": {"images": ["4", 2], "filename_prefix": "p3s/heatmap"}}
+    prompt["11"] = {
+        "class_type": "P3SFineTune",
+        "inputs": {
+            "model": ["10", 0],
+            "clip": ["10", 1],
+            "vae": ["10", 2],
+            "clip_vision": ["3", 0],
+            "reference_images": ["5", 0],
+            "subject_mask": ["4", 0],
+            "instance_prompt": INSTANCE_PROMPT,
+            "captions": "",
+            "epochs": 60,
+            "lr": 1e-5,
+            "gamma": 0.1,
+            "dropout": 0.1,
+            "resolution": 512,
+            "batch_size": 1,
+            "seed": 0,
+            "control_after_generate": "fixed",  # same seed, same model: re-queueing must not retrain
+            "precision": "auto",
+            "scope": "full",
+            "gradient_checkpointing": False,
+            "save_name": "p3s/" + P3S_MODEL,
+            "overwrite": False,
+        },
+    }
+    prompt["22"] = {"class_type": "SaveImage", "inputs": {"images": ["11", 1], "filename_prefix": "p3s/loss"}}
+    prompt.update(_generation_nodes(["11", 0]))
     return prompt
 
 
 # Top-left corner (pixels) of each node id, left to right along the data flow.
 _SELECTION_LAYOUT = {"1": (0, 0), "2": (330, 0), "3": (330, 520), "4": (760, 0), "5": (1100, 0)}
+_GENERATION_LAYOUT = {
+    **{"10": (0, 640), "12": (330, 640), "14": (760, 640), "15": (760, 880), "16": (1200, 640)},
+    **{"13": (1750, 0), "20": (2080, 0), "17": (2530, 0), "18": (2860, 0), "19": (2860, 120), "21": (3180, 0)},
+    **{"23": (3520, 0), "24": (3520, 300), "25": (3520, 600), "26": (3520, 900)},
+}
+_SELECTION_SAVES_LAYOUT = {"6": (1440, 0), "7": (1100, 300), "8": (1440, 300), "9": (760, 300)}
 LAYOUTS = {
-    "p3s_select_subject": {
+    "p3s_select_subject": {**_SELECTION_LAYOUT, **_SELECTION_SAVES_LAYOUT},
+    "p3s_generate_with_model": {**_SELECTION_LAYOUT, "11": (0, 800), **_GENERATION_LAYOUT},
+    "p3s_full_pipeline": {
         **_SELECTION_LAYOUT,
-        **{"6": (1440, 0), "7": (1100, 300), "8": (1440, 300), "9": (760, 300)},
-    },
-    "p3s_generate_with_model": {
-        **_SELECTION_LAYOUT,
-        **{"10": (0, 640), "11": (0, 800), "12": (330, 640), "13": (1440, 0), "14": (760, 640)},
-        **{"15": (760, 880), "16": (1200, 640), "17": (1800, 0), "18": (2150, 0), "19": (2150, 120)},
+        **_SELECTION_SAVES_LAYOUT,
+        **{"11": (1200, 1000), "22": (1650, 1000)},
+        **_GENERATION_LAYOUT,
     },
 }
-EXAMPLES = {"p3s_select_subject": selection_example, "p3s_generate_with_model": generation_example}
+EXAMPLES = {
+    "p3s_select_subject": selection_example,
+    "p3s_generate_with_model": generation_example,
+    "p3s_full_pipeline": full_pipeline_example,
+}
 
 _EXPORT_JS = """async ([prompt, layout]) => {
     const missing = Object.values(prompt).map((n) => n.class_type).filter((t) => !LiteGraph.registered_node_types[t]);

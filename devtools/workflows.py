@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
+
+FULL_PIPELINE_API = Path(__file__).resolve().parent.parent / "example_workflows" / "api" / "p3s_full_pipeline.api.json"
+# The smallest settings that still run every stage: CPU demo and host test.
+SMALL_PIPELINE: dict[str, Any] = {"epochs": 2, "resolution": 64, "scope": "injection", "size": 64, "steps": 3}
 
 
 def selection_workflow(
@@ -220,3 +226,53 @@ def attention_workflow(
             "inputs": {"images": source, "filename_prefix": f"{prefix}_{name}"},
         }
     return workflow
+
+
+def full_pipeline_workflow(
+    image: str,
+    clip_vision: str,
+    checkpoint: str,
+    *,
+    points_json: str | None = None,
+    epochs: int | None = None,
+    resolution: int | None = None,
+    scope: str | None = None,
+    save_name: str | None = None,
+    overwrite: bool | None = None,
+    size: int | None = None,
+    steps: int | None = None,
+    seed: int | None = None,
+    prefix: str | None = None,
+) -> dict[str, Any]:
+    """The example ``p3s_full_pipeline`` (its exported API twin) with file names and settings overridden.
+
+    Points -> RNGR mask -> inpaint -> P3S Fine-tune -> P3S Apply + Schedule -> P3S Attention Maps ->
+    KSampler -> VAE Decode -> P3S Attention Overlays; SaveImage at every stage. ``None`` keeps the
+    example's value. ``size`` is the sampled image's side, ``steps`` the sampler's (and the schedule
+    plot's) step count, ``prefix`` replaces the ``p3s/`` folder of every SaveImage.
+    """
+    prompt = json.loads(FULL_PIPELINE_API.read_text())
+
+    def set_inputs(class_type: str, **values: Any) -> None:
+        nodes = [node for node in prompt.values() if node["class_type"] == class_type]
+        if not nodes:
+            raise KeyError(f"the full pipeline example has no {class_type} node")
+        for node in nodes:
+            node["inputs"].update({k: v for k, v in values.items() if v is not None})
+
+    set_inputs("LoadImage", image=image)
+    set_inputs("CLIPVisionLoader", clip_name=clip_vision)
+    set_inputs("CheckpointLoaderSimple", ckpt_name=checkpoint)
+    set_inputs("P3SPoints", points=points_json)
+    set_inputs(
+        "P3SFineTune", epochs=epochs, resolution=resolution, scope=scope, save_name=save_name, overwrite=overwrite
+    )
+    set_inputs("EmptyLatentImage", width=size, height=size)
+    set_inputs("KSampler", steps=steps, seed=seed)
+    set_inputs("P3SSchedule", steps=steps)
+    if prefix is not None:
+        for node in prompt.values():
+            if node["class_type"] == "SaveImage":
+                name = node["inputs"]["filename_prefix"]
+                node["inputs"]["filename_prefix"] = f"{prefix}/{name.split('/', 1)[-1]}"
+    return prompt

@@ -10,7 +10,7 @@ import pytest
 from devtools.comfy_host import REPO_ROOT
 
 EXAMPLES = REPO_ROOT / "example_workflows"
-NAMES = ["p3s_select_subject", "p3s_generate_with_model"]
+NAMES = ["p3s_select_subject", "p3s_generate_with_model", "p3s_full_pipeline"]
 
 # The file's text is parsed in the page, as the template browser does (no null for absent fields).
 LOAD_JS = """async (text) => {
