@@ -197,6 +197,10 @@ def full_pipeline_example() -> dict[str, Any]:
         },
     }
     prompt["22"] = {"class_type": "SaveImage", "inputs": {"images": ["11", 1], "filename_prefix": "p3s/loss"}}
+    prompt["27"] = {
+        "class_type": "SaveImage",
+        "inputs": {"images": ["11", 2], "filename_prefix": "p3s/training_attention"},
+    }
     prompt.update(_generation_nodes(["11", 0]))
     return prompt
 
@@ -215,7 +219,7 @@ LAYOUTS = {
     "p3s_full_pipeline": {
         **_SELECTION_LAYOUT,
         **_SELECTION_SAVES_LAYOUT,
-        **{"11": (1200, 1000), "22": (1650, 1000)},
+        **{"11": (1200, 1000), "22": (1650, 1000), "27": (1650, 1320)},
         **_GENERATION_LAYOUT,
     },
 }

@@ -86,7 +86,7 @@ def test_the_full_pipeline_example_runs_on_the_host_and_saves_every_stage(
     )
     assert {k: v["class_type"] for k, v in prompt.items()} == {k: v["class_type"] for k, v in twin.items()}
     saves = sorted(node_id for node_id, node in prompt.items() if node["class_type"] == "SaveImage")
-    assert len(saves) == 9
+    assert len(saves) == 10
 
     result = client.run(prompt, timeout=1800)
     assert result.succeeded, result.error
