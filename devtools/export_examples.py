@@ -19,6 +19,7 @@ from typing import Any
 
 from devtools.comfy_host import REPO_ROOT, running_server
 from devtools.sample_scene import twin_points_json
+from devtools.workflows import selection_nodes
 
 EXAMPLES_DIR = REPO_ROOT / "example_workflows"
 API_DIR = EXAMPLES_DIR / "api"
@@ -31,27 +32,10 @@ P3S_MODEL = "my_subject.safetensors"
 
 
 def _selection_nodes() -> dict[str, Any]:
-    return {
-        "1": {"class_type": "LoadImage", "inputs": {"image": EXAMPLE_IMAGE}},
-        "2": {"class_type": "P3SPoints", "inputs": {"points": twin_points_json(), "image": ["1", 0]}},
-        "3": {"class_type": "CLIPVisionLoader", "inputs": {"clip_name": CLIP_VISION}},
-        "4": {
-            "class_type": "P3SRngrMask",
-            "inputs": {
-                "images": ["1", 0],
-                "points": ["2", 0],
-                "clip_vision": ["3", 0],
-                "layer": -2,
-                "sigma": 1.0,
-                "dilation": 8,
-                "gate_negatives": True,
-            },
-        },
-        "5": {
-            "class_type": "P3SInpaint",
-            "inputs": {"images": ["1", 0], "mask": ["4", 1], "method": "telea", "radius": 5, "fill": 0.5},
-        },
-    }
+    """The selection of :func:`devtools.workflows.selection_nodes`, with the points widget showing the image."""
+    prompt = selection_nodes(EXAMPLE_IMAGE, twin_points_json(), CLIP_VISION)
+    prompt["2"]["inputs"]["image"] = ["1", 0]
+    return prompt
 
 
 def selection_example() -> dict[str, Any]:
