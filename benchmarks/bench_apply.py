@@ -88,10 +88,10 @@ def build_variants(names: list[str], size: str, latent: int) -> dict:
     import comfy.model_management
     import torch
 
-    from devtools.pack_modules import pack_module
+    from devtools.pack_modules import import_pack_module
     from devtools.tiny_models import tiny_sd15_patcher
 
-    patching = pack_module("nodes.p3s_patching")
+    patching = import_pack_module("nodes.p3s_patching")
     channels, context_dim = SIZES[size]
     base = tiny_sd15_patcher(model_channels=channels, context_dim=context_dim, seed=0)
     device = comfy.model_management.get_torch_device()

@@ -28,12 +28,12 @@ SCOPES = ["full", "attention", "injection"]
 def run_one(scope: str, channels: int, latent: int, steps: int, checkpointing: bool) -> dict:
     import torch
 
-    from devtools.pack_modules import pack_module
+    from devtools.pack_modules import import_pack_module
     from devtools.tiny_models import tiny_sd15_patcher
 
     torch.set_num_threads(1)
-    patching = pack_module("nodes.p3s_patching")
-    training = pack_module("p3s_core.training")
+    patching = import_pack_module("nodes.p3s_patching")
+    training = import_pack_module("p3s_core.training")
     context = 32 if channels < 320 else 768
     base = tiny_sd15_patcher(model_channels=channels, context_dim=context)
     rss_models = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

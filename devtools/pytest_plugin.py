@@ -2,7 +2,7 @@
 
 The root is the pack's package (ComfyUI imports ``__init__.py`` from ``custom_nodes/``), and
 that ``__init__`` needs ComfyUI. pytest would import it to set up a Package; tests import
-``p3s_core`` and, where they need nodes, load the pack after ComfyUI (tests/pack_import.py).
+``p3s_core`` and, where they need nodes, load the pack after ComfyUI (devtools/pack_modules.py).
 """
 
 from pathlib import Path

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from devtools.pack_modules import pack_module
+from devtools.pack_modules import import_pack_module
 
-__all__ = ["copy_batches", "pack_module", "randomise_injection", "sample"]
+__all__ = ["copy_batches", "import_pack_module", "randomise_injection", "sample"]
 
 # Tiny convolutions on a busy 2-core machine run ~20x faster on one thread than on two.
 torch.set_num_threads(1)

@@ -9,12 +9,12 @@ import torch.nn.functional as F
 
 from devtools.tiny_models import tiny_sd15_patcher
 
-from .p3s_support import pack_module, randomise_injection, sample
+from .p3s_support import import_pack_module, randomise_injection, sample
 
-patching = pack_module("nodes.p3s_patching")
-capture = pack_module("nodes.attention_patching")
-maps_mod = pack_module("p3s_core.attention_maps")
-losses = pack_module("p3s_core.losses")
+patching = import_pack_module("nodes.p3s_patching")
+capture = import_pack_module("nodes.attention_patching")
+maps_mod = import_pack_module("p3s_core.attention_maps")
+losses = import_pack_module("p3s_core.losses")
 
 ENCODER = {"token_dim": 16, "inner_dim": 16, "heads": 2}
 TOKENS = 7  # p3s_support.conditioning: 7 context columns
@@ -32,7 +32,7 @@ class RawRecorder(maps_mod.AttentionRecorder):
         self.raw.append((role, self._step_of(options), probs.clone()))
 
     def _step_of(self, options):
-        injection = pack_module("p3s_core.injection")
+        injection = import_pack_module("p3s_core.injection")
         return injection.step_index(float(options["sigmas"].max()), options["sample_sigmas"])[0]
 
 

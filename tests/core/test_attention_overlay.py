@@ -33,7 +33,7 @@ def test_find_sequence_takes_every_occurrence_of_the_whole_word():
 
 
 def test_words_map_to_their_columns_with_the_real_tokenizer():
-    from pack_import import import_pack_module
+    from devtools.pack_modules import import_pack_module
 
     glue = import_pack_module("nodes.attention_patching")
     clip = TokenizerClip()

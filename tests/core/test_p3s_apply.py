@@ -10,10 +10,10 @@ import torch
 
 from devtools.tiny_models import controlnet_for, tiny_sd15_patcher
 
-from .p3s_support import copy_batches, pack_module, randomise_injection, sample
+from .p3s_support import copy_batches, import_pack_module, randomise_injection, sample
 
-patching = pack_module("nodes.p3s_patching")
-injection = pack_module("p3s_core.injection")
+patching = import_pack_module("nodes.p3s_patching")
+injection = import_pack_module("p3s_core.injection")
 
 ENCODER = {"token_dim": 16, "inner_dim": 16, "heads": 2}
 

@@ -9,12 +9,12 @@ import torch
 
 from devtools.tiny_models import init_parameters, sd15_unet_config, tiny_sd15_patcher
 
-from .p3s_support import pack_module, randomise_injection, sample
+from .p3s_support import import_pack_module, randomise_injection, sample
 
-patching = pack_module("nodes.p3s_patching")
-p3s_model = pack_module("p3s_core.p3s_model")
-subject_encoder = pack_module("p3s_core.subject_encoder")
-errors = pack_module("p3s_core.errors")
+patching = import_pack_module("nodes.p3s_patching")
+p3s_model = import_pack_module("p3s_core.p3s_model")
+subject_encoder = import_pack_module("p3s_core.subject_encoder")
+errors = import_pack_module("p3s_core.errors")
 
 ENCODER = {"token_dim": 16, "inner_dim": 16, "heads": 2}
 
@@ -60,7 +60,7 @@ def test_model_made_in_inference_mode_can_be_trained(base):
     randomise_injection(model)
     x = torch.randn(1, 4, 8, 8)
     context = torch.randn(1, 7, 32)
-    captured = pack_module("p3s_core.injection").run_copy(model, x, torch.tensor([500.0]), context, x)
+    captured = import_pack_module("p3s_core.injection").run_copy(model, x, torch.tensor([500.0]), context, x)
     sum(state.square().mean() for state in captured.values()).backward()
     assert model.copy.input_blocks[1][1].proj_in.weight.grad is not None
     assert model.hint_conv.weight.grad is not None
@@ -210,8 +210,8 @@ def tiny_vae():
 
 
 def test_nodes_init_and_apply_end_to_end(base, tmp_path):
-    init_node = pack_module("nodes.p3s_init_node")
-    apply_node = pack_module("nodes.p3s_apply_node")
+    init_node = import_pack_module("nodes.p3s_init_node")
+    apply_node = import_pack_module("nodes.p3s_apply_node")
     clip_vision = tiny_clip_vision(tmp_path)
     vae = tiny_vae()
     p3s = init_node.P3SInit.execute(base, clip_vision).result[0]
@@ -237,8 +237,8 @@ def test_nodes_init_and_apply_end_to_end(base, tmp_path):
 
 
 def test_node_schemas_declare_the_p3s_sockets():
-    init_node = pack_module("nodes.p3s_init_node").P3SInit
-    apply_node = pack_module("nodes.p3s_apply_node").P3SApply
+    init_node = import_pack_module("nodes.p3s_init_node").P3SInit
+    apply_node = import_pack_module("nodes.p3s_apply_node").P3SApply
     assert init_node.RETURN_TYPES == ["P3S_MODEL"]
     inputs = apply_node.INPUT_TYPES()
     assert inputs["required"]["p3s_model"][0] == "P3S_MODEL"

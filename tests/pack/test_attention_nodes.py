@@ -6,8 +6,8 @@ import pytest
 import torch
 from core.p3s_support import sample
 from core.test_attention_overlay import TokenizerClip
-from pack_import import import_pack_module, pack_core
 
+from devtools.pack_modules import import_pack_module, pack_core
 from devtools.tiny_models import tiny_sd15_patcher
 
 nodes = import_pack_module("nodes.attention_nodes")

@@ -9,8 +9,8 @@ import weakref
 
 import pytest
 import torch
-from pack_import import import_pack_module, pack_core
 
+from devtools.pack_modules import import_pack_module, pack_core
 from devtools.tiny_models import tiny_sd15_patcher
 
 node = import_pack_module("nodes.finetune_node")

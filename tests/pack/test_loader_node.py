@@ -5,8 +5,8 @@ import os
 
 import pytest
 import torch
-from pack_import import import_pack_module, pack_core
 
+from devtools.pack_modules import import_pack_module, pack_core
 from p3s_core.model_file import save_p3s_model
 
 CONFIG = {"copy": "full_unet", "blocks": 16}

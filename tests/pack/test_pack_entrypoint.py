@@ -5,7 +5,8 @@ import re
 from pathlib import Path
 
 import pytest
-from pack_import import REPO_ROOT, import_pack, import_pack_module, pack_core
+
+from devtools.pack_modules import REPO_ROOT, import_pack, import_pack_module, pack_core
 
 
 def _missing_node_modules() -> list[str]:

@@ -5,8 +5,8 @@ import os
 import numpy as np
 import pytest
 import torch
-from pack_import import import_pack_module, pack_core
 
+from devtools.pack_modules import import_pack_module, pack_core
 from p3s_core.schedule import WeightSchedule
 from p3s_core.schedule_plot import plot_schedule
 
