@@ -6,7 +6,10 @@ import torch
 
 from devtools.pack_modules import import_pack_module
 
-__all__ = ["copy_batches", "import_pack_module", "randomise_injection", "sample"]
+__all__ = ["ENCODER", "copy_batches", "import_pack_module", "randomise_injection", "sample"]
+
+# The subject encoder of the tiny test models (token width 16 like their tiny CLIP vision stand-ins).
+ENCODER = {"token_dim": 16, "inner_dim": 16, "heads": 2}
 
 # Tiny convolutions on a busy 2-core machine run ~20x faster on one thread than on two.
 torch.set_num_threads(1)

@@ -7,8 +7,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from devtools.tiny_models import tiny_sd15_patcher
-
 from .p3s_support import import_pack_module, randomise_injection, sample
 
 patching = import_pack_module("nodes.p3s_patching")
@@ -16,7 +14,6 @@ capture = import_pack_module("nodes.attention_patching")
 maps_mod = import_pack_module("p3s_core.attention_maps")
 losses = import_pack_module("p3s_core.losses")
 
-ENCODER = {"token_dim": 16, "inner_dim": 16, "heads": 2}
 TOKENS = 7  # p3s_support.conditioning: 7 context columns
 
 
@@ -38,26 +35,6 @@ class RawRecorder(maps_mod.AttentionRecorder):
 
 def recorder(cls=maps_mod.AttentionRecorder, **settings):
     return cls(maps_mod.CaptureSettings(**settings))
-
-
-@pytest.fixture(scope="module")
-def base():
-    return tiny_sd15_patcher(seed=0)
-
-
-@pytest.fixture(scope="module")
-def plain_output(base):
-    return sample(base)
-
-
-@pytest.fixture
-def p3s(base):
-    return patching.new_p3s_model(base, ENCODER)
-
-
-@pytest.fixture
-def hint():
-    return torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(5))
 
 
 def test_attention_probs_are_the_softmax_the_layer_uses():

@@ -8,34 +8,12 @@ import copy
 import pytest
 import torch
 
-from devtools.tiny_models import controlnet_for, tiny_sd15_patcher
+from devtools.tiny_models import controlnet_for
 
-from .p3s_support import copy_batches, import_pack_module, randomise_injection, sample
+from .p3s_support import ENCODER, copy_batches, import_pack_module, randomise_injection, sample
 
 patching = import_pack_module("nodes.p3s_patching")
 injection = import_pack_module("p3s_core.injection")
-
-ENCODER = {"token_dim": 16, "inner_dim": 16, "heads": 2}
-
-
-@pytest.fixture(scope="module")
-def base():
-    return tiny_sd15_patcher(seed=0)
-
-
-@pytest.fixture(scope="module")
-def plain_output(base):
-    return sample(base)
-
-
-@pytest.fixture
-def p3s(base):
-    return patching.new_p3s_model(base, ENCODER)
-
-
-@pytest.fixture
-def hint():
-    return torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(5))
 
 
 class StepSchedule:

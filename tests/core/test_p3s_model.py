@@ -7,21 +7,14 @@ import json
 import pytest
 import torch
 
-from devtools.tiny_models import init_parameters, sd15_unet_config, tiny_sd15_patcher
+from devtools.tiny_models import init_parameters, sd15_unet_config
 
-from .p3s_support import import_pack_module, randomise_injection, sample
+from .p3s_support import ENCODER, import_pack_module, randomise_injection, sample
 
 patching = import_pack_module("nodes.p3s_patching")
 p3s_model = import_pack_module("p3s_core.p3s_model")
 subject_encoder = import_pack_module("p3s_core.subject_encoder")
 errors = import_pack_module("p3s_core.errors")
-
-ENCODER = {"token_dim": 16, "inner_dim": 16, "heads": 2}
-
-
-@pytest.fixture(scope="module")
-def base():
-    return tiny_sd15_patcher(seed=0)
 
 
 def test_p3s_model_has_32_zero_injection_layers_keyed_by_block(base):

@@ -8,15 +8,13 @@ import torch
 
 from devtools.tiny_models import tiny_sd15_patcher
 
-from .p3s_support import import_pack_module, sample
+from .p3s_support import ENCODER, import_pack_module, sample
 
 patching = import_pack_module("nodes.p3s_patching")
 training = import_pack_module("p3s_core.training")
 errors = import_pack_module("p3s_core.errors")
 model_file = import_pack_module("p3s_core.model_file")
 loss_plot = import_pack_module("p3s_core.loss_plot")
-
-ENCODER = {"token_dim": 16, "inner_dim": 16, "heads": 2}
 
 
 @pytest.fixture(scope="module")
