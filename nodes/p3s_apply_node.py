@@ -7,8 +7,7 @@ from comfy_api.latest import io
 from ..p3s_core.injection import REFERENCE_MODES
 from ..p3s_core.model_file import P3SModelFile
 from .p3s_patching import apply_p3s, check_sd15_model, encode_hint, p3s_model_from_file
-from .types import CATEGORY, P3SModelType
-from .types import P3SScheduleType as P3SScheduleSocket
+from .types import CATEGORY, P3SModelType, P3SScheduleType
 
 
 class P3SApply(io.ComfyNode):
@@ -32,7 +31,7 @@ class P3SApply(io.ComfyNode):
                 io.Vae.Input("vae"),
                 io.ClipVision.Input("clip_vision", tooltip="The CLIP vision model the P3S model was made with."),
                 io.Float.Input("strength", default=1.0, min=-10.0, max=10.0, step=0.01),
-                P3SScheduleSocket.Input(
+                P3SScheduleType.Input(
                     "schedule",
                     optional=True,
                     tooltip="Weight over denoising progress; constant 1 when absent.",
