@@ -25,6 +25,7 @@ from ..p3s_core.injection import (
 )
 from ..p3s_core.letterbox import letterbox_pixels
 from ..p3s_core.p3s_model import P3SModel, p3s_model_from_tensors
+from ..p3s_core.shared_copy import DEFAULT_LORA_ALPHA, DEFAULT_LORA_RANK
 from ..p3s_core.subject_encoder import mask_to_patch_grid, patch_grid_side
 from ..p3s_core.unet_layout import check_sd15_layout
 
@@ -54,21 +55,37 @@ def base_diffusion_state_dict(model: comfy.model_patcher.ModelPatcher) -> dict[s
     return state
 
 
-def new_p3s_model(model: comfy.model_patcher.ModelPatcher, encoder_config: dict | None = None) -> P3SModel:
-    """An untrained P3S model copying ``model``'s SD1.5 U-Net (on the offload device)."""
+def new_p3s_model(
+    model: comfy.model_patcher.ModelPatcher,
+    encoder_config: dict | None = None,
+    scope: str = "full",
+    lora_rank: int = DEFAULT_LORA_RANK,
+    lora_alpha: float = DEFAULT_LORA_ALPHA,
+) -> P3SModel:
+    """An untrained P3S model of ``scope`` over ``model``'s SD1.5 U-Net (own weights on the offload device).
+
+    Whatever the scope does not train stays the U-Net's own modules (see ``p3s_core.shared_copy``).
+    """
     unet = check_sd15_model(model)
-    p3s = P3SModel.from_base(unet, encoder_config, base_diffusion_state_dict(model))
+    p3s = P3SModel.from_base(unet, encoder_config, base_diffusion_state_dict(model), scope, lora_rank, lora_alpha)
     with torch.inference_mode(False):  # moved weights must stay trainable (nodes run in inference mode)
         return p3s.to(model.offload_device)
 
 
 def p3s_model_from_file(
-    model: comfy.model_patcher.ModelPatcher, tensors: dict[str, torch.Tensor], config: dict
+    model: comfy.model_patcher.ModelPatcher,
+    tensors: dict[str, torch.Tensor],
+    config: dict,
+    dtype: torch.dtype | None = None,
 ) -> P3SModel:
-    """Rebuild a saved P3S model (``state_dict`` tensors + ``P3SModel.config``) for an SD1.5 MODEL."""
+    """Rebuild a saved P3S model (``state_dict`` tensors + ``P3SModel.config``) for an SD1.5 MODEL.
+
+    Refuses a model trained on another base (both fingerprints in the message).
+    """
     unet = check_sd15_model(model)
     with torch.inference_mode(False):
-        return p3s_model_from_tensors(unet, tensors, config).to(model.offload_device)
+        p3s = p3s_model_from_tensors(unet, tensors, config, base_diffusion_state_dict(model), dtype)
+        return p3s.to(model.offload_device)
 
 
 def clip_token_width(clip_vision) -> int:
