@@ -24,6 +24,7 @@ from ..p3s_core.injection import (
     make_injection_patch,
 )
 from ..p3s_core.letterbox import letterbox_pixels
+from ..p3s_core.model_file import split_optimizer_state
 from ..p3s_core.p3s_model import P3SModel, p3s_model_from_tensors
 from ..p3s_core.shared_copy import DEFAULT_LORA_ALPHA, DEFAULT_LORA_RANK
 from ..p3s_core.subject_encoder import mask_to_patch_grid, patch_grid_side
@@ -80,9 +81,11 @@ def p3s_model_from_file(
 ) -> P3SModel:
     """Rebuild a saved P3S model (``state_dict`` tensors + ``P3SModel.config``) for an SD1.5 MODEL.
 
-    Refuses a model trained on another base (both fingerprints in the message).
+    Refuses a model trained on another base (both fingerprints in the message). A checkpoint's
+    optimiser state (``optimizer.*``) is left out.
     """
     unet = check_sd15_model(model)
+    tensors, _ = split_optimizer_state(tensors)
     with torch.inference_mode(False):
         p3s = p3s_model_from_tensors(unet, tensors, config, base_diffusion_state_dict(model), dtype)
         return p3s.to(model.offload_device)
