@@ -206,7 +206,10 @@ def test_auto_picks_the_richest_scope_that_fits_the_free_memory(p3s_folder, monk
     core = pack_core(node)
     model = tiny_sd15_patcher(seed=0)
     data = core.training.TrainingData(
-        torch.zeros(1, 4, 5, 8), torch.zeros(1, 17, 16), torch.zeros(1, 4, 4), torch.zeros(1, 7, 32),
+        torch.zeros(1, 4, 5, 8),
+        torch.zeros(1, 17, 16),
+        torch.zeros(1, 4, 4),
+        torch.zeros(1, 7, 32),
         torch.zeros(1, 7, 32),
     )  # fmt: skip  (the latent of the 64 px references that run() trains on)
     settings = core.training.TrainSettings()
