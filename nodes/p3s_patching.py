@@ -27,6 +27,7 @@ from ..p3s_core.letterbox import letterbox_pixels
 from ..p3s_core.p3s_model import P3SModel, p3s_model_from_tensors
 from ..p3s_core.subject_encoder import mask_to_patch_grid, patch_grid_side
 from ..p3s_core.unet_layout import check_sd15_layout
+from .p3s_placement import P3SModelPatcher, base_compute_dtype, place_for_base
 
 STATE_KEY_PREFIX = "p3s_injection"
 
@@ -55,20 +56,23 @@ def base_diffusion_state_dict(model: comfy.model_patcher.ModelPatcher) -> dict[s
 
 
 def new_p3s_model(model: comfy.model_patcher.ModelPatcher, encoder_config: dict | None = None) -> P3SModel:
-    """An untrained P3S model copying ``model``'s SD1.5 U-Net (on the offload device)."""
+    """An untrained P3S model copying ``model``'s SD1.5 U-Net, placed for it (:func:`place_for_base`)."""
     unet = check_sd15_model(model)
-    p3s = P3SModel.from_base(unet, encoder_config, base_diffusion_state_dict(model))
-    with torch.inference_mode(False):  # moved weights must stay trainable (nodes run in inference mode)
-        return p3s.to(model.offload_device)
+    p3s = P3SModel.from_base(unet, encoder_config, base_diffusion_state_dict(model), dtype=base_compute_dtype(model))
+    return place_for_base(p3s, model)
 
 
 def p3s_model_from_file(
     model: comfy.model_patcher.ModelPatcher, tensors: dict[str, torch.Tensor], config: dict
 ) -> P3SModel:
-    """Rebuild a saved P3S model (``state_dict`` tensors + ``P3SModel.config``) for an SD1.5 MODEL."""
+    """Rebuild a saved P3S model (``state_dict`` tensors + ``P3SModel.config``) for an SD1.5 MODEL.
+
+    The file's weights go into tensors of the base's compute dtype, never into fp8 storage.
+    """
     unet = check_sd15_model(model)
     with torch.inference_mode(False):
-        return p3s_model_from_tensors(unet, tensors, config).to(model.offload_device)
+        p3s = p3s_model_from_tensors(unet, tensors, config, dtype=base_compute_dtype(model))
+    return place_for_base(p3s, model)
 
 
 def clip_token_width(clip_vision) -> int:
@@ -154,6 +158,7 @@ def apply_p3s(
         )
     settings = InjectionSettings(float(strength), sigma_range, bool(apply_to_uncond), reference_mode)
 
+    place_for_base(p3s, model)
     key = f"{STATE_KEY_PREFIX}_{uuid.uuid4().hex[:12]}"
     patched = model.clone()
     patched.add_wrapper_with_key(
@@ -174,8 +179,13 @@ def p3s_patcher(p3s: P3SModel, model: comfy.model_patcher.ModelPatcher) -> comfy
     would die with its MODEL while the module lives on, which ComfyUI reports as a leak.
     """
     devices = (model.load_device, model.offload_device)
+    unet = model.model.diffusion_model
     patcher = p3s.__dict__.get("_comfy_patcher")
-    if patcher is None or (patcher.load_device, patcher.offload_device) != devices:
-        patcher = comfy.model_patcher.ModelPatcher(p3s, load_device=devices[0], offload_device=devices[1])
+    if (
+        patcher is None
+        or (patcher.load_device, patcher.offload_device) != devices
+        or getattr(patcher, "shared_with", None) is not unet
+    ):
+        patcher = P3SModelPatcher(p3s, load_device=devices[0], offload_device=devices[1], shared_with=unet)
         p3s.__dict__["_comfy_patcher"] = patcher
     return patcher

@@ -157,8 +157,8 @@ def run_copy(
         return patch
 
     fresh = {**(options or {}), "patches": {f"{a}_output_patch": [capture(a)] for a in ATTENTIONS}}
-    w = p3s.hint_conv.weight
-    x_in = x + p3s.hint_conv(hint.to(device=w.device, dtype=w.dtype)).to(x.dtype)
+    conv = p3s.hint_conv  # weights cast to the input: wherever ComfyUI left them, in whatever dtype
+    x_in = x + F.conv2d(hint.to(x), conv.weight.to(x), conv.bias.to(x) if conv.bias is not None else None)
     p3s.copy(x_in, timesteps, context=context, transformer_options=fresh)
     return captured
 

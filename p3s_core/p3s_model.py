@@ -78,13 +78,18 @@ class P3SModel(nn.Module):
         base_unet: nn.Module,
         encoder_config: dict | None = None,
         base_state_dict: dict[str, torch.Tensor] | None = None,
+        dtype: torch.dtype | None = None,
     ) -> P3SModel:
-        """An untrained P3S model: copy of ``base_unet`` (or of ``base_state_dict`` in its shape)."""
+        """An untrained P3S model: copy of ``base_unet`` (or of ``base_state_dict`` in its shape).
+
+        ``dtype``: every tensor's dtype (e.g. the base's compute dtype for an fp8-stored base:
+        the copy must not be fp8); None = the copy keeps the base's dtype, the rest float32.
+        """
         sites = check_sd15_layout(base_unet)
         with torch.inference_mode(False):
             encoder = SubjectEncoder.from_config(encoder_config or {})
             model = cls(_detached_copy(base_unet, base_state_dict), sites, encoder)
-            return model.to(device=next(model.copy.parameters()).device)
+            return model.to(device=next(model.copy.parameters()).device, dtype=dtype)
 
     @property
     def config(self) -> dict:
@@ -105,8 +110,13 @@ class P3SModel(nn.Module):
         return all(not p.any() for p in self.injection.parameters())
 
 
-def p3s_model_from_tensors(base_unet: nn.Module, tensors: dict[str, torch.Tensor], config: dict) -> P3SModel:
-    """Rebuild a saved P3S model on ``base_unet``'s structure and load ``tensors`` into it."""
+def p3s_model_from_tensors(
+    base_unet: nn.Module, tensors: dict[str, torch.Tensor], config: dict, dtype: torch.dtype | None = None
+) -> P3SModel:
+    """Rebuild a saved P3S model on ``base_unet``'s structure and load ``tensors`` into it.
+
+    ``dtype``: the model's dtype before the file's weights go in (see :meth:`P3SModel.from_base`).
+    """
     if config.get("architecture", ARCHITECTURE) != ARCHITECTURE:
         raise P3SInputError(
             f"This file holds a '{config.get('architecture')}' model, not a P3S SD1.5 model ({ARCHITECTURE})."
@@ -119,7 +129,7 @@ def p3s_model_from_tensors(base_unet: nn.Module, tensors: dict[str, torch.Tensor
     copy_sd = {k[len("copy.") :]: v for k, v in tensors.items() if k.startswith("copy.")}
     if not copy_sd:
         raise P3SInputError("This P3S file holds no U-Net copy (no 'copy.*' tensors); it is not a P3S model.")
-    model = P3SModel.from_base(base_unet, config.get("encoder", DEFAULT_ENCODER_CONFIG))
+    model = P3SModel.from_base(base_unet, config.get("encoder", DEFAULT_ENCODER_CONFIG), dtype=dtype)
     expected = [s.key for s in model.sites]
     if list(config.get("sites", expected)) != expected:
         raise P3SInputError("This P3S file was made for a U-Net with other transformer blocks than this base model.")

@@ -15,27 +15,36 @@ in training). Scopes beside the paper's ``full`` copy, for smaller GPUs:
   and encoder learn (the lightest; the copy still runs forward and backward).
 
 The saved file holds the whole copy in every scope (same size); lighter scopes trade quality
-(fewer learned weights) for memory. Trainable parameters are trained in float32 (master
-weights), with autocast to bf16/fp16 on GPU when asked. Nothing here imports ComfyUI.
+(fewer learned weights) for memory. Only trained parameters are float32 (master weights);
+the forward runs under autocast in the base's compute dtype (``p3s_core/precision.py``).
+Gradients are freed right after each optimiser step; gradient checkpointing wraps the layers
+of both U-Nets (``p3s_core/checkpointing.py``). Nothing here imports ComfyUI.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import gc
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 
 import torch
-import torch.utils.checkpoint
 from torch import nn
 
+from .checkpointing import checkpointed
 from .errors import P3SInputError
 from .injection import injection_deltas, make_attention_probe, make_injection_patch, run_copy
 from .losses import NORMALISATIONS, attention_consistency_loss, ldm_loss
 from .p3s_model import P3SModel
+from .precision import (
+    ATTENTION_OVERRIDE_KEY,
+    TrainingPrecision,
+    attention_override,
+    casting_weights,
+    make_optimizer,
+    training_precision,
+)
 from .unet_layout import ATTENTIONS, LAST_CROSS_ATTENTION
 
 SCOPES = ("full", "attention", "injection")
@@ -138,6 +147,14 @@ def trainable_parameters(p3s: P3SModel, scope: str) -> dict[str, nn.Parameter]:
     return chosen
 
 
+def unet_compute_dtype(unet: nn.Module) -> torch.dtype:
+    """The dtype a U-Net computes in, judged from its weights (fp8 storage computes in bf16)."""
+    for param in unet.parameters():
+        if param.is_floating_point():
+            return param.dtype if param.dtype in (torch.float32, torch.float16, torch.bfloat16) else torch.bfloat16
+    return torch.float32
+
+
 def train_p3s(
     p3s: P3SModel,
     unet: nn.Module,
@@ -146,45 +163,64 @@ def train_p3s(
     settings: TrainSettings,
     on_step: StepCallback | None = None,
     device: torch.device | str | None = None,
+    compute_dtype: torch.dtype | None = None,
+    frozen_context: Callable[[], contextlib.AbstractContextManager] | None = None,
 ) -> TrainHistory:
     """Fine-tune ``p3s`` in place beside the frozen ``unet``; returns the loss history.
 
     ``sigmas``: the model's 1000 training sigmas (ComfyUI's ``model_sampling.sigmas``).
-    ``on_step(step, total, history)`` runs after each optimiser step (progress bar, Cancel):
-    an exception from it, or a NaN/inf loss (:class:`P3SInputError`), stops training, frees
-    the optimiser state and propagates. The frozen ``unet`` is never changed.
+    ``compute_dtype``: the dtype the base computes in (default: judged from its weights).
+    ``frozen_context``: entered around training by the host, e.g. to swap ops without
+    backward for plain ones. ``on_step(step, total, history)`` runs after each optimiser step
+    (progress bar, Cancel): an exception from it, or a NaN/inf loss (:class:`P3SInputError`),
+    stops training, frees the optimiser state and propagates. The frozen ``unet`` is never
+    changed. Trained parameters stay float32 on ``device`` afterwards.
     """
     device = torch.device(device or next(unet.parameters()).device)
+    precision = training_precision(settings.precision, device, compute_dtype or unet_compute_dtype(unet))
     history = TrainHistory()
     with torch.inference_mode(False):
         data = data.to(device)
         sigmas = sigmas.detach().to(device=device, dtype=torch.float32).clone()
-        p3s.to(device=device, dtype=torch.float32)
+        p3s.to(device=device)
         trainable = trainable_parameters(p3s, settings.scope)
+        for param in trainable.values():  # fp32 master weights for what is trained only
+            if param.dtype != torch.float32:
+                param.data = param.data.float()
         optimizer = None
         try:
             with (
                 _frozen(unet),
                 _only_trainable(p3s, trainable),
-                _checkpointed(p3s.copy, settings.gradient_checkpointing),
+                checkpointed([p3s.copy, unet], settings.gradient_checkpointing),
+                casting_weights(p3s),
+                frozen_context() if frozen_context is not None else contextlib.nullcontext(),
             ):
-                optimizer = torch.optim.AdamW(trainable.values(), lr=settings.lr)
-                autocast_dtype, scaler = _precision(settings.precision, device)
+                optimizer = make_optimizer(trainable.values(), settings.lr)
+                scaler = precision.scaler(device)
                 total = settings.total_steps(data.latents.shape[0])
                 gen = torch.Generator().manual_seed(settings.seed)
                 for step, rows in enumerate(_batches(data.latents.shape[0], settings, gen), start=1):
                     noise, timesteps, drop = _draw(data.latents[rows].shape, settings.dropout, gen)
-                    with _autocast(device, autocast_dtype):
+                    with precision.context(device):
                         losses = step_losses(
-                            p3s, unet, sigmas, data, rows, noise, timesteps, drop, settings.lac_normalisation
+                            p3s,
+                            unet,
+                            sigmas,
+                            data,
+                            rows,
+                            noise,
+                            timesteps,
+                            drop,
+                            settings.lac_normalisation,
+                            precision=precision,
                         )
-                    loss = losses[0] + settings.gamma * losses[1]
+                    loss = losses[0].float() + settings.gamma * losses[1].float()
                     if not torch.isfinite(loss):
                         raise P3SInputError(
                             f"The training loss became {loss.item()} at step {step}: lower the learning rate, "
                             "or train in fp32 / bf16 instead of fp16."
                         )
-                    optimizer.zero_grad(set_to_none=True)
                     if scaler is not None:
                         scaler.scale(loss).backward()
                         scaler.step(optimizer)
@@ -192,6 +228,7 @@ def train_p3s(
                     else:
                         loss.backward()
                         optimizer.step()
+                    optimizer.zero_grad(set_to_none=True)  # free the gradients before the next forward
                     history.total.append(float(loss.detach()))
                     history.ldm.append(float(losses[0].detach()))
                     history.ac.append(float(losses[1].detach()))
@@ -222,8 +259,11 @@ def step_losses(
     drop: torch.Tensor,
     normalisation: str = "mean",
     maps: dict[str, torch.Tensor] | None = None,
+    precision: TrainingPrecision | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(L_LDM, L_ac)`` for one batch; the caller combines them.
+    """``(L_LDM, L_ac)`` for one batch (float32); the caller combines them.
+
+    ``precision``: the dtype the U-Nets' inputs are cast to (:func:`training_precision`).
 
     Runs the encoder (hint), the copy (capturing its attention outputs and its output-11
     attention map) and the frozen U-Net with the injections (capturing its map). Pass ``maps``
@@ -233,23 +273,28 @@ def step_losses(
     x0 = data.latents[rows]
     noise, timesteps = noise.to(device), timesteps.to(device)
     sigma = sigmas[timesteps].view(-1, 1, 1, 1)
-    x_in = (x0 + sigma * noise) / torch.sqrt(sigma**2 + 1.0)
-    context = torch.where(
-        drop.to(device).view(-1, 1, 1), data.uncond.expand_as(data.contexts[rows]), data.contexts[rows]
+    cast = precision.inputs if precision is not None else (lambda tensor: tensor)
+    x_in = cast((x0 + sigma * noise) / torch.sqrt(sigma**2 + 1.0))
+    context = cast(
+        torch.where(drop.to(device).view(-1, 1, 1), data.uncond.expand_as(data.contexts[rows]), data.contexts[rows])
     )
     t = timesteps.float()
 
     hint = p3s.encoder(data.tokens[rows], data.mask_grids[rows], x0)
     maps = {} if maps is None else maps
-    probe = {"patches_replace": {"attn2": {LAST_CROSS_ATTENTION: make_attention_probe(maps, "copy")}}}
+    probe = {
+        "patches_replace": {"attn2": {LAST_CROSS_ATTENTION: make_attention_probe(maps, "copy")}},
+        ATTENTION_OVERRIDE_KEY: attention_override,
+    }
     captured = run_copy(p3s, x_in, t, context, hint, probe)
     options = {
         "patches": {f"{a}_output_patch": [make_injection_patch(a, _STATE_KEY)] for a in ATTENTIONS},
         "patches_replace": {"attn2": {LAST_CROSS_ATTENTION: make_attention_probe(maps, "frozen")}},
         _STATE_KEY: {"deltas": injection_deltas(p3s, captured, 1.0), "rows": None},
+        ATTENTION_OVERRIDE_KEY: attention_override,
     }
     noise_pred = unet(x_in, t, context=context, transformer_options=options)
-    l_ldm = ldm_loss(noise_pred, noise)
+    l_ldm = ldm_loss(noise_pred.float(), noise)
     l_ac = attention_consistency_loss(maps["copy"], maps["frozen"], normalisation)
     return l_ldm, l_ac
 
@@ -262,18 +307,21 @@ def reference_attention(
     index: int = 0,
     timestep: int = NUM_TIMESTEPS // 2,
     seed: int = 1234,
+    precision: str = "auto",
+    compute_dtype: torch.dtype | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(frozen, copy)`` cross-attention probabilities ``[H, N, T]`` at the last cross-attention layer.
 
     One training-style forward on reference ``index`` (its own prompt, no dropout) at ``timestep``
-    with fixed noise: what ``L_ac`` compares for that image.
+    with fixed noise: what ``L_ac`` compares for that image, in training's precision path.
     """
     device = next(unet.parameters()).device
     data = data.to(device)
     sigmas = sigmas.detach().to(device=device, dtype=torch.float32)
     noise = torch.randn((1, *data.latents.shape[1:]), generator=torch.Generator().manual_seed(seed))
     maps: dict[str, torch.Tensor] = {}
-    with torch.inference_mode(False), torch.no_grad():
+    path = training_precision(precision, device, compute_dtype or unet_compute_dtype(unet))
+    with torch.inference_mode(False), torch.no_grad(), path.context(device), casting_weights(p3s):
         step_losses(
             p3s,
             unet,
@@ -284,8 +332,9 @@ def reference_attention(
             torch.tensor([timestep]),
             torch.zeros(1, dtype=torch.bool),
             maps=maps,
+            precision=path,
         )
-    return maps["frozen"].cpu(), maps["copy"].cpu()
+    return maps["frozen"].float().cpu(), maps["copy"].float().cpu()
 
 
 def evaluate_loss(
@@ -298,12 +347,13 @@ def evaluate_loss(
     sigmas = sigmas.detach().to(device=device, dtype=torch.float32)
     rows = torch.arange(data.latents.shape[0])
     totals = []
-    with torch.inference_mode(False), torch.no_grad():
+    path = training_precision("auto", device, unet_compute_dtype(unet))
+    with torch.inference_mode(False), torch.no_grad(), path.context(device), casting_weights(p3s):
         for t in torch.linspace(50, NUM_TIMESTEPS - 50, 8).long():
             noise = torch.randn(data.latents.shape, generator=gen)
             timesteps = t.repeat(len(rows))
             drop = torch.zeros(len(rows), dtype=torch.bool)
-            l_ldm, l_ac = step_losses(p3s, unet, sigmas, data, rows, noise, timesteps, drop)
+            l_ldm, l_ac = step_losses(p3s, unet, sigmas, data, rows, noise, timesteps, drop, precision=path)
             totals.append(float(l_ldm + gamma * l_ac))
     return sum(totals) / len(totals)
 
@@ -319,20 +369,6 @@ def _draw(shape: torch.Size, dropout: float, gen: torch.Generator) -> tuple[torc
     timesteps = torch.randint(0, NUM_TIMESTEPS, (shape[0],), generator=gen)
     drop = torch.rand(shape[0], generator=gen) < dropout
     return noise, timesteps, drop
-
-
-def _precision(precision: str, device: torch.device) -> tuple[torch.dtype | None, torch.amp.GradScaler | None]:
-    if device.type != "cuda" or precision == "fp32":
-        return None, None
-    if precision == "bf16" or (precision == "auto" and torch.cuda.is_bf16_supported()):
-        return torch.bfloat16, None
-    return torch.float16, torch.amp.GradScaler("cuda")
-
-
-def _autocast(device: torch.device, dtype: torch.dtype | None):
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=dtype)
 
 
 @contextlib.contextmanager
@@ -378,20 +414,3 @@ def _only_trainable(p3s: P3SModel, trainable: dict[str, nn.Parameter]) -> Iterat
     finally:
         for param, flag in flags:
             param.requires_grad_(flag)
-
-
-@contextlib.contextmanager
-def _checkpointed(unet: nn.Module, enabled: bool) -> Iterator[None]:
-    """Gradient checkpointing on the copy's blocks: recompute activations in backward."""
-    blocks = [*unet.input_blocks, unet.middle_block, *unet.output_blocks] if enabled else []
-    for block in blocks:
-        block.forward = functools.partial(_checkpoint_call, type(block).forward.__get__(block))
-    try:
-        yield
-    finally:
-        for block in blocks:
-            del block.forward
-
-
-def _checkpoint_call(forward: Callable, *args, **kwargs):
-    return torch.utils.checkpoint.checkpoint(forward, *args, use_reentrant=False, **kwargs)
