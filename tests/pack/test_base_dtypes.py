@@ -14,7 +14,6 @@ import torch
 
 from devtools.pack_modules import import_pack_module, pack_core
 from devtools.tiny_models import tiny_sd15_patcher
-from tests.core.p3s_support import sample
 
 from .test_finetune_node import StandinClip, StandinClipVision, StandinVae, references
 
@@ -63,9 +62,19 @@ def p3s_folder(tmp_path, monkeypatch):
     return tmp_path
 
 
-def sampled(model) -> torch.Tensor:
+def sampled(model, steps: int = 3) -> torch.Tensor:
+    """Euler + CFG sampling of an 8x8 latent with fixed seeds, in inference mode as ComfyUI runs it."""
+    import comfy.sample
+
+    gen = torch.Generator().manual_seed(3)
+    positive = [[torch.randn(1, 7, 32, generator=gen), {}]]
+    negative = [[torch.randn(1, 7, 32, generator=gen), {}]]
+    latent = torch.zeros(1, 4, 8, 8)
+    noise = torch.randn(latent.shape, generator=torch.Generator().manual_seed(1))
     with torch.inference_mode():
-        return sample(model)
+        return comfy.sample.sample(
+            model, noise, steps, 4.0, "euler", "normal", positive, negative, latent, seed=1, disable_pbar=True
+        )
 
 
 @pytest.mark.parametrize("kind", list(BASES))
