@@ -40,8 +40,14 @@ from .p3s_patching import (
     clip_token_width,
     new_p3s_model,
     p3s_model_from_file,
-    p3s_patcher,
     reference_features,
+)
+from .p3s_placement import (
+    base_compute_dtype,
+    load_for_training,
+    place_for_base,
+    plain_ops_for_training,
+    training_clone,
 )
 from .types import CATEGORY_MODEL, P3SModelType
 
@@ -266,7 +272,10 @@ class P3SFineTune(io.ComfyNode):
         if taken and not overwrite:
             raise P3SInputError(f"Checkpoint files already exist ({', '.join(taken)}): enable overwrite or rename.")
         _show_loss(f"P3S Fine-tune: {picked}")
-        comfy.model_management.load_models_gpu([model, p3s_patcher(p3s, model)])
+        frozen = training_clone(model)
+        load_for_training(frozen)  # CLIP, CLIP vision and VAE offloaded, the U-Net fully loaded
+        unet = frozen.model.diffusion_model
+        compute_dtype = base_compute_dtype(model)
         bar = comfy.utils.ProgressBar(settings.total_steps(images.shape[0]))
 
         def on_step(step: int, total: int, history: TrainHistory) -> None:
@@ -283,26 +292,30 @@ class P3SFineTune(io.ComfyNode):
         try:
             history = train_p3s(
                 p3s,
-                model.model.diffusion_model,
+                unet,
                 _sigmas(model),
                 data,
                 settings,
                 on_step,
-                model.load_device,
+                frozen.load_device,
                 resume=resume,
                 on_epoch=on_epoch,
+                compute_dtype=compute_dtype,
+                frozen_context=lambda: plain_ops_for_training(unet),
             )
         except BaseException:
             del p3s
             comfy.model_management.soft_empty_cache()
             raise
-        overlays = _reference_overlays(p3s, model, data, images[0], word_groups)
-        with torch.inference_mode(False):
-            p3s.to(model.offload_device)
         p3s.__dict__[EPOCHS_DONE] = int(epochs)
-        if target is not None:
+        if target is not None:  # saved first: nothing after this can lose the run
             record["final_loss"] = history.total[-1]
             save_p3s_model(target, p3s.state_dict(), p3s.config, record, overwrite=bool(overwrite))
+        with plain_ops_for_training(unet):
+            overlays = _reference_overlays(
+                p3s, unet, _sigmas(model), settings.precision, compute_dtype, data, images[0], word_groups
+            )
+        place_for_base(p3s, model)
         plot = torch.from_numpy(plot_losses(history)).unsqueeze(0)
         return io.NodeOutput(p3s, plot, overlays)
 
@@ -362,11 +375,16 @@ def _word_groups(clip, prompt: str, word: str) -> tuple[TokenGroup, ...] | None:
     return token_groups(prompt_token_ids(clip, prompt), {word.strip(): word_token_ids(clip, word.strip())})
 
 
-def _reference_overlays(p3s, model, data: TrainingData, image: torch.Tensor, groups) -> torch.Tensor:
-    """Frozen, copy and difference overlays on ``image`` (or the image thrice without a word)."""
+def _reference_overlays(
+    p3s, unet, sigmas, precision: str, compute_dtype, data: TrainingData, image: torch.Tensor, groups
+) -> torch.Tensor:
+    """Frozen, copy and difference overlays on ``image`` (or the image thrice without a word).
+
+    One forward in training's precision path (same device, dtypes and attention).
+    """
     if groups is None:
         return image[..., :3].unsqueeze(0).expand(3, -1, -1, -1).clone()
-    frozen, copy = reference_attention(p3s, model.model.diffusion_model, _sigmas(model), data)
+    frozen, copy = reference_attention(p3s, unet, sigmas, data, precision=precision, compute_dtype=compute_dtype)
     size = tuple(data.latents.shape[-2:])
     frozen_map = probs_to_maps(frozen.unsqueeze(0), size, groups)[0, 0]
     copy_map = probs_to_maps(copy.unsqueeze(0), size, groups)[0, 0]
