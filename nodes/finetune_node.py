@@ -135,8 +135,8 @@ class P3SFineTune(io.ComfyNode):
                     tooltip="What of the U-Net copy trains; the rest shares the base's weights. auto = the richest "
                     "that fits the device's free memory; full = the paper (whole copy, ~14 GB AdamW state); "
                     "attention = the copy's attention layers; lora = low-rank adapters (our addition); "
-                    "injection = only zero layers and encoder (lightest, smallest file). With a p3s_model input "
-                    "auto keeps its scope.",
+                    "injection = only zero layers and encoder (lightest, smallest file). With a continue_from "
+                    "input auto keeps its scope.",
                 ),
                 io.Int.Input("lora_rank", default=DEFAULT_LORA_RANK, min=1, max=1024, tooltip="Rank of scope lora."),
                 io.Float.Input(
@@ -165,7 +165,7 @@ class P3SFineTune(io.ComfyNode):
                     "optimiser state, to resume exactly); 0 = none. Checkpoints stay when training is cancelled.",
                 ),
                 P3SModelType.Input(
-                    "p3s_model",
+                    "continue_from",
                     optional=True,
                     tooltip="Continue training this P3S model (from Init, Loader or a previous Fine-tune) up to "
                     "epochs in total; a checkpoint resumes exactly. The input model is not changed.",
@@ -217,7 +217,7 @@ class P3SFineTune(io.ComfyNode):
         lora_rank=DEFAULT_LORA_RANK,
         lora_alpha=DEFAULT_LORA_ALPHA,
         save_every=0,
-        p3s_model=None,
+        continue_from=None,
     ) -> io.NodeOutput:
         check_sd15_model(model)
         if scope not in SCOPE_CHOICES:
@@ -240,8 +240,8 @@ class P3SFineTune(io.ComfyNode):
         word_groups = _word_groups(clip, texts[0], attention_word or "")  # a missing word fails before training
 
         encoder = {**DEFAULT_ENCODER_CONFIG, "token_dim": clip_token_width(clip_vision)}
-        if p3s_model is not None:
-            p3s, resume = _continued_model(model, p3s_model)
+        if continue_from is not None:
+            p3s, resume = _continued_model(model, continue_from)
             picked = f"scope {p3s.scope} (of the input model)"
             if scope not in ("auto", p3s.scope):
                 settings = TrainSettings(**{**settings.as_dict(), "scope": scope})
