@@ -138,15 +138,6 @@ class P3SFineTune(io.ComfyNode):
                     "injection = only zero layers and encoder (lightest, smallest file). With a continue_from "
                     "input auto keeps its scope.",
                 ),
-                io.Int.Input("lora_rank", default=DEFAULT_LORA_RANK, min=1, max=1024, tooltip="Rank of scope lora."),
-                io.Float.Input(
-                    "lora_alpha",
-                    default=DEFAULT_LORA_ALPHA,
-                    min=0.01,
-                    max=4096.0,
-                    step=0.01,
-                    tooltip="LoRA scale alpha (the adapters add up(down(x)) * alpha / rank).",
-                ),
                 io.Boolean.Input(
                     "gradient_checkpointing", default=False, tooltip="Less memory, about 30% slower steps."
                 ),
@@ -156,9 +147,35 @@ class P3SFineTune(io.ComfyNode):
                     tooltip="File in models/p3s; empty = do not save.",
                 ),
                 io.Boolean.Input("overwrite", default=False, tooltip="Replace an existing file of that name."),
+                io.String.Input(
+                    "attention_word",
+                    default="sks",
+                    optional=True,
+                    tooltip="A word of the first image's prompt: after training, show where the frozen U-Net and "
+                    "the copy attend for it on that image (last cross-attention layer, the one L_ac compares). "
+                    "Empty = no overlays.",
+                ),
+                io.Int.Input(
+                    "lora_rank",
+                    default=DEFAULT_LORA_RANK,
+                    min=1,
+                    max=1024,
+                    optional=True,
+                    tooltip="Rank of scope lora.",
+                ),
+                io.Float.Input(
+                    "lora_alpha",
+                    default=DEFAULT_LORA_ALPHA,
+                    optional=True,
+                    min=0.01,
+                    max=4096.0,
+                    step=0.01,
+                    tooltip="LoRA scale alpha (the adapters add up(down(x)) * alpha / rank).",
+                ),
                 io.Int.Input(
                     "save_every",
                     default=0,
+                    optional=True,
                     min=0,
                     max=10000,
                     tooltip="Every N epochs write a checkpoint <save_name>_e<epoch>.safetensors (float32, with the "
@@ -169,14 +186,6 @@ class P3SFineTune(io.ComfyNode):
                     optional=True,
                     tooltip="Continue training this P3S model (from Init, Loader or a previous Fine-tune) up to "
                     "epochs in total; a checkpoint resumes exactly. The input model is not changed.",
-                ),
-                io.String.Input(
-                    "attention_word",
-                    default="sks",
-                    optional=True,
-                    tooltip="A word of the first image's prompt: after training, show where the frozen U-Net and "
-                    "the copy attend for it on that image (last cross-attention layer, the one L_ac compares). "
-                    "Empty = no overlays.",
                 ),
             ],
             outputs=[
