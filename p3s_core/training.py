@@ -39,6 +39,8 @@ from .p3s_model import P3SModel
 from .unet_layout import ATTENTIONS, LAST_CROSS_ATTENTION
 
 SCOPES = ("full", "attention", "injection")
+HINT_SOURCES = ("other", "own")
+LAC_LAYERS = ("last", "all")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 NUM_TIMESTEPS = 1000
 _STATE_KEY = "p3s_training"
@@ -58,6 +60,9 @@ class TrainSettings:
     scope: str = "full"
     lac_normalisation: str = "mean"
     gradient_checkpointing: bool = False
+    hint_source: str = "other"
+    injection_lr: float | None = None
+    lac_layers: str = "last"
 
     def __post_init__(self) -> None:
         if self.scope not in SCOPES:
@@ -66,6 +71,12 @@ class TrainSettings:
             raise P3SInputError(f"Precision must be one of {PRECISIONS}, not {self.precision!r}.")
         if self.lac_normalisation not in NORMALISATIONS:
             raise P3SInputError(f"L_ac normalisation must be one of {NORMALISATIONS}.")
+        if self.hint_source not in HINT_SOURCES:
+            raise P3SInputError(f"hint_source must be one of {HINT_SOURCES}, not {self.hint_source!r}.")
+        if self.lac_layers not in LAC_LAYERS:
+            raise P3SInputError(f"lac_layers must be one of {LAC_LAYERS}, not {self.lac_layers!r}.")
+        if self.injection_lr is not None and not (self.injection_lr > 0 and math.isfinite(self.injection_lr)):
+            raise P3SInputError("injection_lr must be > 0 (or None for the copy's lr).")
         if self.epochs < 1 or self.batch_size < 1:
             raise P3SInputError("epochs and batch_size must be at least 1.")
         if not (self.lr > 0 and math.isfinite(self.lr)) or self.gamma < 0 or not 0.0 <= self.dropout <= 1.0:
@@ -168,15 +179,27 @@ def train_p3s(
                 _only_trainable(p3s, trainable),
                 _checkpointed(p3s.copy, settings.gradient_checkpointing),
             ):
-                optimizer = torch.optim.AdamW(trainable.values(), lr=settings.lr)
+                optimizer = torch.optim.AdamW(_parameter_groups(trainable, settings), lr=settings.lr)
                 autocast_dtype, scaler = _precision(settings.precision, device)
                 total = settings.total_steps(data.latents.shape[0])
                 gen = torch.Generator().manual_seed(settings.seed)
+                hint_gen = torch.Generator().manual_seed(settings.seed + 1)
                 for step, rows in enumerate(_batches(data.latents.shape[0], settings, gen), start=1):
                     noise, timesteps, drop = _draw(data.latents[rows].shape, settings.dropout, gen)
+                    hint_rows = _hint_rows(rows, data.latents.shape[0], settings.hint_source, hint_gen)
                     with _autocast(device, autocast_dtype):
                         losses = step_losses(
-                            p3s, unet, sigmas, data, rows, noise, timesteps, drop, settings.lac_normalisation
+                            p3s,
+                            unet,
+                            sigmas,
+                            data,
+                            rows,
+                            noise,
+                            timesteps,
+                            drop,
+                            settings.lac_normalisation,
+                            hint_rows=hint_rows,
+                            lac_layers=settings.lac_layers,
                         )
                     loss = losses[0] + settings.gamma * losses[1]
                     if not torch.isfinite(loss):
@@ -222,12 +245,17 @@ def step_losses(
     drop: torch.Tensor,
     normalisation: str = "mean",
     maps: dict[str, torch.Tensor] | None = None,
+    hint_rows: torch.Tensor | None = None,
+    lac_layers: str = "last",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(L_LDM, L_ac)`` for one batch; the caller combines them.
 
     Runs the encoder (hint), the copy (capturing its attention outputs and its output-11
     attention map) and the frozen U-Net with the injections (capturing its map). Pass ``maps``
     to keep those two maps (``"copy"``, ``"frozen"``: ``[B*H, N, T]`` probabilities).
+    ``hint_rows``: the references whose hints the rows get (default: their own, ``rows``).
+    ``lac_layers``: ``last`` = L_ac at output block 11 [stated]; ``all`` = the mean over all
+    16 cross-attention layers (the paper's Table IV alternative) [reconstructed].
     """
     device = data.latents.device
     x0 = data.latents[rows]
@@ -239,19 +267,49 @@ def step_losses(
     )
     t = timesteps.float()
 
-    hint = p3s.encoder(data.tokens[rows], data.mask_grids[rows], x0)
+    hint_rows = rows if hint_rows is None else hint_rows
+    hint = p3s.encoder(data.tokens[hint_rows], data.mask_grids[hint_rows], data.latents[hint_rows])
     maps = {} if maps is None else maps
-    probe = {"patches_replace": {"attn2": {LAST_CROSS_ATTENTION: make_attention_probe(maps, "copy")}}}
-    captured = run_copy(p3s, x_in, t, context, hint, probe)
+    blocks = [LAST_CROSS_ATTENTION] if lac_layers == "last" else [(s.block, s.block_id) for s in p3s.sites]
+    copy_probes = {b: make_attention_probe(maps, _map_name("copy", b)) for b in blocks}
+    captured = run_copy(p3s, x_in, t, context, hint, {"patches_replace": {"attn2": copy_probes}})
     options = {
         "patches": {f"{a}_output_patch": [make_injection_patch(a, _STATE_KEY)] for a in ATTENTIONS},
-        "patches_replace": {"attn2": {LAST_CROSS_ATTENTION: make_attention_probe(maps, "frozen")}},
+        "patches_replace": {"attn2": {b: make_attention_probe(maps, _map_name("frozen", b)) for b in blocks}},
         _STATE_KEY: {"deltas": injection_deltas(p3s, captured, 1.0), "rows": None},
     }
     noise_pred = unet(x_in, t, context=context, transformer_options=options)
     l_ldm = ldm_loss(noise_pred, noise)
-    l_ac = attention_consistency_loss(maps["copy"], maps["frozen"], normalisation)
-    return l_ldm, l_ac
+    terms = [
+        attention_consistency_loss(maps[_map_name("copy", b)], maps[_map_name("frozen", b)], normalisation)
+        for b in blocks
+    ]
+    return l_ldm, torch.stack(terms).mean()
+
+
+def _map_name(model: str, block: tuple[str, int]) -> str:
+    """``copy`` / ``frozen`` for the last cross-attention layer, ``copy:input_1`` etc. for the others."""
+    return model if block == LAST_CROSS_ATTENTION else f"{model}:{block[0]}_{block[1]}"
+
+
+def _hint_rows(rows: torch.Tensor, references: int, source: str, gen: torch.Generator) -> torch.Tensor:
+    """Whose hint each row gets: its own (``own``), or another reference's (``other``) [our addition].
+
+    With its own clean latent in the hint, the copy can read the very target it denoises, while
+    sampling only ever sees the references' hints; ``other`` makes the training hint as foreign
+    to the target as it is at sampling (needs 2+ references; with one it falls back to ``own``).
+    """
+    if source == "own" or references < 2:
+        return rows
+    return (rows + torch.randint(1, references, rows.shape, generator=gen)) % references
+
+
+def _parameter_groups(trainable: dict[str, nn.Parameter], settings: TrainSettings) -> list[dict]:
+    """One AdamW group for the copy, one for the zero layers, hint ZeroConv and encoder (``injection_lr``)."""
+    copy = [p for n, p in trainable.items() if n.startswith("copy.")]
+    rest = [p for n, p in trainable.items() if not n.startswith("copy.")]
+    groups = [{"params": rest, "lr": settings.injection_lr or settings.lr}]
+    return groups + ([{"params": copy, "lr": settings.lr}] if copy else [])
 
 
 def reference_attention(
