@@ -14,6 +14,15 @@ in training). Scopes beside the paper's ``full`` copy, for smaller GPUs:
 * ``injection``: the copy stays equal to the base U-Net; only the zero layers, hint ZeroConv
   and encoder learn (the lightest; the copy still runs forward and backward).
 
+Options measured in the toy world (docs/toy_world.md) [our additions]:
+
+* ``hint_source``: ``other`` (default) gives each training row the hint of another reference
+  image; ``own`` is the image's own hint, from the clean latent being denoised, which lets
+  training read its target while sampling never can.
+* ``injection_lr``: a learning rate for the zero layers, hint ZeroConv and encoder apart from
+  the copy's (None = ``lr``).
+* ``lac_layers``: ``last`` (output block 11, [stated]) or ``all`` 16 cross-attention layers.
+
 The saved file holds the whole copy in every scope (same size); lighter scopes trade quality
 (fewer learned weights) for memory. Trainable parameters are trained in float32 (master
 weights), with autocast to bf16/fp16 on GPU when asked. Nothing here imports ComfyUI.

@@ -14,17 +14,22 @@ import sys
 import time
 from pathlib import Path
 
-from .host import setup_torch
+from .host import autograd_safe_attention
 
 
 def main(argv: list[str] | None = None) -> dict:
+    """Run the benchmark (see the module docstring); returns the printed result."""
+    with autograd_safe_attention():
+        return _main(argv)
+
+
+def _main(argv: list[str] | None) -> dict:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.toy_world", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="the CI version: a shorter base and three runs")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     parser.add_argument("--out", type=Path, default=None, help="folder for table.md and samples.png")
     parser.add_argument("--samples", type=int, default=None, help="samples per prompt (default 32, quick 16)")
     args = parser.parse_args(argv)
-    setup_torch()
 
     from . import base, runs
     from .evaluator import train_evaluator

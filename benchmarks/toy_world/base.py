@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from . import world
-from .host import NUM_TIMESTEPS, new_unet, noised, training_sigmas
+from .host import NUM_TIMESTEPS, autograd_safe_attention, new_unet, noised, training_sigmas
 from .text import CONTEXT_DIM, WordEncoder
 
 CACHE_VERSION = 1
@@ -122,5 +122,6 @@ if __name__ == "__main__":
     parser.add_argument("--quick", action="store_true", help="the CI base (fewer steps)")
     args = parser.parse_args()
     chosen = QUICK_PRETRAIN if args.quick else PretrainSettings()
-    _, info = load_or_pretrain(chosen, WordEncoder())
+    with autograd_safe_attention():
+        _, info = load_or_pretrain(chosen, WordEncoder())
     print(json.dumps(info))

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
 
 MODEL_CHANNELS = 32  # the smallest width ComfyUI's GroupNorm(32) allows with SD1.5's layout
@@ -9,18 +12,29 @@ NUM_TIMESTEPS = 1000
 
 
 def setup_torch() -> None:
-    """Import ComfyUI on the CPU and make its attention autograd-safe (PyTorch SDPA).
-
-    ComfyUI's CPU default (sub-quadratic, picked from free RAM) may take a chunked path with an
-    in-place ``exp`` that autograd rejects; training here always uses SDPA.
-    """
+    """One thread (tiny convolutions on a busy 2-core machine) and ComfyUI imported on the CPU."""
     torch.set_num_threads(1)
     from devtools.comfy_inprocess import import_comfy
 
     import_comfy()
+
+
+@contextlib.contextmanager
+def autograd_safe_attention() -> Iterator[None]:
+    """ComfyUI's attention switched to PyTorch SDPA inside the block (restored after).
+
+    ComfyUI's CPU default (sub-quadratic, picked from free RAM) may take a chunked path with an
+    in-place ``exp`` that autograd rejects; every toy-world stage runs on SDPA.
+    """
+    setup_torch()
     import comfy.ldm.modules.attention as attention
 
+    saved = attention.optimized_attention
     attention.optimized_attention = attention.attention_pytorch
+    try:
+        yield
+    finally:
+        attention.optimized_attention = saved
 
 
 def new_unet(seed: int, context_dim: int) -> torch.nn.Module:

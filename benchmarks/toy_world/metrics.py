@@ -59,7 +59,7 @@ def score(
     samples: int,
     seed: int = 2024,
     steps: int = 20,
-    cfg: float = 4.0,
+    cfg: float = 7.5,
 ) -> tuple[dict, torch.Tensor]:
     """All metrics of ``gen``; also returns its "a photo of sks" samples (for the PNG grid)."""
     shots = gen.sample(PROMPT, samples, encoder, seed, steps, cfg)
@@ -95,7 +95,7 @@ def caption_check(
     hits = {k: 0 for k in judge.ATTRIBUTES}
     for i, (colour, pattern, shape, background) in enumerate(world.HELD_OUT):
         scene = world.Scene(background, (world.Thing(shape, colour, pattern),))
-        read = evaluator.predict(gen.sample(scene.caption(), per_prompt, encoder, seed + i, 20, 4.0))
+        read = evaluator.predict(gen.sample(scene.caption(), per_prompt, encoder, seed + i, 20, 7.5))
         truth = {"colour": colour, "pattern": pattern, "shape": shape, "background": background}
         for k in hits:
             hits[k] += sum(v == truth[k] for v in read[k])
