@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -40,32 +41,14 @@ def all_runs(quick: bool) -> list[Run]:
     ]
     if quick:
         return [*core, Run("p3s_full_injection_zeroed", "core", reuse="p3s_full", sample_hint="zero_injection")]
+    # Ordered by priority: core comparison and hint ablations first, then the rest.
     return [
         *core,
         Run("dreambooth_like", "core", method="dreambooth"),
-        Run("p3s_attention", "scope", settings={"scope": "attention"}),
-        Run("p3s_injection", "scope", settings={"scope": "injection"}),
         Run("p3s_full_injection_zeroed", "hint", reuse="p3s_full", sample_hint="zero_injection"),
         Run("p3s_full_sample_zero_hint", "hint", reuse="p3s_full", sample_hint="zero"),
         Run("p3s_full_sample_other_subject", "hint", reuse="p3s_full", sample_hint="other_subject"),
-        Run("p3s_train_zero_hint", "hint", zero_hint=True),
-        Run("p3s_hint_own (old)", "hint", settings={"hint_source": "own"}),
-        Run("p3s_hint_own_sample_zero_hint", "hint", reuse="p3s_hint_own (old)", sample_hint="zero"),
-        Run("p3s_gamma0", "lac", settings={"gamma": 0.0}),
-        Run("p3s_lac_all_layers", "lac", settings={"lac_layers": "all"}),
-        Run("p3s_quadratic_up", "schedule", reuse="p3s_full", schedule=WeightSchedule("quadratic_up", 0.0, 1.0)),
-        Run("p3s_quadratic_down", "schedule", reuse="p3s_full", schedule=WeightSchedule("quadratic_down", 1.0, 0.0)),
-        Run("p3s_lr1e-5", "lr", settings={"lr": 1e-5}),
-        Run("p3s_lr1e-3", "lr", settings={"lr": 1e-3}),
-        Run("p3s_injection_lr1e-3", "lr", settings={"injection_lr": 1e-3}),
-        Run("p3s_injection_lr1e-3_sample_zero_hint", "hint", reuse="p3s_injection_lr1e-3", sample_hint="zero"),
-        Run(
-            "p3s_injection_lr1e-3_sample_other_subject",
-            "hint",
-            reuse="p3s_injection_lr1e-3",
-            sample_hint="other_subject",
-        ),
-        Run("p3s_injection_lr1e-2", "lr", settings={"injection_lr": 1e-2}),
+        Run("p3s_injection_lr1e-2", "hint", settings={"injection_lr": 1e-2}),
         Run("p3s_injection_lr1e-2_sample_zero_hint", "hint", reuse="p3s_injection_lr1e-2", sample_hint="zero"),
         Run(
             "p3s_injection_lr1e-2_sample_other_subject",
@@ -80,9 +63,18 @@ def all_runs(quick: bool) -> list[Run]:
             reuse="p3s_injection_lr1e-2_hint_own",
             sample_hint="zero",
         ),
-        Run("dreambooth_distractor_in", "selectivity", method="dreambooth", references="distractor_in"),
+        Run("p3s_quadratic_up", "schedule", reuse="p3s_full", schedule=WeightSchedule("quadratic_up", 0.0, 1.0)),
+        Run("p3s_quadratic_down", "schedule", reuse="p3s_full", schedule=WeightSchedule("quadratic_down", 1.0, 0.0)),
+        Run("p3s_gamma0", "lac", settings={"gamma": 0.0}),
         Run("p3s_distractor_in", "selectivity", references="distractor_in"),
         Run("p3s_distractor_removed", "selectivity", references="distractor_removed"),
+        Run("dreambooth_distractor_in", "selectivity", method="dreambooth", references="distractor_in"),
+        Run("p3s_lac_all_layers", "lac", settings={"lac_layers": "all"}),
+        Run("p3s_injection", "scope", settings={"scope": "injection"}),
+        Run("p3s_attention", "scope", settings={"scope": "attention"}),
+        Run("p3s_lr1e-3", "lr", settings={"lr": 1e-3}),
+        Run("p3s_lr1e-5", "lr", settings={"lr": 1e-5}),
+        Run("p3s_train_zero_hint", "hint", zero_hint=True),
     ]
 
 
@@ -120,6 +112,7 @@ def execute(
             "total_s": time.perf_counter() - start,
         }
         rows.append(row)
+        log("ROW " + json.dumps(row))
         grids[run.name] = shots
         log(
             f"{run.name}: identity {metrics['identity']:.3f} gap {metrics['identity_gap']:+.4f} "
