@@ -1,15 +1,20 @@
 """The versioned ``.safetensors`` file of a trained P3S model [reconstructed: the paper has no file format].
 
-A P3S model file holds the trainable parts (the U-Net copy, the zero-initialised injection
-layers, the RNGR encoder's attention and projections) as tensors, and these metadata entries
-(safetensors metadata values are strings):
+A P3S model file holds what the model owns as tensors (format 2: its own copy weights for its
+scope, LoRA factors, the zero-initialised injection layers, hint ZeroConv and the RNGR
+encoder; format 1 held a whole U-Net copy in every file and still loads), and these metadata
+entries (safetensors metadata values are strings):
 
 * ``p3s.format``: ``"p3s-model"``, marks the file as ours;
 * ``p3s.format_version``: integer, :data:`FORMAT_VERSION` for files this code writes;
 * ``p3s.base``: base architecture the model was trained on (``"sd15"``);
 * ``p3s.dtype``: storage dtype of the floating-point tensors (``fp32``, ``fp16`` or ``bf16``);
-* ``p3s.config``: JSON object, the model's structure (what the loader needs to build modules);
+* ``p3s.config``: JSON object, the model's structure (what the loader needs to build modules;
+  format 2 adds ``scope``, ``lora`` and the base U-Net's ``base_signature``/``base_fingerprint``);
+* ``p3s.scope`` / ``p3s.base_fingerprint`` (format 2): the same, readable without JSON;
 * ``p3s.training``: JSON object or ``null``, the training settings, for the record;
+* ``p3s.resume`` (checkpoints only): JSON object ``{"epoch": k}``; the file then also holds the
+  optimiser state as ``optimizer.*`` tensors (float32) to resume training exactly;
 * ``modelspec.sai_model_spec`` / ``modelspec.architecture``: the common model-spec keys, so
   other tools can tell what the file is.
 
@@ -34,7 +39,7 @@ from safetensors.torch import save_file
 from .errors import P3SInputError
 
 FORMAT_NAME = "p3s-model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 EXTENSION = ".safetensors"
 
 KEY_FORMAT = "p3s.format"
@@ -43,6 +48,10 @@ KEY_BASE = "p3s.base"
 KEY_DTYPE = "p3s.dtype"
 KEY_CONFIG = "p3s.config"
 KEY_TRAINING = "p3s.training"
+KEY_SCOPE = "p3s.scope"
+KEY_FINGERPRINT = "p3s.base_fingerprint"
+KEY_RESUME = "p3s.resume"
+OPTIMIZER_PREFIX = "optimizer."
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 BASES = {"sd15": "stable-diffusion-v1"}
@@ -58,6 +67,9 @@ class P3SModelInfo:
     dtype: str
     config: dict
     training: dict | None = None
+    scope: str = "full"
+    base_fingerprint: str = ""
+    resume: dict | None = None
 
 
 @dataclass(frozen=True)
@@ -77,8 +89,12 @@ def save_p3s_model(
     dtype: str = "fp16",
     base: str = "sd15",
     overwrite: bool = False,
+    resume: Mapping | None = None,
 ) -> None:
     """Write a P3S model file atomically; floating-point tensors are stored as ``dtype``.
+
+    ``resume`` (checkpoints): ``{"epoch": k}``, stored as ``p3s.resume``; pass the optimiser
+    state among ``tensors`` under ``optimizer.*``.
 
     Refuses (:class:`P3SInputError`) an existing file unless ``overwrite``, a name without the
     ``.safetensors`` extension, an unknown ``dtype`` or ``base``, an empty or non-tensor
@@ -101,9 +117,13 @@ def save_p3s_model(
         KEY_DTYPE: dtype,
         KEY_CONFIG: _to_json(config, "config", allow_none=False),
         KEY_TRAINING: _to_json(training, "training", allow_none=True),
+        KEY_SCOPE: str(config.get("scope", "full")),
+        KEY_FINGERPRINT: str(config.get("base_fingerprint", "")),
         "modelspec.sai_model_spec": "1.0.0",
         "modelspec.architecture": f"{BASES[base]}/p3s",
     }
+    if resume is not None:
+        metadata[KEY_RESUME] = _to_json(resume, "resume state", allow_none=False)
     path.parent.mkdir(parents=True, exist_ok=True)
     _write_atomically(path, storage, metadata, overwrite)
 
@@ -196,13 +216,28 @@ def _read_info(path: Path, metadata: Mapping[str, str], keys: Iterable[str]) -> 
         raise P3SInputError(f"{path.name} has an invalid format version {version}: re-save the model.")
     config = _from_json(path, metadata.get(KEY_CONFIG), KEY_CONFIG, allow_none=False)
     training = _from_json(path, metadata.get(KEY_TRAINING, "null"), KEY_TRAINING, allow_none=True)
+    resume = _from_json(path, metadata.get(KEY_RESUME, "null"), KEY_RESUME, allow_none=True)
     return P3SModelInfo(
         format_version=version,
         base=metadata.get(KEY_BASE, ""),
         dtype=metadata.get(KEY_DTYPE, ""),
         config=config,
         training=training,
+        scope=str(config.get("scope", "full")),
+        base_fingerprint=str(config.get("base_fingerprint", "")),
+        resume=resume,
     )
+
+
+def split_optimizer_state(tensors: Mapping[str, torch.Tensor]) -> tuple[dict, dict]:
+    """``(model tensors, optimiser tensors without the prefix)`` of a loaded file."""
+    model, optimizer = {}, {}
+    for key, value in tensors.items():
+        if key.startswith(OPTIMIZER_PREFIX):
+            optimizer[key[len(OPTIMIZER_PREFIX) :]] = value
+        else:
+            model[key] = value
+    return model, optimizer
 
 
 def _guess_kind(metadata: Mapping[str, str], keys: Iterable[str]) -> str:
