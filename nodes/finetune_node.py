@@ -336,31 +336,34 @@ def _continued_model(model, given) -> tuple[P3SModel, ResumeState]:
     return p3s, ResumeState(int(given.__dict__.get(EPOCHS_DONE, 0)), {})
 
 
+def scope_needs(model, data: TrainingData, settings: TrainSettings, encoder: dict, lora_rank: int) -> dict[str, int]:
+    """Estimated training memory (bytes) of each scope on ``model``'s device (``p3s_core.scope_memory``)."""
+    unet = model.model.diffusion_model
+    with torch.device("meta"):
+        encoder_params = sum(p.numel() for p in SubjectEncoder.from_config(encoder).parameters())
+    layers = encoder_params + sum(2 * (s.channels**2 + s.channels) for s in check_sd15_layout(unet))
+    to_load = max(int(model.model_size()) - int(model.loaded_size()), 0)
+    half = settings.precision != "fp32" and getattr(model.load_device, "type", "") == "cuda"
+    pixels = int(data.latents.shape[-1] * data.latents.shape[-2])
+    return {
+        name: training_bytes(count, pixels, settings.batch_size, half, settings.gradient_checkpointing, to_load)
+        for name, count in own_parameter_counts(unet, layers, lora_rank).items()
+    }
+
+
 def _pick_scope(
     scope: str, model, data: TrainingData, settings: TrainSettings, encoder: dict, lora_rank: int
 ) -> tuple[str, str]:
     """The scope to build, and a line saying why (``auto``: the richest that fits the free memory)."""
     if scope != "auto":
         return scope, f"scope {scope}"
-    unet = model.model.diffusion_model
-    with torch.device("meta"):
-        encoder_params = sum(p.numel() for p in SubjectEncoder.from_config(encoder).parameters())
-    layers = encoder_params + sum(2 * (s.channels**2 + s.channels) for s in check_sd15_layout(unet))
-    counts = own_parameter_counts(unet, layers, lora_rank)
-    device = model.load_device
-    free = int(comfy.model_management.get_free_memory(device))
-    to_load = max(int(model.model_size()) - int(model.loaded_size()), 0)
-    half = settings.precision != "fp32" and getattr(device, "type", str(device)) == "cuda"
-    pixels = int(data.latents.shape[-1] * data.latents.shape[-2])
-    needs = {
-        name: training_bytes(count, pixels, settings.batch_size, half, settings.gradient_checkpointing, to_load)
-        for name, count in counts.items()
-    }
+    needs = scope_needs(model, data, settings, encoder, lora_rank)
+    free = int(comfy.model_management.get_free_memory(model.load_device))
     chosen = choose_scope(free, needs)
     fits = "fits" if needs[chosen] <= free else "does not fit either; the lightest"
     line = (
-        f"scope auto -> {chosen} (free {free / 2**30:.1f} GB on {device}, {chosen} needs about "
-        f"{needs[chosen] / 2**30:.1f} GB: {fits})"
+        f"scope auto -> {chosen} (free {free / 2**30:.2f} GB on {model.load_device}, {chosen} needs about "
+        f"{needs[chosen] / 2**30:.2f} GB: {fits})"
     )
     return chosen, line
 
