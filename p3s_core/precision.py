@@ -84,15 +84,18 @@ def training_precision(
     return TrainingPrecision(None, torch.float16, True)
 
 
-def make_optimizer(params: Iterable[torch.nn.Parameter], lr: float) -> torch.optim.Optimizer:
+def make_optimizer(params: Iterable, lr: float) -> torch.optim.Optimizer:
     """AdamW, fused where every parameter's device supports it, else the single-tensor loop.
+
+    ``params``: parameters, or AdamW parameter groups (dicts with ``params`` and their ``lr``).
 
     The single-tensor loop (``foreach=False``) avoids the foreach path's temporaries, one
     per parameter group, that would otherwise sit beside the gradients at the step's peak.
     """
     params = list(params)
-    devices = {p.device.type for p in params}
-    if devices and devices <= {"cuda", "cpu", "xpu", "mps"} and all(p.dtype == torch.float32 for p in params):
+    flat = [p for item in params for p in (item["params"] if isinstance(item, dict) else [item])]
+    devices = {p.device.type for p in flat}
+    if devices and devices <= {"cuda", "cpu", "xpu", "mps"} and all(p.dtype == torch.float32 for p in flat):
         try:
             return torch.optim.AdamW(params, lr=lr, fused=True)
         except (RuntimeError, TypeError, ValueError):

@@ -20,6 +20,15 @@ and go on later; :class:`ResumeState` carries the epochs done and the AdamW stat
 what a checkpoint stores. Resuming from a checkpoint of epoch k with the same settings gives
 the same weights as an uninterrupted run.
 
+Options measured in the toy world (docs/toy_world.md) [our additions]:
+
+* ``hint_source``: ``other`` (default) gives each training row the hint of another reference
+  image; ``own`` is the image's own hint, from the clean latent being denoised, which lets
+  training read its target while sampling never can.
+* ``injection_lr``: a learning rate for the zero layers, hint ZeroConv and encoder apart from
+  the copy's (None = ``lr``).
+* ``lac_layers``: ``last`` (output block 11, [stated]) or ``all`` 16 cross-attention layers.
+
 Only trained parameters are float32 (master weights); the forward runs in the base's compute
 dtype, or under autocast for an fp32 base on CUDA (``p3s_core/precision.py``). Gradients are
 freed right after each optimiser step; gradient checkpointing wraps the layers of both U-Nets
@@ -54,6 +63,8 @@ from .precision import (
 from .shared_copy import SCOPES
 from .unet_layout import ATTENTIONS, LAST_CROSS_ATTENTION
 
+HINT_SOURCES = ("other", "own")
+LAC_LAYERS = ("last", "all")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 NUM_TIMESTEPS = 1000
 _STATE_KEY = "p3s_training"
@@ -73,6 +84,9 @@ class TrainSettings:
     scope: str | None = None
     lac_normalisation: str = "mean"
     gradient_checkpointing: bool = False
+    hint_source: str = "other"
+    injection_lr: float | None = None
+    lac_layers: str = "last"
 
     def __post_init__(self) -> None:
         if self.scope is not None and self.scope not in SCOPES:
@@ -81,6 +95,12 @@ class TrainSettings:
             raise P3SInputError(f"Precision must be one of {PRECISIONS}, not {self.precision!r}.")
         if self.lac_normalisation not in NORMALISATIONS:
             raise P3SInputError(f"L_ac normalisation must be one of {NORMALISATIONS}.")
+        if self.hint_source not in HINT_SOURCES:
+            raise P3SInputError(f"hint_source must be one of {HINT_SOURCES}, not {self.hint_source!r}.")
+        if self.lac_layers not in LAC_LAYERS:
+            raise P3SInputError(f"lac_layers must be one of {LAC_LAYERS}, not {self.lac_layers!r}.")
+        if self.injection_lr is not None and not (self.injection_lr > 0 and math.isfinite(self.injection_lr)):
+            raise P3SInputError("injection_lr must be > 0 (or None for the copy's lr).")
         if self.epochs < 1 or self.batch_size < 1:
             raise P3SInputError("epochs and batch_size must be at least 1.")
         if not (self.lr > 0 and math.isfinite(self.lr)) or self.gamma < 0 or not 0.0 <= self.dropout <= 1.0:
@@ -274,7 +294,7 @@ def train_p3s(
                 casting_weights(p3s),
                 frozen_context() if frozen_context is not None else contextlib.nullcontext(),
             ):
-                optimizer = make_optimizer(trainable.values(), settings.lr)
+                optimizer = make_optimizer(_parameter_groups(trainable, settings), settings.lr)
                 if resume is not None and resume.optimizer:
                     load_optimizer_tensors(optimizer, resume.optimizer, trainable)
                 scaler = precision.scaler(device)
@@ -283,9 +303,11 @@ def train_p3s(
                 step = start_epoch * settings.steps_per_epoch(images)
                 for epoch in range(start_epoch, settings.epochs):
                     gen = epoch_generator(settings.seed, epoch)
+                    hint_gen = epoch_generator(settings.seed + 1, epoch)
                     for rows in torch.randperm(images, generator=gen).split(settings.batch_size):
                         step += 1
                         noise, timesteps, drop = _draw(data.latents[rows].shape, settings.dropout, gen)
+                        hint_rows = _hint_rows(rows, images, settings.hint_source, hint_gen)
                         with precision.context(device):
                             losses = step_losses(
                                 p3s,
@@ -299,6 +321,8 @@ def train_p3s(
                                 settings.lac_normalisation,
                                 copy_net=copy_net,
                                 precision=precision,
+                                hint_rows=hint_rows,
+                                lac_layers=settings.lac_layers,
                             )
                         loss = losses[0].float() + settings.gamma * losses[1].float()
                         if not torch.isfinite(loss):
@@ -356,6 +380,8 @@ def step_losses(
     drop: torch.Tensor,
     normalisation: str = "mean",
     maps: dict[str, torch.Tensor] | None = None,
+    hint_rows: torch.Tensor | None = None,
+    lac_layers: str = "last",
     copy_net: nn.Module | None = None,
     precision: TrainingPrecision | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -364,6 +390,9 @@ def step_losses(
     Runs the encoder (hint), the copy (capturing its attention outputs and its output-11
     attention map) and the frozen U-Net with the injections (capturing its map). Pass ``maps``
     to keep those two maps (``"copy"``, ``"frozen"``: ``[B*H, N, T]`` probabilities).
+    ``hint_rows``: the references whose hints the rows get (default: their own, ``rows``).
+    ``lac_layers``: ``last`` = L_ac at output block 11 [stated]; ``all`` = the mean over all
+    16 cross-attention layers (the paper's Table IV alternative) [reconstructed].
     ``copy_net``: the copy's module over ``unet`` (:meth:`P3SModel.copy_module`), built if None.
     ``precision``: the dtype the U-Nets' inputs are cast to (:func:`training_precision`).
     """
@@ -378,23 +407,53 @@ def step_losses(
     )
     t = timesteps.float()
 
-    hint = p3s.encoder(data.tokens[rows], data.mask_grids[rows], x0)
+    hint_rows = rows if hint_rows is None else hint_rows
+    hint = p3s.encoder(data.tokens[hint_rows], data.mask_grids[hint_rows], data.latents[hint_rows])
     maps = {} if maps is None else maps
+    blocks = [LAST_CROSS_ATTENTION] if lac_layers == "last" else [(s.block, s.block_id) for s in p3s.sites]
     probe = {
-        "patches_replace": {"attn2": {LAST_CROSS_ATTENTION: make_attention_probe(maps, "copy")}},
+        "patches_replace": {"attn2": {b: make_attention_probe(maps, _map_name("copy", b)) for b in blocks}},
         ATTENTION_OVERRIDE_KEY: attention_override,
     }
     captured = run_copy(p3s, x_in, t, context, hint, probe, base=unet, copy_net=copy_net)
     options = {
         "patches": {f"{a}_output_patch": [make_injection_patch(a, _STATE_KEY)] for a in ATTENTIONS},
-        "patches_replace": {"attn2": {LAST_CROSS_ATTENTION: make_attention_probe(maps, "frozen")}},
+        "patches_replace": {"attn2": {b: make_attention_probe(maps, _map_name("frozen", b)) for b in blocks}},
         _STATE_KEY: {"deltas": injection_deltas(p3s, captured, 1.0), "rows": None},
         ATTENTION_OVERRIDE_KEY: attention_override,
     }
     noise_pred = unet(x_in, t, context=context, transformer_options=options)
     l_ldm = ldm_loss(noise_pred.float(), noise)
-    l_ac = attention_consistency_loss(maps["copy"], maps["frozen"], normalisation)
-    return l_ldm, l_ac
+    terms = [
+        attention_consistency_loss(maps[_map_name("copy", b)], maps[_map_name("frozen", b)], normalisation)
+        for b in blocks
+    ]
+    return l_ldm, torch.stack(terms).mean()
+
+
+def _map_name(model: str, block: tuple[str, int]) -> str:
+    """``copy`` / ``frozen`` for the last cross-attention layer, ``copy:input_1`` etc. for the others."""
+    return model if block == LAST_CROSS_ATTENTION else f"{model}:{block[0]}_{block[1]}"
+
+
+def _hint_rows(rows: torch.Tensor, references: int, source: str, gen: torch.Generator) -> torch.Tensor:
+    """Whose hint each row gets: its own (``own``), or another reference's (``other``) [our addition].
+
+    With its own clean latent in the hint, the copy can read the very target it denoises, while
+    sampling only ever sees the references' hints; ``other`` makes the training hint as foreign
+    to the target as it is at sampling (needs 2+ references; with one it falls back to ``own``).
+    """
+    if source == "own" or references < 2:
+        return rows
+    return (rows + torch.randint(1, references, rows.shape, generator=gen)) % references
+
+
+def _parameter_groups(trainable: dict[str, nn.Parameter], settings: TrainSettings) -> list[dict]:
+    """One AdamW group for the copy, one for the zero layers, hint ZeroConv and encoder (``injection_lr``)."""
+    copy = [p for n, p in trainable.items() if n.startswith("copy.")]
+    rest = [p for n, p in trainable.items() if not n.startswith("copy.")]
+    groups = [{"params": rest, "lr": settings.injection_lr or settings.lr}]
+    return groups + ([{"params": copy, "lr": settings.lr}] if copy else [])
 
 
 def reference_attention(

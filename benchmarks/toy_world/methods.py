@@ -1,0 +1,63 @@
+"""The methods compared: P3S (through ``p3s_core.training.train_p3s``) and a DreamBooth-like baseline."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from p3s_core.p3s_model import P3SModel
+from p3s_core.training import TrainingData, TrainSettings, train_p3s
+
+from .host import NUM_TIMESTEPS, noised, training_sigmas
+from .subject import ENCODER_CONFIG
+
+
+class ZeroHint(nn.Module):
+    """Stands in for the subject encoder: the hint is all zeros (the "no encoder" ablation)."""
+
+    def __init__(self, config: dict):
+        super().__init__()
+        self.config = dict(config)
+
+    def forward(self, tokens: torch.Tensor, mask_grid: torch.Tensor, latent: torch.Tensor) -> torch.Tensor:
+        return torch.zeros_like(latent)
+
+
+def train_p3s_model(
+    unet: nn.Module, data: TrainingData, settings: TrainSettings, zero_hint: bool = False
+) -> tuple[P3SModel, list[float]]:
+    """A fresh P3S model of ``unet`` fine-tuned on ``data``; returns it and its L_LDM per step."""
+    p3s = P3SModel.from_base(unet, ENCODER_CONFIG)
+    if zero_hint:
+        p3s.encoder = ZeroHint(p3s.encoder.config)
+    history = train_p3s(p3s, unet, training_sigmas(), data, settings)
+    p3s.eval()
+    return p3s, history.ldm
+
+
+def dreambooth_like(unet: nn.Module, data: TrainingData, settings: TrainSettings) -> tuple[nn.Module, list[float]]:
+    """Fine-tune a copy of the base itself on the references: same steps, lr, dropout and draws as P3S."""
+    tuned = copy.deepcopy(unet).train()
+    for p in tuned.parameters():
+        p.requires_grad_(True)
+    opt = torch.optim.AdamW(tuned.parameters(), lr=settings.lr)
+    sigmas = training_sigmas()
+    gen = torch.Generator().manual_seed(settings.seed)
+    refs = data.latents.shape[0]
+    losses = []
+    for _ in range(settings.epochs):
+        for rows in torch.randperm(refs, generator=gen).split(settings.batch_size):
+            x0 = data.latents[rows]
+            noise = torch.randn(x0.shape, generator=gen)
+            t = torch.randint(0, NUM_TIMESTEPS, (len(rows),), generator=gen)
+            drop = torch.rand(len(rows), generator=gen) < settings.dropout
+            context = torch.where(drop.view(-1, 1, 1), data.uncond.expand_as(data.contexts[rows]), data.contexts[rows])
+            loss = nn.functional.mse_loss(tuned(noised(x0, noise, sigmas[t]), t.float(), context=context), noise)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+    tuned.eval().requires_grad_(False)
+    return tuned, losses

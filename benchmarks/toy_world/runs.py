@@ -1,0 +1,154 @@
+"""The table: every run of the toy world, trained and scored with fixed seeds."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+
+import torch
+
+from p3s_core.schedule import WeightSchedule
+from p3s_core.training import TrainSettings
+
+from . import world
+from .methods import dreambooth_like, train_p3s_model
+from .metrics import Generator, score
+from .subject import clip_standin_tokens, reference_scenes, training_data
+
+DEFAULT_TRAIN = TrainSettings(epochs=60, lr=1e-4, seed=0)
+OTHER_SUBJECT = world.Thing("square", "red", "plain")
+
+
+@dataclass
+class Run:
+    name: str
+    group: str
+    method: str = "p3s"  # p3s | dreambooth | base
+    settings: dict = field(default_factory=dict)
+    zero_hint: bool = False
+    references: str = "clean"  # clean | distractor_in | distractor_removed
+    schedule: WeightSchedule | None = None
+    sample_hint: str = "references"  # references | zero | other_subject
+    reuse: str | None = None  # reuse the trained model of another run (sampling-time ablations)
+
+
+def all_runs(quick: bool) -> list[Run]:
+    core = [
+        Run("base", "core", method="base"),
+        Run("p3s_full", "core"),
+    ]
+    if quick:
+        return [*core, Run("p3s_full_injection_zeroed", "core", reuse="p3s_full", sample_hint="zero_injection")]
+    # Ordered by priority: core comparison and hint ablations first, then the rest.
+    return [
+        *core,
+        Run("dreambooth_like", "core", method="dreambooth"),
+        Run("p3s_full_injection_zeroed", "hint", reuse="p3s_full", sample_hint="zero_injection"),
+        Run("p3s_full_sample_zero_hint", "hint", reuse="p3s_full", sample_hint="zero"),
+        Run("p3s_full_sample_other_subject", "hint", reuse="p3s_full", sample_hint="other_subject"),
+        Run("p3s_injection_lr1e-2", "hint", settings={"injection_lr": 1e-2}),
+        Run("p3s_injection_lr1e-2_sample_zero_hint", "hint", reuse="p3s_injection_lr1e-2", sample_hint="zero"),
+        Run(
+            "p3s_injection_lr1e-2_sample_other_subject",
+            "hint",
+            reuse="p3s_injection_lr1e-2",
+            sample_hint="other_subject",
+        ),
+        Run("p3s_injection_lr1e-2_hint_own", "hint", settings={"injection_lr": 1e-2, "hint_source": "own"}),
+        Run(
+            "p3s_injection_lr1e-2_hint_own_sample_zero_hint",
+            "hint",
+            reuse="p3s_injection_lr1e-2_hint_own",
+            sample_hint="zero",
+        ),
+        Run("p3s_quadratic_up", "schedule", reuse="p3s_full", schedule=WeightSchedule("quadratic_up", 0.0, 1.0)),
+        Run("p3s_quadratic_down", "schedule", reuse="p3s_full", schedule=WeightSchedule("quadratic_down", 1.0, 0.0)),
+        Run("p3s_gamma0", "lac", settings={"gamma": 0.0}),
+        Run("p3s_distractor_in", "selectivity", references="distractor_in"),
+        Run("p3s_distractor_removed", "selectivity", references="distractor_removed"),
+        Run("dreambooth_distractor_in", "selectivity", method="dreambooth", references="distractor_in"),
+        Run("p3s_lac_all_layers", "lac", settings={"lac_layers": "all"}),
+        Run("p3s_injection", "scope", settings={"scope": "injection"}),
+        Run("p3s_attention", "scope", settings={"scope": "attention"}),
+        Run("p3s_lr1e-3", "lr", settings={"lr": 1e-3}),
+        Run("p3s_lr1e-5", "lr", settings={"lr": 1e-5}),
+        Run("p3s_train_zero_hint", "hint", zero_hint=True),
+    ]
+
+
+def execute(
+    runs: list[Run], unet, evaluator, encoder, samples: int, epochs: int | None, log: Callable = print
+) -> tuple[list[dict], dict[str, torch.Tensor]]:
+    """Train and score every run; returns rows (metrics + seconds) and the samples per run."""
+    trained: dict[str, tuple] = {}
+    rows, grids = [], {}
+    for run in runs:
+        start = time.perf_counter()
+        settings = replace(DEFAULT_TRAIN, **run.settings, **({"epochs": epochs} if epochs else {}))
+        data = _data(run.references, encoder)
+        train_seconds = 0.0
+        if run.method == "base":
+            gen = Generator(unet)
+        elif run.method == "dreambooth":
+            tuned, _ = dreambooth_like(unet, data, settings)
+            train_seconds = time.perf_counter() - start
+            gen = Generator(tuned)
+        else:
+            if run.reuse:
+                p3s, data = trained[run.reuse]
+            else:
+                p3s, _ = train_p3s_model(unet, data, settings, zero_hint=run.zero_hint)
+                train_seconds = time.perf_counter() - start
+                trained[run.name] = (p3s, data)
+            gen = Generator(unet, _sampling_p3s(p3s, run), _sample_hint(p3s, data, run, encoder), run.schedule)
+        metrics, shots = score(gen, evaluator, encoder, samples)
+        row = {
+            "run": run.name,
+            "group": run.group,
+            **metrics,
+            "train_s": train_seconds,
+            "total_s": time.perf_counter() - start,
+        }
+        rows.append(row)
+        log("ROW " + json.dumps(row))
+        grids[run.name] = shots
+        log(
+            f"{run.name}: identity {metrics['identity']:.3f} gap {metrics['identity_gap']:+.4f} "
+            f"green {metrics['edit_green']:.2f} distractor {metrics['distractor_seen']:.2f} "
+            f"({row['total_s']:.0f} s)"
+        )
+    return rows, grids
+
+
+def _data(kind: str, encoder):
+    scenes = reference_scenes(seed=3, with_distractor=kind != "clean")
+    return training_data(scenes, encoder, remove_distractor=kind == "distractor_removed")
+
+
+def _sampling_p3s(p3s, run: Run):
+    if run.sample_hint != "zero_injection":
+        return p3s
+    import copy
+
+    zeroed = copy.deepcopy(p3s)
+    with torch.no_grad():
+        for param in zeroed.injection.parameters():
+            param.zero_()
+    return zeroed
+
+
+def _sample_hint(p3s, data, run: Run, encoder) -> torch.Tensor:
+    """The hint at sampling: the references' (as P3S Apply computes it), zeros, or another subject's."""
+    if run.sample_hint == "zero":
+        return torch.zeros_like(data.latents)
+    if run.sample_hint == "other_subject":
+        gen = torch.Generator().manual_seed(4)
+        scenes = [world.Scene(s.background, (world.jittered(OTHER_SUBJECT, gen),)) for s in reference_scenes(3, False)]
+        lat = world.latents(scenes)
+        masks = torch.stack([world.object_mask(s) for s in scenes])
+        with torch.no_grad():
+            return p3s.encoder(clip_standin_tokens(lat), masks, lat)
+    with torch.no_grad():
+        return p3s.encoder(data.tokens, data.mask_grids, data.latents)
