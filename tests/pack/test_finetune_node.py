@@ -89,8 +89,8 @@ def run(save_name: str, epochs: int = 2, seed: int = 3, attention_word: str = ""
         model = tiny_sd15_patcher(seed=0)
         return node.P3SFineTune.execute(
             model, StandinClip(), StandinVae(), StandinClipVision(), images, mask,
-            "a photo of sks disc", epochs, 1e-3, 0.1, 0.1, 64, 1, seed, "auto", "injection", False, save_name, overwrite,
-            attention_word=attention_word,
+            "a photo of sks disc", epochs, 1e-3, 0.1, 0.1, 64, 1, seed, "auto", "injection", False, save_name,
+            overwrite, attention_word=attention_word,
         )  # fmt: skip
 
 
