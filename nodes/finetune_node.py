@@ -32,7 +32,7 @@ from ..p3s_core.training import (
     train_p3s,
 )
 from ..p3s_core.unet_layout import check_sd15_layout
-from ..p3s_core.validation import finite
+from ..p3s_core.validation import MAX_PROMPT_CHARS, MAX_WORDS_CHARS, finite, text_length
 from .attention_patching import word_groups
 from .model_folder import P3S_FOLDER, register_p3s_folder
 from .p3s_patching import (
@@ -237,6 +237,9 @@ class P3SFineTune(io.ComfyNode):
         elif save_every:
             raise P3SInputError("Checkpoints (save_every) need a save_name: give one, or set save_every to 0.")
         check_reference_batches(reference_images, subject_mask)
+        text_length("instance_prompt", instance_prompt, MAX_PROMPT_CHARS)
+        text_length("captions", captions or "", MAX_PROMPT_CHARS)
+        text_length("attention_word", attention_word or "", MAX_WORDS_CHARS)
         texts = _captions(instance_prompt, captions or "", reference_images.shape[0])
         word_groups = _word_groups(clip, texts[0], attention_word or "")
         images, mask = _resize(reference_images, subject_mask, resolution)
