@@ -30,7 +30,7 @@ class P3SInit(io.ComfyNode):
                     "sets the encoder's token width (1024 when absent).",
                 ),
             ],
-            outputs=[P3SModelType.Output("p3s_model")],
+            outputs=[P3SModelType.Output("p3s_model", tooltip="The untrained P3S model, for P3S Fine-tune or Apply.")],
         )
 
     @classmethod
