@@ -29,7 +29,7 @@ def node_schemas() -> list[Any]:
     from devtools.pack_modules import import_pack
 
     pack = import_pack()
-    extension = asyncio.run(pack.comfy_entrypoint())
+    extension = pack.nodes.P3SExtension()  # the entry point's node list, without its start-up side effects
     return [node.GET_SCHEMA() for node in asyncio.run(extension.get_node_list())]
 
 
