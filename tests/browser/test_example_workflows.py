@@ -43,7 +43,12 @@ def page(browser, comfy_server):
 
 
 def close_dialogs(page) -> None:
-    page.keyboard.press("Escape")
+    """Close the load dialogs (missing nodes, missing models: one Escape each)."""
+    for _ in range(4):
+        if not page.query_selector(".p-dialog"):
+            return
+        page.keyboard.press("Escape")
+        page.wait_for_timeout(300)
     page.wait_for_function("() => !document.querySelector('.p-dialog')", timeout=10_000)
 
 
