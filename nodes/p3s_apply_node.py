@@ -6,7 +6,14 @@ from comfy_api.latest import io
 
 from ..p3s_core.injection import REFERENCE_MODES
 from ..p3s_core.model_file import P3SModelFile
-from .p3s_patching import apply_p3s, check_sd15_model, encode_hint, p3s_model_from_file
+from .p3s_patching import (
+    apply_p3s,
+    check_injection_settings,
+    check_reference_batches,
+    check_sd15_model,
+    encode_hint,
+    p3s_model_from_file,
+)
 from .types import CATEGORY_APPLY, P3SModelType, P3SScheduleType
 
 
@@ -90,7 +97,9 @@ class P3SApply(io.ComfyNode):
         reference_mode,
         schedule=None,
     ) -> io.NodeOutput:
-        check_sd15_model(model)
+        check_sd15_model(model)  # every check runs before the model is rebuilt or anything is encoded
+        check_injection_settings(strength, start_percent, end_percent)
+        check_reference_batches(reference_images, subject_mask)
         if isinstance(p3s_model, P3SModelFile):  # from P3S Loader: rebuild it on this base model
             p3s_model = p3s_model_from_file(model, p3s_model.tensors, p3s_model.info.config)
         hint = encode_hint(p3s_model, reference_images, subject_mask, vae, clip_vision, model)

@@ -24,9 +24,12 @@ from ..p3s_core.injection import (
     make_injection_patch,
 )
 from ..p3s_core.letterbox import letterbox_pixels
+from ..p3s_core.model_file import split_optimizer_state
 from ..p3s_core.p3s_model import P3SModel, p3s_model_from_tensors
+from ..p3s_core.shared_copy import DEFAULT_LORA_ALPHA, DEFAULT_LORA_RANK
 from ..p3s_core.subject_encoder import mask_to_patch_grid, patch_grid_side
 from ..p3s_core.unet_layout import check_sd15_layout
+from ..p3s_core.validation import finite, window
 
 STATE_KEY_PREFIX = "p3s_injection"
 
@@ -54,21 +57,39 @@ def base_diffusion_state_dict(model: comfy.model_patcher.ModelPatcher) -> dict[s
     return state
 
 
-def new_p3s_model(model: comfy.model_patcher.ModelPatcher, encoder_config: dict | None = None) -> P3SModel:
-    """An untrained P3S model copying ``model``'s SD1.5 U-Net (on the offload device)."""
+def new_p3s_model(
+    model: comfy.model_patcher.ModelPatcher,
+    encoder_config: dict | None = None,
+    scope: str = "full",
+    lora_rank: int = DEFAULT_LORA_RANK,
+    lora_alpha: float = DEFAULT_LORA_ALPHA,
+) -> P3SModel:
+    """An untrained P3S model of ``scope`` over ``model``'s SD1.5 U-Net (own weights on the offload device).
+
+    Whatever the scope does not train stays the U-Net's own modules (see ``p3s_core.shared_copy``).
+    """
     unet = check_sd15_model(model)
-    p3s = P3SModel.from_base(unet, encoder_config, base_diffusion_state_dict(model))
+    p3s = P3SModel.from_base(unet, encoder_config, base_diffusion_state_dict(model), scope, lora_rank, lora_alpha)
     with torch.inference_mode(False):  # moved weights must stay trainable (nodes run in inference mode)
         return p3s.to(model.offload_device)
 
 
 def p3s_model_from_file(
-    model: comfy.model_patcher.ModelPatcher, tensors: dict[str, torch.Tensor], config: dict
+    model: comfy.model_patcher.ModelPatcher,
+    tensors: dict[str, torch.Tensor],
+    config: dict,
+    dtype: torch.dtype | None = None,
 ) -> P3SModel:
-    """Rebuild a saved P3S model (``state_dict`` tensors + ``P3SModel.config``) for an SD1.5 MODEL."""
+    """Rebuild a saved P3S model (``state_dict`` tensors + ``P3SModel.config``) for an SD1.5 MODEL.
+
+    Refuses a model trained on another base (both fingerprints in the message). A checkpoint's
+    optimiser state (``optimizer.*``) is left out.
+    """
     unet = check_sd15_model(model)
+    tensors, _ = split_optimizer_state(tensors)
     with torch.inference_mode(False):
-        return p3s_model_from_tensors(unet, tensors, config).to(model.offload_device)
+        p3s = p3s_model_from_tensors(unet, tensors, config, base_diffusion_state_dict(model), dtype)
+        return p3s.to(model.offload_device)
 
 
 def clip_token_width(clip_vision) -> int:
@@ -128,6 +149,12 @@ def encode_hint(
     return hint.to(comfy.model_management.intermediate_device())
 
 
+def check_injection_settings(strength: float, start_percent: float, end_percent: float) -> None:
+    """A finite ``strength`` and a non-empty window in [0, 1], checked before anything is encoded."""
+    finite("strength", strength)
+    window(start_percent, end_percent)
+
+
 def apply_p3s(
     model: comfy.model_patcher.ModelPatcher,
     p3s: P3SModel,
@@ -141,8 +168,7 @@ def apply_p3s(
 ) -> comfy.model_patcher.ModelPatcher:
     """A patched clone of ``model`` that injects ``p3s`` (the input MODEL is not changed)."""
     check_sd15_model(model)
-    if not 0.0 <= start_percent <= end_percent <= 1.0:
-        raise P3SInputError(f"start_percent ({start_percent}) must be <= end_percent ({end_percent}), both in [0, 1].")
+    check_injection_settings(strength, start_percent, end_percent)
     if hint.dim() != 4 or hint.shape[1] != p3s.hint_conv.in_channels:
         raise P3SInputError(f"The hint must be [refs, {p3s.hint_conv.in_channels}, h, w]; got {tuple(hint.shape)}.")
     sigma_range = None

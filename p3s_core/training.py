@@ -7,16 +7,21 @@ encoder. Timesteps are drawn uniformly from 0..999 and noised as in SD training
 (``x_t = (x_0 + sigma_t eps) / sqrt(sigma_t^2 + 1)``, eps-prediction).
 
 [reconstructed] The copy's injections enter with weight 1 (the sampling schedule is not used
-in training). Scopes beside the paper's ``full`` copy, for smaller GPUs:
+in training). Training trains everything the P3S model owns; its scope (see
+:mod:`.shared_copy`) says what that is: ``full`` [stated] the whole copy; ``attention`` the
+copy's attention layers; ``lora`` (our addition) low-rank adapters over the shared layers;
+``injection`` none of the copy (it is the base U-Net's own modules). The zero layers, hint
+ZeroConv and encoder train in every scope. A ``full`` model can also be trained with scope
+``attention`` or ``injection``, which then trains only that part of its whole copy.
 
-* ``attention``: of the copy only its attention layers (attn1/attn2) learn, with the zero
-  layers and encoder; gradients and AdamW state shrink to those layers.
-* ``injection``: the copy stays equal to the base U-Net; only the zero layers, hint ZeroConv
-  and encoder learn (the lightest; the copy still runs forward and backward).
+Resume (our addition): the randomness of epoch ``e`` (image order, noise, timesteps, dropout)
+comes from a generator seeded with ``(seed, e)`` alone, so training can stop after any epoch
+and go on later; :class:`ResumeState` carries the epochs done and the AdamW state, which is
+what a checkpoint stores. Resuming from a checkpoint of epoch k with the same settings gives
+the same weights as an uninterrupted run.
 
-The saved file holds the whole copy in every scope (same size); lighter scopes trade quality
-(fewer learned weights) for memory. Trainable parameters are trained in float32 (master
-weights), with autocast to bf16/fp16 on GPU when asked. Nothing here imports ComfyUI.
+Trainable parameters are trained in float32 (master weights), with autocast to bf16/fp16 on
+GPU when asked. Nothing here imports ComfyUI.
 """
 
 from __future__ import annotations
@@ -36,9 +41,10 @@ from .errors import P3SInputError
 from .injection import injection_deltas, make_attention_probe, make_injection_patch, run_copy
 from .losses import NORMALISATIONS, attention_consistency_loss, ldm_loss
 from .p3s_model import P3SModel
+from .shared_copy import SCOPES
 from .unet_layout import ATTENTIONS, LAST_CROSS_ATTENTION
+from .validation import in_range
 
-SCOPES = ("full", "attention", "injection")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 NUM_TIMESTEPS = 1000
 _STATE_KEY = "p3s_training"
@@ -55,12 +61,12 @@ class TrainSettings:
     batch_size: int = 1
     seed: int = 0
     precision: str = "auto"
-    scope: str = "full"
+    scope: str | None = None
     lac_normalisation: str = "mean"
     gradient_checkpointing: bool = False
 
     def __post_init__(self) -> None:
-        if self.scope not in SCOPES:
+        if self.scope is not None and self.scope not in SCOPES:
             raise P3SInputError(f"Training scope must be one of {SCOPES}, not {self.scope!r}.")
         if self.precision not in PRECISIONS:
             raise P3SInputError(f"Precision must be one of {PRECISIONS}, not {self.precision!r}.")
@@ -68,12 +74,17 @@ class TrainSettings:
             raise P3SInputError(f"L_ac normalisation must be one of {NORMALISATIONS}.")
         if self.epochs < 1 or self.batch_size < 1:
             raise P3SInputError("epochs and batch_size must be at least 1.")
-        if not (self.lr > 0 and math.isfinite(self.lr)) or self.gamma < 0 or not 0.0 <= self.dropout <= 1.0:
-            raise P3SInputError("lr must be > 0, gamma >= 0 and dropout in [0, 1].")
+        if in_range("lr", self.lr) <= 0:
+            raise P3SInputError(f"lr is {self.lr:g}: the learning rate must be > 0 (the paper uses 1e-5).")
+        in_range("gamma", self.gamma, 0.0)
+        in_range("dropout", self.dropout, 0.0, 1.0)
 
     def total_steps(self, images: int) -> int:
         """Optimiser steps for ``images`` references: ``epochs x ceil(images / batch_size)``."""
-        return self.epochs * math.ceil(images / self.batch_size)
+        return self.epochs * self.steps_per_epoch(images)
+
+    def steps_per_epoch(self, images: int) -> int:
+        return math.ceil(images / self.batch_size)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -120,16 +131,73 @@ class TrainHistory:
 StepCallback = Callable[[int, int, TrainHistory], None]
 
 
+@dataclass
+class ResumeState:
+    """Where a training stopped: epochs done and the AdamW state by parameter name.
+
+    ``optimizer`` maps ``<parameter name>.<exp_avg|exp_avg_sq|step>`` to float32 tensors.
+    """
+
+    epoch: int
+    optimizer: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+EpochCallback = Callable[[int, TrainHistory, Callable[[], ResumeState]], None]
+"""``on_epoch(epoch, history, state)`` after each epoch; ``state()`` builds the resume state."""
+
+_ADAM_KEYS = ("exp_avg", "exp_avg_sq", "step")
+
+
+def optimizer_tensors(optimizer: torch.optim.Optimizer, names: dict[int, str]) -> dict[str, torch.Tensor]:
+    """The AdamW state as CPU float32 tensors named ``<parameter>.<key>`` (``names``: id(param) -> name)."""
+    tensors = {}
+    for group in optimizer.param_groups:
+        for param in group["params"]:
+            for key, value in optimizer.state.get(param, {}).items():
+                if key in _ADAM_KEYS:
+                    value = torch.as_tensor(value)
+                    tensors[f"{names[id(param)]}.{key}"] = value.detach().to("cpu", torch.float32, copy=True)
+    return tensors
+
+
+def load_optimizer_tensors(
+    optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], params: dict[str, nn.Parameter]
+) -> None:
+    """Put :func:`optimizer_tensors`' state back; a :class:`P3SInputError` when it does not fit."""
+    for name, param in params.items():
+        state = {key: tensors.get(f"{name}.{key}") for key in _ADAM_KEYS}
+        if all(value is None for value in state.values()):
+            continue
+        if any(value is None for value in state.values()) or state["exp_avg"].shape != param.shape:
+            raise P3SInputError(
+                f"The checkpoint's optimiser state does not fit parameter {name!r}: resume from a "
+                "checkpoint of this model, or train it anew."
+            )
+        optimizer.state[param] = {
+            "step": state["step"].to(torch.float32).clone(),
+            "exp_avg": state["exp_avg"].to(param.device, param.dtype).clone(),
+            "exp_avg_sq": state["exp_avg_sq"].to(param.device, param.dtype).clone(),
+        }
+
+
 def match_token_lengths(contexts: list[torch.Tensor]) -> list[torch.Tensor]:
     """Repeat text contexts ``[1, T_i, C]`` to one length (their lcm), as ComfyUI does for batches."""
     length = math.lcm(*(c.shape[1] for c in contexts))
     return [c.repeat(1, length // c.shape[1], 1) for c in contexts]
 
 
-def trainable_parameters(p3s: P3SModel, scope: str) -> dict[str, nn.Parameter]:
-    """The parameters ``scope`` trains, by name in ``p3s``."""
+def trainable_parameters(p3s: P3SModel, scope: str | None = None) -> dict[str, nn.Parameter]:
+    """The parameters ``scope`` trains (default: the model's own scope, i.e. all it owns), by name."""
+    scope = p3s.scope if scope is None else scope
     if scope not in SCOPES:
         raise P3SInputError(f"Training scope must be one of {SCOPES}, not {scope!r}.")
+    if scope != p3s.scope and not (p3s.scope == "full" and scope in ("attention", "injection")):
+        raise P3SInputError(
+            f"This P3S model has scope {p3s.scope!r}; it cannot be trained with scope {scope!r}. Train it with "
+            f"its own scope, or start a new model with scope {scope!r}."
+        )
+    if scope == p3s.scope:
+        return dict(p3s.named_parameters())
     chosen = {}
     for name, param in p3s.named_parameters():
         in_scope = scope == "full" or (scope == "attention" and any(f".{a}." in name for a in ATTENTIONS))
@@ -146,58 +214,88 @@ def train_p3s(
     settings: TrainSettings,
     on_step: StepCallback | None = None,
     device: torch.device | str | None = None,
+    resume: ResumeState | None = None,
+    on_epoch: EpochCallback | None = None,
 ) -> TrainHistory:
     """Fine-tune ``p3s`` in place beside the frozen ``unet``; returns the loss history.
 
     ``sigmas``: the model's 1000 training sigmas (ComfyUI's ``model_sampling.sigmas``).
     ``on_step(step, total, history)`` runs after each optimiser step (progress bar, Cancel):
     an exception from it, or a NaN/inf loss (:class:`P3SInputError`), stops training, frees
-    the optimiser state and propagates. The frozen ``unet`` is never changed.
+    the optimiser state and propagates. The frozen ``unet`` is never changed. ``resume``
+    continues after its epoch (steps are numbered from the start of the whole run; the
+    history holds the new steps); ``on_epoch`` runs after each epoch (checkpoints).
     """
     device = torch.device(device or next(unet.parameters()).device)
     history = TrainHistory()
+    start_epoch = resume.epoch if resume is not None else 0
+    if not 0 <= start_epoch < settings.epochs:
+        raise P3SInputError(
+            f"This P3S model has already been trained for {start_epoch} epochs: set epochs above {start_epoch} "
+            "to train it further."
+        )
     with torch.inference_mode(False):
         data = data.to(device)
         sigmas = sigmas.detach().to(device=device, dtype=torch.float32).clone()
         p3s.to(device=device, dtype=torch.float32)
         trainable = trainable_parameters(p3s, settings.scope)
+        names = {id(param): name for name, param in trainable.items()}
+        copy_net = p3s.copy_module(unet)  # one shadow for the whole run (checkpointing wraps its blocks)
         optimizer = None
         try:
             with (
                 _frozen(unet),
                 _only_trainable(p3s, trainable),
-                _checkpointed(p3s.copy, settings.gradient_checkpointing),
+                _checkpointed(copy_net, settings.gradient_checkpointing),
             ):
                 optimizer = torch.optim.AdamW(trainable.values(), lr=settings.lr)
+                if resume is not None and resume.optimizer:
+                    load_optimizer_tensors(optimizer, resume.optimizer, trainable)
                 autocast_dtype, scaler = _precision(settings.precision, device)
-                total = settings.total_steps(data.latents.shape[0])
-                gen = torch.Generator().manual_seed(settings.seed)
-                for step, rows in enumerate(_batches(data.latents.shape[0], settings, gen), start=1):
-                    noise, timesteps, drop = _draw(data.latents[rows].shape, settings.dropout, gen)
-                    with _autocast(device, autocast_dtype):
-                        losses = step_losses(
-                            p3s, unet, sigmas, data, rows, noise, timesteps, drop, settings.lac_normalisation
-                        )
-                    loss = losses[0] + settings.gamma * losses[1]
-                    if not torch.isfinite(loss):
-                        raise P3SInputError(
-                            f"The training loss became {loss.item()} at step {step}: lower the learning rate, "
-                            "or train in fp32 / bf16 instead of fp16."
-                        )
-                    optimizer.zero_grad(set_to_none=True)
-                    if scaler is not None:
-                        scaler.scale(loss).backward()
-                        scaler.step(optimizer)
-                        scaler.update()
-                    else:
-                        loss.backward()
-                        optimizer.step()
-                    history.total.append(float(loss.detach()))
-                    history.ldm.append(float(losses[0].detach()))
-                    history.ac.append(float(losses[1].detach()))
-                    del loss, losses
-                    if on_step is not None:
-                        on_step(step, total, history)
+                images = data.latents.shape[0]
+                total = settings.total_steps(images)
+                step = start_epoch * settings.steps_per_epoch(images)
+                for epoch in range(start_epoch, settings.epochs):
+                    gen = epoch_generator(settings.seed, epoch)
+                    for rows in torch.randperm(images, generator=gen).split(settings.batch_size):
+                        step += 1
+                        noise, timesteps, drop = _draw(data.latents[rows].shape, settings.dropout, gen)
+                        with _autocast(device, autocast_dtype):
+                            losses = step_losses(
+                                p3s,
+                                unet,
+                                sigmas,
+                                data,
+                                rows,
+                                noise,
+                                timesteps,
+                                drop,
+                                settings.lac_normalisation,
+                                copy_net=copy_net,
+                            )
+                        loss = losses[0] + settings.gamma * losses[1]
+                        if not torch.isfinite(loss):
+                            raise P3SInputError(
+                                f"The training loss became {loss.item()} at step {step}: lower the learning rate, "
+                                "or train in fp32 / bf16 instead of fp16."
+                            )
+                        optimizer.zero_grad(set_to_none=True)
+                        if scaler is not None:
+                            scaler.scale(loss).backward()
+                            scaler.step(optimizer)
+                            scaler.update()
+                        else:
+                            loss.backward()
+                            optimizer.step()
+                        history.total.append(float(loss.detach()))
+                        history.ldm.append(float(losses[0].detach()))
+                        history.ac.append(float(losses[1].detach()))
+                        del loss, losses
+                        if on_step is not None:
+                            on_step(step, total, history)
+                    if on_epoch is not None:
+                        state = functools.partial(_resume_state, epoch + 1, optimizer, names)
+                        on_epoch(epoch + 1, history, state)
         finally:
             if optimizer is not None:
                 optimizer.zero_grad(set_to_none=True)
@@ -211,6 +309,15 @@ def train_p3s(
     return history
 
 
+def _resume_state(epoch: int, optimizer: torch.optim.Optimizer, names: dict[int, str]) -> ResumeState:
+    return ResumeState(epoch, optimizer_tensors(optimizer, names))
+
+
+def epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    """The random stream of one epoch: a function of the seed and the epoch index only."""
+    return torch.Generator().manual_seed((int(seed) * 1_000_003 + int(epoch)) % 2**63)
+
+
 def step_losses(
     p3s: P3SModel,
     unet: nn.Module,
@@ -222,12 +329,14 @@ def step_losses(
     drop: torch.Tensor,
     normalisation: str = "mean",
     maps: dict[str, torch.Tensor] | None = None,
+    copy_net: nn.Module | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(L_LDM, L_ac)`` for one batch; the caller combines them.
 
     Runs the encoder (hint), the copy (capturing its attention outputs and its output-11
     attention map) and the frozen U-Net with the injections (capturing its map). Pass ``maps``
     to keep those two maps (``"copy"``, ``"frozen"``: ``[B*H, N, T]`` probabilities).
+    ``copy_net``: the copy's module over ``unet`` (:meth:`P3SModel.copy_module`), built if None.
     """
     device = data.latents.device
     x0 = data.latents[rows]
@@ -242,7 +351,7 @@ def step_losses(
     hint = p3s.encoder(data.tokens[rows], data.mask_grids[rows], x0)
     maps = {} if maps is None else maps
     probe = {"patches_replace": {"attn2": {LAST_CROSS_ATTENTION: make_attention_probe(maps, "copy")}}}
-    captured = run_copy(p3s, x_in, t, context, hint, probe)
+    captured = run_copy(p3s, x_in, t, context, hint, probe, base=unet, copy_net=copy_net)
     options = {
         "patches": {f"{a}_output_patch": [make_injection_patch(a, _STATE_KEY)] for a in ATTENTIONS},
         "patches_replace": {"attn2": {LAST_CROSS_ATTENTION: make_attention_probe(maps, "frozen")}},
@@ -306,12 +415,6 @@ def evaluate_loss(
             l_ldm, l_ac = step_losses(p3s, unet, sigmas, data, rows, noise, timesteps, drop)
             totals.append(float(l_ldm + gamma * l_ac))
     return sum(totals) / len(totals)
-
-
-def _batches(images: int, settings: TrainSettings, gen: torch.Generator) -> Iterator[torch.Tensor]:
-    for _ in range(settings.epochs):
-        order = torch.randperm(images, generator=gen)
-        yield from order.split(settings.batch_size)
 
 
 def _draw(shape: torch.Size, dropout: float, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

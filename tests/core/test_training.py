@@ -183,7 +183,7 @@ def test_an_exception_from_the_step_callback_stops_training(base, sigmas):
 
 def test_settings_are_checked():
     with pytest.raises(errors.P3SInputError, match="scope"):
-        training.TrainSettings(scope="lora")
+        training.TrainSettings(scope="everything")
     with pytest.raises(errors.P3SInputError, match="lr"):
         training.TrainSettings(lr=0.0)
     assert training.TrainSettings(epochs=60, batch_size=2).total_steps(5) == 180
