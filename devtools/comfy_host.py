@@ -102,12 +102,13 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def prepare_base_dir(base_dir: Path) -> Path:
-    """Create a ComfyUI base directory with this pack linked into ``custom_nodes``."""
+def prepare_base_dir(base_dir: Path, link_pack: bool = True) -> Path:
+    """Create a ComfyUI base directory with this pack linked into ``custom_nodes`` (unless
+    ``link_pack`` is false: the caller puts a copy there itself)."""
     for sub in ("custom_nodes", "models", "input", "output", "temp", "user"):
         (base_dir / sub).mkdir(parents=True, exist_ok=True)
     link = base_dir / "custom_nodes" / PACK_LINK_NAME
-    if not link.exists():
+    if link_pack and not link.exists():
         link.symlink_to(REPO_ROOT, target_is_directory=True)
     return base_dir
 
@@ -145,9 +146,10 @@ def start_server(
     port: int | None = None,
     extra_args: list[str] | None = None,
     startup_timeout: float = 180.0,
+    link_pack: bool = True,
 ) -> ComfyServer:
     """Start ComfyUI on 127.0.0.1 and return once ``/object_info`` answers."""
-    prepare_base_dir(base_dir)
+    prepare_base_dir(base_dir, link_pack)
     port = port or free_port()
     log_path = base_dir / "comfyui.log"
     args = [
