@@ -84,7 +84,13 @@ def references() -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def run(
-    save_name: str, epochs: int = 2, seed: int = 3, attention_word: str = "", scope="injection", overwrite=False, **extra
+    save_name: str,
+    epochs: int = 2,
+    seed: int = 3,
+    attention_word: str = "",
+    scope="injection",
+    overwrite=False,
+    **extra,
 ):
     images, mask = references()
     with torch.inference_mode():  # as ComfyUI executes every node
