@@ -17,7 +17,11 @@ from typing import Any
 
 
 class ComfyAPIError(RuntimeError):
-    """The server refused a request or a prompt failed."""
+    """The server refused a request or a prompt failed; ``body`` is the answer's JSON, if any."""
+
+    def __init__(self, message: str, body: Any = None):
+        super().__init__(message)
+        self.body = body
 
 
 @dataclass
@@ -72,7 +76,12 @@ class ComfyClient:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:
                 return response.read()
         except urllib.error.HTTPError as exc:
-            raise ComfyAPIError(f"{path}: HTTP {exc.code}: {exc.read().decode(errors='replace')}") from None
+            text = exc.read().decode(errors="replace")
+            try:
+                body = json.loads(text)
+            except ValueError:
+                body = None
+            raise ComfyAPIError(f"{path}: HTTP {exc.code}: {text}", body) from None
 
     def get_json(self, path: str) -> Any:
         return json.loads(self._request(path))

@@ -138,7 +138,13 @@ class _Runner:
             prompt_id = None
             try:
                 prompt = build_prompt(self.workflow, item, upload=lambda path: self.upload(client, path))
-                answer = client.submit(prompt)
+                try:
+                    answer = client.submit(prompt)
+                except ComfyAPIError as refused:  # no output node valid: the prompt is refused as a whole
+                    errors = refused.body.get("node_errors") if isinstance(refused.body, dict) else None
+                    if not errors:
+                        raise
+                    raise ItemFailed(f"invalid inputs, not run: {_node_errors_text(errors)}") from None
                 prompt_id = answer["prompt_id"]
                 if answer.get("node_errors"):
                     client.cancel(prompt_id)
