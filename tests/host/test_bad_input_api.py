@@ -119,6 +119,7 @@ def test_serve_stops_its_comfyui_child_on_sigterm(tmp_path: Path):
         stderr=subprocess.DEVNULL,
         text=True,
     )
+    child = None
     try:
         started = json.loads(serve.stdout.readline())
         child = started["pid"]
@@ -134,6 +135,8 @@ def test_serve_stops_its_comfyui_child_on_sigterm(tmp_path: Path):
         if serve.poll() is None:
             serve.kill()
             serve.wait()
+        if child is not None and _alive(child):  # the failure above: do not leave it running
+            os.kill(child, signal.SIGKILL)
 
 
 def _alive(pid: int) -> bool:
