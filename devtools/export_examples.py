@@ -183,7 +183,7 @@ def full_pipeline_example() -> dict[str, Any]:
             "seed": 0,
             "control_after_generate": "fixed",  # same seed, same model: re-queueing must not retrain
             "precision": "auto",
-            "scope": "full",
+            "scope": "auto",
             "gradient_checkpointing": False,
             "save_name": FINETUNE_SAVE_NAME,
             "overwrite": False,

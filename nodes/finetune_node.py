@@ -136,17 +136,8 @@ class P3SFineTune(io.ComfyNode):
                     tooltip="What of the U-Net copy trains; the rest shares the base's weights. auto = the richest "
                     "that fits the device's free memory; full = the paper (whole copy, ~14 GB AdamW state); "
                     "attention = the copy's attention layers; lora = low-rank adapters (our addition); "
-                    "injection = only zero layers and encoder (lightest, smallest file). With a p3s_model input "
-                    "auto keeps its scope.",
-                ),
-                io.Int.Input("lora_rank", default=DEFAULT_LORA_RANK, min=1, max=1024, tooltip="Rank of scope lora."),
-                io.Float.Input(
-                    "lora_alpha",
-                    default=DEFAULT_LORA_ALPHA,
-                    min=0.01,
-                    max=4096.0,
-                    step=0.01,
-                    tooltip="LoRA scale alpha (the adapters add up(down(x)) * alpha / rank).",
+                    "injection = only zero layers and encoder (lightest, smallest file). With a continue_from "
+                    "input auto keeps its scope.",
                 ),
                 io.Boolean.Input(
                     "gradient_checkpointing", default=False, tooltip="Less memory, about 30% slower steps."
@@ -158,20 +149,6 @@ class P3SFineTune(io.ComfyNode):
                     "model is saved as <name>_00002.safetensors, _00003, ... (shown under the node).",
                 ),
                 io.Boolean.Input("overwrite", default=False, tooltip="Replace an existing file of that name."),
-                io.Int.Input(
-                    "save_every",
-                    default=0,
-                    min=0,
-                    max=10000,
-                    tooltip="Every N epochs write a checkpoint <save_name>_e<epoch>.safetensors (float32, with the "
-                    "optimiser state, to resume exactly); 0 = none. Checkpoints stay when training is cancelled.",
-                ),
-                P3SModelType.Input(
-                    "p3s_model",
-                    optional=True,
-                    tooltip="Continue training this P3S model (from Init, Loader or a previous Fine-tune) up to "
-                    "epochs in total; a checkpoint resumes exactly. The input model is not changed.",
-                ),
                 io.String.Input(
                     "attention_word",
                     default="sks",
@@ -179,6 +156,38 @@ class P3SFineTune(io.ComfyNode):
                     tooltip="A word of the first image's prompt: after training, show where the frozen U-Net and "
                     "the copy attend for it on that image (last cross-attention layer, the one L_ac compares). "
                     "Empty = no overlays.",
+                ),
+                io.Int.Input(
+                    "lora_rank",
+                    default=DEFAULT_LORA_RANK,
+                    min=1,
+                    max=1024,
+                    optional=True,
+                    tooltip="Rank of scope lora.",
+                ),
+                io.Float.Input(
+                    "lora_alpha",
+                    default=DEFAULT_LORA_ALPHA,
+                    optional=True,
+                    min=0.01,
+                    max=4096.0,
+                    step=0.01,
+                    tooltip="LoRA scale alpha (the adapters add up(down(x)) * alpha / rank).",
+                ),
+                io.Int.Input(
+                    "save_every",
+                    default=0,
+                    optional=True,
+                    min=0,
+                    max=10000,
+                    tooltip="Every N epochs write a checkpoint <save_name>_e<epoch>.safetensors (float32, with the "
+                    "optimiser state, to resume exactly); 0 = none. Checkpoints stay when training is cancelled.",
+                ),
+                P3SModelType.Input(
+                    "continue_from",
+                    optional=True,
+                    tooltip="Continue training this P3S model (from Init, Loader or a previous Fine-tune) up to "
+                    "epochs in total; a checkpoint resumes exactly. The input model is not changed.",
                 ),
             ],
             outputs=[
@@ -223,7 +232,7 @@ class P3SFineTune(io.ComfyNode):
         lora_rank=DEFAULT_LORA_RANK,
         lora_alpha=DEFAULT_LORA_ALPHA,
         save_every=0,
-        p3s_model=None,
+        continue_from=None,
     ) -> io.NodeOutput:
         # Every check runs before anything is encoded or trained.
         check_sd15_model(model)
@@ -254,8 +263,8 @@ class P3SFineTune(io.ComfyNode):
         data = TrainingData(latents, tokens, grids, torch.cat(contexts[:-1]), contexts[-1])
 
         encoder = {**DEFAULT_ENCODER_CONFIG, "token_dim": clip_token_width(clip_vision)}
-        if p3s_model is not None:
-            p3s, resume = _continued_model(model, p3s_model)
+        if continue_from is not None:
+            p3s, resume = _continued_model(model, continue_from)
             picked = f"scope {p3s.scope} (of the input model)"
             if scope not in ("auto", p3s.scope):
                 settings = TrainSettings(**{**settings.as_dict(), "scope": scope})

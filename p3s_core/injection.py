@@ -17,7 +17,7 @@ Both are plain closures: ComfyUI deep-copies ``model_options`` on every clone.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -69,13 +69,32 @@ class InjectionSettings:
             raise P3SInputError(f"reference_mode must be one of {REFERENCE_MODES}, not '{self.reference_mode}'.")
 
 
-def step_index(sigma: float, sample_sigmas: torch.Tensor) -> tuple[int, int]:
-    """``(index, steps)``: the 0-based sampling step whose sigma is nearest ``sigma``, and the step count."""
-    steps = sample_sigmas[:-1].float().cpu()
-    return int(torch.argmin((steps - float(sigma)).abs())), len(steps)
+def step_index(sigma: float, sample_sigmas: torch.Tensor | Sequence[float]) -> tuple[int, int]:
+    """``(index, steps)``: the 0-based sampling step whose sigma is nearest ``sigma``, and the step count.
+
+    ``sample_sigmas``: the sampler's schedule, a tensor or its values as Python floats
+    (:class:`SigmaCache`), which need no device sync.
+    """
+    steps = sample_sigmas[:-1].float().cpu().tolist() if isinstance(sample_sigmas, torch.Tensor) else sample_sigmas[:-1]
+    sigma = float(sigma)
+    return min(range(len(steps)), key=lambda i: abs(steps[i] - sigma)), len(steps)
 
 
-def step_progress(sigma: float, sample_sigmas: torch.Tensor | None, timestep: float) -> float:
+class SigmaCache:
+    """The values of the latest sampler schedule as Python floats: one device read per sampling run."""
+
+    def __init__(self):
+        self._tensor: torch.Tensor | None = None
+        self._floats: list[float] = []
+
+    def floats(self, sample_sigmas: torch.Tensor) -> list[float]:
+        if sample_sigmas is not self._tensor:
+            self._floats = sample_sigmas.detach().float().tolist()
+            self._tensor = sample_sigmas
+        return self._floats
+
+
+def step_progress(sigma: float, sample_sigmas: torch.Tensor | Sequence[float] | None, timestep: float) -> float:
     """Denoising progress s in [0, 1] of the current step (0 = first, pure noise).
 
     From the step's position in ``sample_sigmas`` when the sampler provides it, else from the
@@ -216,10 +235,10 @@ def make_injection_patch(attn: str, state_key: str) -> Callable[[torch.Tensor, d
         delta = state["deltas"].get((block[0], block[1], extra_options.get("block_index", 0), attn))
         if delta is None:
             return n
-        rows = state["rows"]
+        rows = state["rows"]  # already on the model's device: nothing here waits for the device
         if rows is None:
             return n + delta.to(n.dtype)
-        return n.index_add(0, rows.to(n.device), delta.to(n.dtype))
+        return n.index_add(0, rows, delta.to(n.dtype))
 
     return patch
 
@@ -231,33 +250,58 @@ def make_diffusion_wrapper(
     schedule: WeightSchedule | None,
     state_key: str,
 ) -> Callable[..., Any]:
-    """The ``DIFFUSION_MODEL`` wrapper that runs the copy and hands its states to the patches."""
+    """The ``DIFFUSION_MODEL`` wrapper that runs the copy and hands its states to the patches.
+
+    Per model call it reads the current sigma once (one device sync); the schedule's sigmas are
+    read once per sampling run (:class:`SigmaCache`); row indices and per-row hints are built
+    once per batch layout and device and cached; the attention patches read only what it hands
+    them, so nothing inside the U-Net waits for the device.
+    """
     schedule = schedule or ConstantSchedule(1.0)
+    sigma_cache = SigmaCache()
+    layouts: dict[tuple, tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]] = {}
+
+    def step_weight(transformer_options: dict, timesteps: torch.Tensor) -> float:
+        sigmas = transformer_options.get("sigmas")
+        if sigmas is None:
+            return settings.strength * float(schedule.weight(step_progress(0.0, None, float(timesteps.max()))))
+        sigma = float(sigmas.max())
+        window = settings.sigma_range
+        if window is not None and not window[1] <= sigma <= window[0]:
+            return 0.0
+        sample_sigmas = transformer_options.get("sample_sigmas")
+        if sample_sigmas is None:
+            progress = step_progress(sigma, None, float(timesteps.max()))
+        else:
+            progress = step_progress(sigma, sigma_cache.floats(sample_sigmas), 0.0)
+        return settings.strength * float(schedule.weight(progress))
+
+    def layout(groups: list[int] | None, x: torch.Tensor):
+        """``(rows on x's device or None = all, the same rows on the CPU, their hints)``, cached per layout."""
+        key = (tuple(groups or ()), x.shape[0], tuple(x.shape[-2:]), x.device, x.dtype)
+        if key not in layouts:
+            rows = injected_rows(groups, x.shape[0], settings.apply_to_uncond)
+            index = torch.arange(x.shape[0]) if rows is None else rows
+            chunk = x.shape[0] // len(groups or [0])
+            row_hint = hint_for_rows(hint, index, chunk, x.shape[-2:], settings.reference_mode).to(x)
+            layouts[key] = (rows.to(x.device) if rows is not None else None, index, row_hint)
+        return layouts[key]
 
     def wrapper(executor, x, timesteps, context, y, control, transformer_options, **kwargs):
-        sigmas = transformer_options.get("sigmas")
-        sigma = float(sigmas.max()) if sigmas is not None else None
-        weight = 0.0
-        if (
-            sigma is None
-            or settings.sigma_range is None
-            or (settings.sigma_range[1] <= sigma <= settings.sigma_range[0])
-        ):
-            sample_sigmas = transformer_options.get("sample_sigmas") if sigma is not None else None
-            progress = step_progress(sigma or 0.0, sample_sigmas, float(timesteps.max()))
-            weight = settings.strength * float(schedule.weight(progress))
-        rows = injected_rows(transformer_options.get("cond_or_uncond"), x.shape[0], settings.apply_to_uncond)
-        if weight == 0.0 or (rows is not None and rows.numel() == 0):
+        weight = step_weight(transformer_options, timesteps)
+        rows, index, row_hint = layout(transformer_options.get("cond_or_uncond"), x)
+        if weight == 0.0 or index.numel() == 0:
             return executor(x, timesteps, context, y, control, transformer_options, **kwargs)
 
-        index = rows.to(x.device) if rows is not None else torch.arange(x.shape[0], device=x.device)
-        groups = len(transformer_options.get("cond_or_uncond") or [0])
-        row_hint = hint_for_rows(hint, index.cpu(), x.shape[0] // groups, x.shape[-2:], settings.reference_mode)
-        sub_context = context[index] if context is not None else None
-        extra = copy_options(transformer_options, rows, x.shape[0])
+        if rows is None:
+            sub_x, sub_t, sub_context = x, timesteps, context
+        else:
+            sub_x, sub_t = x[rows], timesteps[rows]
+            sub_context = context[rows] if context is not None else None
+        extra = copy_options(transformer_options, index if rows is not None else None, x.shape[0])
         # The copy shares the modules of the U-Net being sampled (the wrapper's class object).
         base = getattr(executor, "class_obj", None)
-        captured = run_copy(p3s, x[index], timesteps[index], sub_context, row_hint.to(x.device), extra, base)
+        captured = run_copy(p3s, sub_x, sub_t, sub_context, row_hint, extra, base)
         options = dict(transformer_options)
         options[state_key] = {"deltas": injection_deltas(p3s, captured, weight), "rows": rows}
         return executor(x, timesteps, context, y, control, options, **kwargs)

@@ -44,12 +44,12 @@ def apply(base, p3s):
         ).result[0]
 
 
-def fine_tune(base, save_name: str):
+def fine_tune(base, save_name: str, scope: str = "full", checkpointing: bool = False):
     images, mask = references()
     with torch.inference_mode():
         return finetune.P3SFineTune.execute(
             base, StandinClip(), StandinVae(), StandinClipVision(), images, mask,
-            "a photo of sks disc", 1, 1e-2, 0.1, 0.0, 64, 1, 3, "auto", "full", False, save_name, False,
+            "a photo of sks disc", 1, 1e-2, 0.1, 0.0, 64, 1, 3, "auto", scope, checkpointing, save_name, False,
             attention_word="sks",
         ).result  # fmt: skip
 
@@ -105,3 +105,13 @@ def test_fine_tune_with_overlays_then_apply_and_loader_then_apply(kind, p3s_fold
     assert (from_file - plain).abs().max() > 0
     model = pack_core(finetune).p3s_model
     assert isinstance(p3s, model.P3SModel)
+
+
+def test_a_scope_sharing_the_base_trains_checkpointed_and_applies_on_a_bf16_base(p3s_folder):
+    """Scope ``attention`` runs the base's own bf16 modules inside the copy, checkpointed."""
+    base = make_base("bf16")
+    plain = sampled(base)
+    p3s, _, overlays = fine_tune(base, "", "attention", checkpointing=True)
+    assert torch.isfinite(overlays).all()
+    out = sampled(apply(base, p3s))
+    assert torch.isfinite(out).all() and (out - plain).abs().max() > 0

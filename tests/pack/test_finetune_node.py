@@ -185,15 +185,15 @@ def test_checkpoints_resume_exactly_and_the_final_name_is_unchanged(p3s_folder):
     assert final.info.resume is None and not any(k.startswith("optimizer.") for k in final.tensors)
     assert (final.info.scope, final.info.training["scope_requested"]) == ("lora", "lora")
 
-    resumed = run("dog_resumed.safetensors", epochs=3, scope="auto", p3s_model=checkpoint).result[0]
+    resumed = run("dog_resumed.safetensors", epochs=3, scope="auto", continue_from=checkpoint).result[0]
     assert resumed.scope == "lora", "auto keeps the input model's scope"
     for key, value in whole.state_dict().items():
         assert torch.equal(resumed.state_dict()[key], value), key
     assert loaded(p3s_folder / "dog_resumed.safetensors").info.training["resumed_from_epoch"] == 1
     errors = pack_core(node).errors
     with pytest.raises(errors.P3SInputError, match="already been trained for 3 epochs"):
-        run("", epochs=3, p3s_model=whole)
-    extended = run("", epochs=4, scope="auto", p3s_model=whole).result[0]
+        run("", epochs=3, continue_from=whole)
+    extended = run("", epochs=4, scope="auto", continue_from=whole).result[0]
     assert any(not torch.equal(extended.state_dict()[k], v) for k, v in whole.state_dict().items())
 
 

@@ -1,0 +1,168 @@
+"""Memory and file size per P3S scope, side by side in one process (not a test).
+
+On the full-size random SD1.5 U-Net (or ``--size tiny``) at a small latent, on the CPU:
+
+- ``sampling_peak_ratio``: peak memory in use while sampling with an (injected) P3S model of
+  each scope, weights included, relative to plain sampling of the same base;
+- ``training_peak_gb``: peak memory in use during training steps of each scope (weights,
+  gradients, AdamW state, activations), and ``today_injection``: the format-1 behaviour, a whole
+  copy of the U-Net trained with scope ``injection``;
+- ``file_mb``: the saved file (fp16) of each scope.
+
+Memory in use is the C heap's allocated bytes (``mallinfo2``: arena + mmapped blocks), polled
+every millisecond on a thread while the work runs, so it is each run's own peak even in one
+process (freed memory kept by the allocator does not count). ``full`` training (about 4 U-Nets
+of float32 state) runs only with ``--train-full``.
+
+    python -m benchmarks.bench_weights --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import gc
+import json
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+SIZES = {"tiny": (32, 32), "sd15": (320, 768)}
+
+
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks")
+    ] + [("keepcost", ctypes.c_size_t)]
+
+
+_LIBC = ctypes.CDLL("libc.so.6")
+_LIBC.mallinfo2.restype = _MallInfo2
+
+
+def in_use() -> int:
+    """Bytes the C heap has handed out and not taken back (small blocks + mmapped blocks)."""
+    info = _LIBC.mallinfo2()
+    return int(info.uordblks + info.hblkhd)
+
+
+class PeakMeter:
+    """Peak of :func:`in_use` while the ``with`` block runs."""
+
+    def __enter__(self) -> PeakMeter:
+        gc.collect()
+        self.start = in_use()
+        self.peak = self.start
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+        self._thread.start()
+        return self
+
+    def _poll(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, in_use())
+            time.sleep(0.001)
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, in_use())
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", choices=sorted(SIZES), default="sd15")
+    parser.add_argument("--latent", type=int, default=8, help="latent side (8 = 64 px)")
+    parser.add_argument("--steps", type=int, default=2, help="sampling steps per run")
+    parser.add_argument("--lora-rank", type=int, default=32)
+    parser.add_argument("--train-full", action="store_true", help="also train scope full (needs ~4 U-Nets)")
+    parser.add_argument("--json", action="store_true", help="print only the JSON summary")
+    args = parser.parse_args(argv)
+
+    from devtools.comfy_inprocess import import_comfy
+
+    import_comfy()
+    import comfy.sample
+    import torch
+
+    from devtools.pack_modules import import_pack_module
+    from devtools.tiny_models import tiny_sd15_patcher
+
+    torch.set_num_threads(1)
+    patching = import_pack_module("nodes.p3s_patching")
+    training = import_pack_module("p3s_core.training")
+    model_file = import_pack_module("p3s_core.model_file")
+    scopes = import_pack_module("p3s_core.shared_copy").SCOPES
+    channels, context_dim = SIZES[args.size]
+    encoder = {"token_dim": 1024}
+    say = (lambda *a: None) if args.json else (lambda *a: print(*a, flush=True))
+
+    with torch.inference_mode():
+        base = tiny_sd15_patcher(model_channels=channels, context_dim=context_dim, seed=0)
+    base_bytes = sum(p.numel() * p.element_size() for p in base.model.diffusion_model.parameters())
+    gen = torch.Generator().manual_seed(3)
+    positive = [[torch.randn(1, 77, context_dim, generator=gen), {}]]
+    negative = [[torch.randn(1, 77, context_dim, generator=gen), {}]]
+    latent = torch.zeros(1, 4, args.latent, args.latent)
+    noise = torch.randn(latent.shape, generator=gen)
+    hint = torch.randn(1, 4, args.latent, args.latent, generator=gen)
+
+    def sampling_peak(model) -> int:
+        with torch.inference_mode(), PeakMeter() as meter:
+            comfy.sample.sample(
+                model, noise, args.steps, 7.5, "euler", "normal", positive, negative, latent, seed=1, disable_pbar=True
+            )
+        return meter.peak - meter.start
+
+    plain_peak = base_bytes + sampling_peak(base)
+    say(f"plain sampling: {plain_peak / 2**30:.2f} GB (U-Net weights {base_bytes / 2**30:.2f} GB)")
+    file_mb, ratio, train_gb = {}, {}, {}
+    data = training.TrainingData(
+        torch.randn(1, 4, args.latent, args.latent, generator=gen),
+        torch.randn(1, 257, 1024, generator=gen),
+        torch.ones(1, 16, 16),
+        torch.randn(1, 77, context_dim, generator=gen),
+        torch.randn(1, 77, context_dim, generator=gen),
+    )
+    sigmas = base.get_model_object("model_sampling").sigmas
+    unet = base.model.diffusion_model
+
+    def training_peak(p3s, scope=None) -> int:
+        own = sum(p.numel() * p.element_size() for p in p3s.parameters())
+        settings = training.TrainSettings(epochs=2, lr=1e-5, scope=scope)
+        with PeakMeter() as meter:
+            training.train_p3s(p3s, unet, sigmas, data, settings)
+        return base_bytes + own + meter.peak - meter.start
+
+    for scope in scopes:
+        with torch.inference_mode():
+            p3s = patching.new_p3s_model(base, encoder, scope, lora_rank=args.lora_rank)
+        for param in p3s.injection.parameters():
+            torch.nn.init.normal_(param, std=0.01)
+        own = sum(p.numel() * p.element_size() for p in p3s.parameters())
+        ratio[scope] = round((base_bytes + own + sampling_peak(patching.apply_p3s(base, p3s, hint))) / plain_peak, 3)
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / f"{scope}.safetensors"
+            model_file.save_p3s_model(path, p3s.state_dict(), p3s.config, dtype="fp16")
+            file_mb[scope] = round(path.stat().st_size / 2**20, 1)
+        if scope != "full" or args.train_full:
+            train_gb[scope] = round(training_peak(p3s) / 2**30, 2)
+        elif scope == "full":
+            train_gb["today_injection"] = round(training_peak(p3s, "injection") / 2**30, 2)
+        say(f"{scope}: file {file_mb[scope]} MB, sampling {ratio[scope]}x plain, training {train_gb.get(scope)} GB")
+        del p3s
+        gc.collect()
+    summary = {"file_mb": file_mb, "sampling_peak_ratio": ratio, "training_peak_gb": train_gb}
+    print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

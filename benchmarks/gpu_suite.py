@@ -1,0 +1,575 @@
+"""One command for a CUDA machine: P3S across dtypes, VRAM modes, training memory and sampling speed.
+
+Not a unit test: prints a table and exits non-zero (listing every failure) when any check fails.
+On a full-size random-weight SD1.5 at 512 px (latent 64) by default; ``--cpu --tiny`` runs the
+same code paths on the CPU with the tiny SD1.5-shaped model (CI runs it so the script cannot rot).
+
+Sections:
+1. dtype matrix: base fp16, bf16 (``--bf16-unet``), fp8 e4m3 storage (manual_cast), fp32 x
+   (Init, Fine-tune, Loader) -> Apply + 2 sampling steps: outputs finite, an untrained (Init)
+   model bit-identical to plain sampling.
+2. VRAM modes, each in its own process (ComfyUI reads them at import): normal, ``--lowvram``,
+   ``--novram``, ``--gpu-only``, ``--reserve-vram``: Init -> Apply -> sample, finite and equal to
+   plain; a trained model differs from plain.
+3. training per scope and precision: seconds per step and peak memory (CUDA
+   ``max_memory_allocated``; CPU: the profiler's peak of bytes allocated during the step) with
+   gradient checkpointing off and on, and on a simulated 12 GB card
+   (``set_per_process_memory_fraction``; CUDA only).
+4. sampling steps per second: plain, P3S (copy every step, default schedule), ComfyUI ControlNet.
+5. host syncs per sampling step (CUDA: ``torch.cuda.set_sync_debug_mode``; CPU: calls of
+   ``item``/``cpu``/``tolist``/``float``/``int``/``bool`` on tensors) for plain and P3S.
+6. memory back to its baseline after a cancelled training and after unloading the models.
+
+    python -m benchmarks.gpu_suite                 # CUDA, full size, 512 px (< 8 min on one GPU)
+    python -m benchmarks.gpu_suite --cpu --tiny    # CPU smoke run (< 60 s)
+    python -m benchmarks.gpu_suite --json          # one JSON object instead of the table
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+BASES = {  # name: (storage dtype, manual_cast dtype, needs CUDA)
+    "fp16": ("float16", None, False),
+    "bf16": ("bfloat16", None, False),
+    "fp8": ("float8_e4m3fn", "float16", False),
+    "fp32": ("float32", None, False),
+}
+VRAM_MODES = {
+    "normal": [],
+    "lowvram": ["--lowvram"],
+    "novram": ["--novram"],
+    "gpu-only": ["--gpu-only"],
+    "reserve-vram": ["--reserve-vram", "4"],
+}
+SCOPES = ("full", "attention", "lora", "injection")
+ENCODER = {"token_dim": 1024, "inner_dim": 320, "heads": 8}
+TINY_ENCODER = {"token_dim": 16, "inner_dim": 16, "heads": 2}
+
+
+class Suite:
+    """Collects rows per section and failures; ``check`` records a failure instead of raising."""
+
+    def __init__(self, args):
+        self.args = args
+        self.rows: dict[str, list[dict]] = {}
+        self.failures: list[str] = []
+
+    def row(self, section: str, **values) -> None:
+        self.rows.setdefault(section, []).append(values)
+
+    def check(self, ok: bool, message: str) -> bool:
+        if not ok:
+            self.failures.append(message)
+        return ok
+
+    @contextlib.contextmanager
+    def guarded(self, what: str):
+        try:
+            yield
+        except Exception as err:  # a crash is a failure of this cell, not of the whole run
+            self.failures.append(f"{what}: {type(err).__name__}: {str(err).splitlines()[0][:200]}")
+
+
+def setup_comfy(args) -> None:
+    """ComfyUI on sys.path with the chosen command-line flags set before model management loads."""
+    from devtools.comfy_host import comfyui_dir
+    from devtools.launch_comfyui import declare_torchvision_ops
+
+    root = Path(args.comfyui or comfyui_dir())
+    declare_torchvision_ops()
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    import comfy.cli_args
+
+    flags = comfy.cli_args.args
+    flags.cpu = bool(args.cpu)
+    flags.disable_all_custom_nodes = True
+    mode = VRAM_MODES.get(args.vram or "normal", [])
+    flags.lowvram = "--lowvram" in mode
+    flags.novram = "--novram" in mode
+    flags.gpu_only = "--gpu-only" in mode
+    if "--reserve-vram" in mode:
+        flags.reserve_vram = float(mode[1])
+    import comfy.model_management  # reads the flags now
+
+
+def dims(args) -> tuple[int, int, int]:
+    """model_channels, context_dim, latent side."""
+    return (32, 32, args.tiny_latent) if args.tiny else (320, 768, args.latent)
+
+
+def build_base(args, storage: str, compute: str | None, seed: int = 0):
+    """A random-weight SD1.5-shaped MODEL stored in ``storage`` (manual_cast to ``compute``), loaded as ComfyUI does."""
+    import comfy.model_management as mm
+    import comfy.model_patcher
+    import torch
+
+    from devtools.tiny_models import tiny_sd15_patcher
+
+    channels, context, _ = dims(args)
+    dtype = getattr(torch, storage)
+    cast = getattr(torch, compute) if compute else None
+    if args.cpu and dtype == torch.float16 and cast is None:
+        cast = None  # the CPU computes fp16 too (slowly); kept plain like on a GPU
+    with torch.inference_mode():
+        made = tiny_sd15_patcher(channels, context, seed=seed, dtype=dtype, manual_cast_dtype=cast)
+        return comfy.model_patcher.ModelPatcher(
+            made.model, load_device=mm.get_torch_device(), offload_device=mm.unet_offload_device()
+        )
+
+
+def conditioning(args, seed: int = 3):
+    import torch
+
+    _, context, _ = dims(args)
+    gen = torch.Generator().manual_seed(seed)
+    return [[torch.randn(1, 77, context, generator=gen), {}]], [[torch.randn(1, 77, context, generator=gen), {}]]
+
+
+def sample(args, model, steps: int, positive=None, negative=None):
+    import comfy.sample
+    import torch
+
+    _, _, side = dims(args)
+    if positive is None:
+        positive, negative = conditioning(args)
+    noise = torch.randn(1, 4, side, side, generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        out = comfy.sample.sample(
+            model, noise, steps, 5.0, "euler", "normal", positive, negative, torch.zeros_like(noise), seed=1,
+            disable_pbar=True,
+        )  # fmt: skip
+    if torch.cuda.is_available() and not args.cpu:
+        torch.cuda.synchronize()
+    return out
+
+
+def pack():
+    from devtools.pack_modules import import_pack_module
+
+    return import_pack_module("nodes.p3s_patching"), import_pack_module("p3s_core.training")
+
+
+def training_data(args, images: int = 1):
+    import torch
+
+    _, training = pack()
+    _, context, side = dims(args)
+    token_dim = TINY_ENCODER["token_dim"] if args.tiny else ENCODER["token_dim"]
+    gen = torch.Generator().manual_seed(4)
+    return training.TrainingData(
+        torch.randn(images, 4, side, side, generator=gen),
+        torch.randn(images, 257, token_dim, generator=gen),
+        (torch.rand(images, 16, 16, generator=gen) > 0.5).float(),
+        torch.randn(images, 77, context, generator=gen),
+        torch.randn(1, 77, context, generator=gen),
+    )
+
+
+def hint(args):
+    import torch
+
+    _, _, side = dims(args)
+    return torch.randn(1, 4, side, side, generator=torch.Generator().manual_seed(5))
+
+
+def encoder(args) -> dict:
+    return TINY_ENCODER if args.tiny else ENCODER
+
+
+def train(args, base, scope: str, steps: int = 1, checkpointing: bool = False, precision: str = "auto", **kw):
+    """A P3S model of ``scope`` trained ``steps`` steps the way P3S Fine-tune does; returns it and the history."""
+    import torch
+
+    patching, training = pack()
+    from devtools.pack_modules import import_pack_module
+
+    placement = import_pack_module("nodes.p3s_placement")
+    p3s = patching.new_p3s_model(base, encoder(args), scope)
+    frozen = placement.training_clone(base)
+    placement.load_for_training(frozen)
+    unet = frozen.model.diffusion_model
+    settings = training.TrainSettings(  # two images, batch 1: two optimiser steps per epoch
+        epochs=max(1, math.ceil(steps / 2)), lr=1e-4, precision=precision, scope=scope,
+        gradient_checkpointing=checkpointing,
+    )  # fmt: skip
+    with torch.inference_mode():
+        history = training.train_p3s(
+            p3s, unet, base.get_model_object("model_sampling").sigmas, training_data(args, 2), settings,
+            device=frozen.load_device, compute_dtype=placement.base_compute_dtype(base),
+            frozen_context=lambda: placement.plain_ops_for_training(unet), **kw,
+        )  # fmt: skip
+    return p3s, history
+
+
+def randomised(p3s) -> None:
+    import torch
+
+    with torch.no_grad():
+        for param in p3s.injection.parameters():
+            param.normal_(std=0.01)
+
+
+def dtype_matrix(suite: Suite) -> None:
+    """Section 1: every base dtype x every maker -> Apply + 2 steps."""
+    import torch
+
+    args = suite.args
+    patching, _ = pack()
+    from devtools.pack_modules import import_pack_module
+
+    model_file = import_pack_module("p3s_core.model_file")
+    for name, (storage, compute, _) in BASES.items():
+        base = build_base(args, storage, compute)
+        plain = sample(args, base, 2)
+        trained = None
+        for maker in ("Init", "Fine-tune", "Loader"):
+            with suite.guarded(f"dtype {name} {maker}"):
+                start = time.perf_counter()
+                if maker == "Init":
+                    p3s = patching.new_p3s_model(base, encoder(args), "full")
+                elif maker == "Fine-tune":
+                    p3s, _ = train(args, base, "attention")
+                    randomised(p3s)
+                    trained = p3s
+                else:  # the Fine-tune's model through a file
+                    p3s = trained if trained is not None else train(args, base, "attention")[0]
+                    with tempfile.TemporaryDirectory() as folder:
+                        path = Path(folder) / "subject.safetensors"
+                        model_file.save_p3s_model(path, p3s.state_dict(), p3s.config, {})
+                        tensors, info = model_file.load_p3s_model(path)
+                        p3s = patching.p3s_model_from_file(base, tensors, info.config)
+                out = sample(args, patching.apply_p3s(base, p3s, hint(args)), 2)
+                finite = bool(torch.isfinite(out).all())
+                same = bool(torch.equal(out, plain))
+                suite.check(finite, f"dtype {name} {maker}: non-finite output")
+                if maker == "Init":
+                    suite.check(same, f"dtype {name} Init: not bit-identical to plain sampling")
+                else:
+                    suite.check(not same, f"dtype {name} {maker}: a trained model changed nothing")
+                dtypes = sorted({str(p.dtype).replace("torch.", "") for p in p3s.parameters()})
+                suite.row(
+                    "dtype matrix", base=name, maker=maker, finite=finite, equal_plain=same,
+                    p3s_dtype="/".join(dtypes), seconds=round(time.perf_counter() - start, 2),
+                )  # fmt: skip
+        del base
+
+
+def vram_mode(suite: Suite) -> None:
+    """Section 2 (one mode per process): Init -> Apply equal to plain, trained -> differs, all finite."""
+    import torch
+
+    args = suite.args
+    patching, _ = pack()
+    base = build_base(args, "float32" if args.cpu else "float16", None)
+    plain = sample(args, base, 2)
+    with suite.guarded(f"vram {args.vram}"):
+        p3s = patching.new_p3s_model(base, encoder(args), "full")
+        untrained = sample(args, patching.apply_p3s(base, p3s, hint(args)), 2)
+        randomised(p3s)
+        trained = sample(args, patching.apply_p3s(base, p3s, hint(args)), 2)
+        ok = suite.check(torch.equal(untrained, plain), f"vram {args.vram}: untrained differs from plain")
+        ok &= suite.check(bool(torch.isfinite(trained).all()), f"vram {args.vram}: non-finite output")
+        ok &= suite.check(not torch.equal(trained, plain), f"vram {args.vram}: trained changed nothing")
+        import comfy.model_management as mm
+
+        suite.row("vram modes", mode=args.vram, vram_state=str(mm.vram_state.name), ok=bool(ok))
+
+
+def run_vram_modes(suite: Suite) -> None:
+    """Section 2: one process per VRAM mode (ComfyUI reads them once, at import)."""
+    modes = ["lowvram"] if suite.args.cpu else list(VRAM_MODES)
+    for mode in modes:
+        cmd = [sys.executable, "-m", "benchmarks.gpu_suite", "--section", "vram", "--vram", mode, "--json"]
+        cmd += ["--cpu"] if suite.args.cpu else []
+        cmd += ["--tiny", "--tiny-latent", str(suite.args.tiny_latent)] if suite.args.tiny else []
+        cmd += ["--latent", str(suite.args.latent)]
+        done = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True)
+        try:
+            result = json.loads(done.stdout.strip().splitlines()[-1])
+        except (IndexError, json.JSONDecodeError):
+            suite.failures.append(f"vram {mode}: process failed: {done.stderr.strip().splitlines()[-1:]}")
+            continue
+        suite.rows.setdefault("vram modes", []).extend(result["rows"].get("vram modes", []))
+        suite.failures.extend(result["failures"])
+
+
+class StepPeak:
+    """Peak memory of the second training step (the first allocates the AdamW state), as ``on_step``.
+
+    CUDA: ``max_memory_allocated`` above what was allocated when step 2 began. CPU: the torch
+    profiler's memory events during step 2 (bytes allocated since it began, at their peak).
+    """
+
+    def __init__(self, cuda: bool):
+        self.cuda = cuda
+        self.prof = None
+        self.before = 0
+        self.peak = float("nan")
+        self.started = 0.0
+        self.seconds = float("nan")
+
+    def __call__(self, step: int, total: int, history) -> None:
+        import torch
+
+        if step == 1:
+            if self.cuda:
+                torch.cuda.synchronize()
+                torch.cuda.reset_peak_memory_stats()
+                self.before = torch.cuda.memory_allocated()
+            else:
+                from torch.profiler import ProfilerActivity, profile
+
+                self.prof = profile(activities=[ProfilerActivity.CPU], profile_memory=True)
+                self.prof.start()
+            self.started = time.perf_counter()
+        elif step == 2:
+            if self.cuda:
+                torch.cuda.synchronize()
+            self.seconds = time.perf_counter() - self.started
+            if self.cuda:
+                self.peak = torch.cuda.max_memory_allocated() - self.before
+            else:
+                self.prof.stop()
+                self.peak = profiler_peak_bytes(self.prof)
+
+
+def profiler_peak_bytes(prof) -> int:
+    """The peak of "Total Allocated" over a finished CPU profile's memory events."""
+    with tempfile.TemporaryDirectory() as folder:
+        trace = Path(folder) / "trace.json"
+        prof.export_chrome_trace(str(trace))
+        events = json.loads(trace.read_text())["traceEvents"]
+    totals = [e["args"]["Total Allocated"] for e in events if e.get("name") == "[memory]"]
+    return max(totals, default=0)
+
+
+def training_memory(suite: Suite) -> None:
+    """Section 3: seconds and peak memory of one training step per scope, precision, checkpointing."""
+    import torch
+
+    args = suite.args
+    cuda = torch.cuda.is_available() and not args.cpu
+    base = build_base(args, "float32" if args.cpu else "float16", None)
+    precisions = ["auto"] if args.cpu else ["auto", "fp16"]
+    cards = [None, 12] if cuda else [None]
+    for card in cards:
+        if card is not None:
+            total = torch.cuda.get_device_properties(0).total_memory
+            torch.cuda.set_per_process_memory_fraction(min(1.0, card * 2**30 / total))
+        for scope in SCOPES:
+            for precision in precisions:
+                peaks = {}
+                for checkpointing in (False, True):
+                    cell = f"training {scope} {precision} ckpt={checkpointing} card={card or 'full'}"
+                    measure = StepPeak(cuda)
+                    with suite.guarded(cell):
+                        try:
+                            train(args, base, scope, 2, checkpointing, precision, on_step=measure)
+                        except torch.cuda.OutOfMemoryError:
+                            measure.peak = float("inf")  # does not fit that card: a result, not a failure
+                    peak, seconds = measure.peak / 2**20, measure.seconds
+                    peaks[checkpointing] = peak
+                    suite.row(
+                        "training", scope=scope, precision=precision, checkpointing=checkpointing,
+                        card=f"{card} GB" if card else "full", s_per_step=round(seconds, 3), peak_mib=round(peak, 1),
+                    )  # fmt: skip
+                if all(math.isfinite(p) for p in peaks.values()):
+                    if not args.tiny:  # at 64 px the tiny model's activations are smaller than its gradients
+                        suite.check(peaks[True] < peaks[False], f"checkpointing did not lower {scope} {precision} peak")
+                    suite.row(
+                        "checkpointing ratio", scope=scope, precision=precision, card=f"{card} GB" if card else "full",
+                        on_over_off=round(peaks[True] / peaks[False], 3),
+                    )  # fmt: skip
+        if card is not None:
+            torch.cuda.set_per_process_memory_fraction(1.0)
+
+
+def sampling_speed(suite: Suite) -> None:
+    """Sections 4 and 5: steps per second and host syncs per step, plain vs P3S vs ControlNet."""
+    import torch
+
+    from devtools.tiny_models import controlnet_for, with_control
+
+    args = suite.args
+    patching, _ = pack()
+    base = build_base(args, "float32" if args.cpu else "float16", None)
+    steps = 4 if args.tiny else 20
+    p3s = patching.new_p3s_model(base, encoder(args), "full")
+    randomised(p3s)
+    positive, negative = conditioning(args)
+    _, _, side = dims(args)
+    control = controlnet_for(base).copy()
+    control.set_cond_hint(torch.rand(1, 3, side * 8, side * 8), 1.0, (0.0, 1.0))
+    variants = {
+        "plain": (base, positive, negative),
+        "p3s": (patching.apply_p3s(base, p3s, hint(args)), positive, negative),
+        "controlnet": (base, with_control(positive, control), with_control(negative, control)),
+    }
+    for name, (model, pos, neg) in variants.items():
+        with suite.guarded(f"sampling {name}"):
+            sample(args, model, 2, pos, neg)  # warm-up: loads the models
+            start = time.perf_counter()
+            out = sample(args, model, steps, pos, neg)
+            seconds = time.perf_counter() - start
+            syncs = count_syncs(args, lambda m=model, p=pos, n=neg: sample(args, m, steps, p, n))
+            suite.check(bool(torch.isfinite(out).all()), f"sampling {name}: non-finite output")
+            suite.row(
+                "sampling", variant=name, it_per_s=round(steps / seconds, 2), syncs_per_step=round(syncs / steps, 2)
+            )
+    rows = {r["variant"]: r for r in suite.rows.get("sampling", [])}
+    if "plain" in rows and "p3s" in rows:
+        ratio = rows["plain"]["it_per_s"] / max(rows["p3s"]["it_per_s"], 1e-9)
+        suite.row("sampling ratio", p3s_over_plain_seconds=round(ratio, 2))
+        extra = rows["p3s"]["syncs_per_step"] - rows["plain"]["syncs_per_step"]
+        suite.check(extra <= 1.5, f"P3S adds {extra:.1f} host syncs per step (at most 1 expected)")
+
+
+def count_syncs(args, run) -> int:
+    """Host syncs during ``run()``: CUDA's sync-debug warnings, or sync-method calls on the CPU."""
+    import torch
+
+    if torch.cuda.is_available() and not args.cpu:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            torch.cuda.set_sync_debug_mode("warn")
+            try:
+                run()
+            finally:
+                torch.cuda.set_sync_debug_mode("default")
+        return sum("synchroniz" in str(w.message) for w in caught)
+    counter = {"n": 0}
+    originals = {
+        name: getattr(torch.Tensor, name) for name in ("item", "cpu", "tolist", "__float__", "__int__", "__bool__")
+    }
+
+    def counting(original):
+        def method(tensor, *a, **k):
+            counter["n"] += 1
+            return original(tensor, *a, **k)
+
+        return method
+
+    try:
+        for name, original in originals.items():
+            setattr(torch.Tensor, name, counting(original))
+        run()
+    finally:
+        for name, original in originals.items():
+            setattr(torch.Tensor, name, original)
+    return counter["n"]
+
+
+def memory_baseline(suite: Suite) -> None:
+    """Section 6: memory after a cancelled training and after unloading equals the baseline."""
+    import comfy.model_management as mm
+    import torch
+
+    args = suite.args
+    cuda = torch.cuda.is_available() and not args.cpu
+    base = build_base(args, "float32" if args.cpu else "float16", None)
+    mm.unload_all_models()
+    mm.soft_empty_cache()
+    baseline = torch.cuda.memory_allocated() if cuda else 0
+
+    def cancel(step, total, history):
+        raise KeyboardInterrupt
+
+    with suite.guarded("cancel"):
+        with contextlib.suppress(KeyboardInterrupt):
+            train(args, base, "full", 5, on_step=cancel)
+        mm.unload_all_models()
+        mm.soft_empty_cache()
+        after_cancel = torch.cuda.memory_allocated() if cuda else 0
+        patching, _ = pack()
+        p3s = patching.new_p3s_model(base, encoder(args), "full")
+        sample(args, patching.apply_p3s(base, p3s, hint(args)), 2)
+        mm.unload_all_models()
+        mm.soft_empty_cache()
+        after_unload = torch.cuda.memory_allocated() if cuda else 0
+        slack = 64 * 2**20
+        suite.check(after_cancel - baseline <= slack, f"cancel left {(after_cancel - baseline) / 2**20:.0f} MiB")
+        suite.check(after_unload - baseline <= slack, f"unload left {(after_unload - baseline) / 2**20:.0f} MiB")
+        suite.row(
+            "memory baseline", baseline_mib=round(baseline / 2**20, 1),
+            after_cancel_mib=round(after_cancel / 2**20, 1), after_unload_mib=round(after_unload / 2**20, 1),
+            measured="cuda" if cuda else "n/a on CPU (paths run)",
+        )  # fmt: skip
+
+
+SECTIONS = {
+    "dtypes": dtype_matrix,
+    "vram-modes": run_vram_modes,
+    "training": training_memory,
+    "sampling": sampling_speed,
+    "memory": memory_baseline,
+}
+
+
+def print_table(suite: Suite) -> None:
+    for section, rows in suite.rows.items():
+        print(f"\n== {section}")
+        keys = list(rows[0])
+        widths = [max(len(k), *(len(str(r.get(k, ""))) for r in rows)) for k in keys]
+        print("  ".join(k.ljust(w) for k, w in zip(keys, widths, strict=True)))
+        for r in rows:
+            print("  ".join(str(r.get(k, "")).ljust(w) for k, w in zip(keys, widths, strict=True)))
+    print("\nFAILURES:" if suite.failures else "\nall checks passed")
+    for failure in suite.failures:
+        print(f"  - {failure}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--cpu", action="store_true", help="run on the CPU (ComfyUI's --cpu)")
+    parser.add_argument("--tiny", action="store_true", help="the tiny SD1.5-shaped model at 64 px")
+    parser.add_argument("--latent", type=int, default=64, help="latent side of the full-size runs (512 px = 64)")
+    parser.add_argument("--tiny-latent", type=int, default=8, help="latent side of the --tiny runs")
+    parser.add_argument("--section", choices=[*SECTIONS, "vram"], action="append", help="only these (repeatable)")
+    parser.add_argument("--vram", choices=list(VRAM_MODES), help=argparse.SUPPRESS)
+    parser.add_argument("--comfyui", help="ComfyUI folder (default: the host of devtools/comfy_host.py)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    args = parser.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(1 if args.cpu else max(1, os.cpu_count() or 1))
+    if not args.cpu and not torch.cuda.is_available():
+        parser.error("no CUDA device: run with --cpu (and --tiny) on a machine without one")
+    setup_comfy(args)
+    suite = Suite(args)
+    start = time.perf_counter()
+    for name in args.section or list(SECTIONS):
+        began = time.perf_counter()
+        if name == "vram":
+            vram_mode(suite)
+        else:
+            with suite.guarded(f"section {name}"):
+                SECTIONS[name](suite)
+        suite.row("sections", part=name, seconds=round(time.perf_counter() - began, 1))
+    suite.row(
+        "run", seconds=round(time.perf_counter() - start, 1), device="cpu" if args.cpu else torch.cuda.get_device_name()
+    )
+    if args.json:
+        print(json.dumps({"rows": suite.rows, "failures": suite.failures}))
+    else:
+        print_table(suite)
+    return 1 if suite.failures else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,31 @@
+"""``benchmarks/gpu_suite.py --cpu --tiny`` runs every section on the CPU and passes its own checks."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_gpu_suite_runs_on_the_cpu_with_the_tiny_model():
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.gpu_suite", "--cpu", "--tiny", "--json"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["failures"] == []
+    rows = result["rows"]
+    matrix = {(r["base"], r["maker"]) for r in rows["dtype matrix"]}
+    assert matrix == {(b, m) for b in ("fp16", "bf16", "fp8", "fp32") for m in ("Init", "Fine-tune", "Loader")}
+    assert all(r["equal_plain"] for r in rows["dtype matrix"] if r["maker"] == "Init")
+    assert {r["mode"] for r in rows["vram modes"]} == {"lowvram"}, "a VRAM mode ran in its own process"
+    assert {r["scope"] for r in rows["training"]} == {"full", "attention", "lora", "injection"}
+    assert all(r["peak_mib"] > 0 for r in rows["training"])
+    assert {r["variant"] for r in rows["sampling"]} == {"plain", "p3s", "controlnet"}
