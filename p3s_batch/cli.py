@@ -138,7 +138,14 @@ class _Runner:
             prompt_id = None
             try:
                 prompt = build_prompt(self.workflow, item, upload=lambda path: self.upload(client, path))
-                answer = client.submit(prompt)
+                try:
+                    answer = client.submit(prompt)
+                except ComfyAPIError as refused:  # no output node valid: refused whole, nothing queued
+                    if refused.node_errors():
+                        raise ItemFailed(
+                            f"invalid inputs, not run: {_node_errors_text(refused.node_errors())}"
+                        ) from None
+                    raise
                 prompt_id = answer["prompt_id"]
                 if answer.get("node_errors"):
                     client.cancel(prompt_id)
