@@ -17,6 +17,7 @@ from ..p3s_core.loss_plot import plot_step_values
 from ..p3s_core.losses import NORMALISATIONS
 from ..p3s_core.tokens import parse_words
 from ..p3s_core.unet_layout import SD15_TRANSFORMER_BLOCKS
+from ..p3s_core.validation import MAX_PROMPT_CHARS, MAX_WORDS_CHARS, text_length
 from .attention_patching import attach_attention_capture, word_groups
 from .types import CATEGORY_INSPECT, P3SAttentionType
 
@@ -78,7 +79,8 @@ class P3SAttentionMaps(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, clip, prompt, words, layer, normalisation, max_side) -> io.NodeOutput:
-        names = parse_words(words)
+        text_length("prompt", prompt, MAX_PROMPT_CHARS)
+        names = parse_words(text_length("words", words, MAX_WORDS_CHARS))
         groups = word_groups(clip, prompt, names)
         name, _, number = layer.rpartition("_")
         settings = CaptureSettings(

@@ -32,7 +32,7 @@ from ..p3s_core.training import (
     train_p3s,
 )
 from ..p3s_core.unet_layout import check_sd15_layout
-from ..p3s_core.validation import finite
+from ..p3s_core.validation import MAX_PROMPT_CHARS, MAX_WORDS_CHARS, finite, text_length
 from .attention_patching import word_groups
 from .model_folder import P3S_FOLDER, register_p3s_folder
 from .p3s_patching import (
@@ -41,8 +41,14 @@ from .p3s_patching import (
     clip_token_width,
     new_p3s_model,
     p3s_model_from_file,
-    p3s_patcher,
     reference_features,
+)
+from .p3s_placement import (
+    base_compute_dtype,
+    load_for_training,
+    place_for_base,
+    plain_ops_for_training,
+    training_clone,
 )
 from .types import CATEGORY_MODEL, P3SModelType
 
@@ -237,6 +243,9 @@ class P3SFineTune(io.ComfyNode):
         elif save_every:
             raise P3SInputError("Checkpoints (save_every) need a save_name: give one, or set save_every to 0.")
         check_reference_batches(reference_images, subject_mask)
+        text_length("instance_prompt", instance_prompt, MAX_PROMPT_CHARS)
+        text_length("captions", captions or "", MAX_PROMPT_CHARS)
+        text_length("attention_word", attention_word or "", MAX_WORDS_CHARS)
         texts = _captions(instance_prompt, captions or "", reference_images.shape[0])
         word_groups = _word_groups(clip, texts[0], attention_word or "")
         images, mask = _resize(reference_images, subject_mask, resolution)
@@ -277,7 +286,10 @@ class P3SFineTune(io.ComfyNode):
         if taken and not overwrite:
             raise P3SInputError(f"Checkpoint files already exist ({', '.join(taken)}): enable overwrite or rename.")
         _show_loss(f"P3S Fine-tune: {picked}")
-        comfy.model_management.load_models_gpu([model, p3s_patcher(p3s, model)])
+        frozen = training_clone(model)
+        load_for_training(frozen)  # CLIP, CLIP vision and VAE offloaded, the U-Net fully loaded
+        unet = frozen.model.diffusion_model
+        compute_dtype = base_compute_dtype(model)
         bar = comfy.utils.ProgressBar(settings.total_steps(images.shape[0]))
 
         def on_step(step: int, total: int, history: TrainHistory) -> None:
@@ -294,31 +306,35 @@ class P3SFineTune(io.ComfyNode):
         try:
             history = train_p3s(
                 p3s,
-                model.model.diffusion_model,
+                unet,
                 _sigmas(model),
                 data,
                 settings,
                 on_step,
-                model.load_device,
+                frozen.load_device,
                 resume=resume,
                 on_epoch=on_epoch,
+                compute_dtype=compute_dtype,
+                frozen_context=lambda: plain_ops_for_training(unet),
             )
         except BaseException:
             del p3s
             comfy.model_management.soft_empty_cache()
             raise
-        overlays = _reference_overlays(p3s, model, data, images[0], word_groups)
-        with torch.inference_mode(False):
-            p3s.to(model.offload_device)
         p3s.__dict__[EPOCHS_DONE] = int(epochs)
         saved = "not saved (save_name is empty)"
-        if target is not None:
+        if target is not None:  # saved first: nothing after this can lose the run
             record["final_loss"] = history.total[-1]
             if not overwrite:
                 target = next_free_path(target)  # taken while training ran: the next number
             save_p3s_model(target, p3s.state_dict(), p3s.config, record, overwrite=bool(overwrite))
             saved = f"saved {_saved_name(target)}"
         _show_loss(f"{trained_scope}: {len(history.total)} steps, final loss {history.total[-1]:.4f}; {saved}")
+        with plain_ops_for_training(unet):
+            overlays = _reference_overlays(
+                p3s, unet, _sigmas(model), settings.precision, compute_dtype, data, images[0], word_groups
+            )
+        place_for_base(p3s, model)
         plot = torch.from_numpy(plot_losses(history)).unsqueeze(0)
         return io.NodeOutput(p3s, plot, overlays, ui={"text": [saved]})
 
@@ -349,31 +365,34 @@ def _continued_model(model, given) -> tuple[P3SModel, ResumeState]:
     return p3s, ResumeState(int(given.__dict__.get(EPOCHS_DONE, 0)), {})
 
 
+def scope_needs(model, data: TrainingData, settings: TrainSettings, encoder: dict, lora_rank: int) -> dict[str, int]:
+    """Estimated training memory (bytes) of each scope on ``model``'s device (``p3s_core.scope_memory``)."""
+    unet = model.model.diffusion_model
+    with torch.device("meta"):
+        encoder_params = sum(p.numel() for p in SubjectEncoder.from_config(encoder).parameters())
+    layers = encoder_params + sum(2 * (s.channels**2 + s.channels) for s in check_sd15_layout(unet))
+    to_load = max(int(model.model_size()) - int(model.loaded_size()), 0)
+    half = settings.precision != "fp32" and getattr(model.load_device, "type", "") == "cuda"
+    pixels = int(data.latents.shape[-1] * data.latents.shape[-2])
+    return {
+        name: training_bytes(count, pixels, settings.batch_size, half, settings.gradient_checkpointing, to_load)
+        for name, count in own_parameter_counts(unet, layers, lora_rank).items()
+    }
+
+
 def _pick_scope(
     scope: str, model, data: TrainingData, settings: TrainSettings, encoder: dict, lora_rank: int
 ) -> tuple[str, str]:
     """The scope to build, and a line saying why (``auto``: the richest that fits the free memory)."""
     if scope != "auto":
         return scope, f"scope {scope}"
-    unet = model.model.diffusion_model
-    with torch.device("meta"):
-        encoder_params = sum(p.numel() for p in SubjectEncoder.from_config(encoder).parameters())
-    layers = encoder_params + sum(2 * (s.channels**2 + s.channels) for s in check_sd15_layout(unet))
-    counts = own_parameter_counts(unet, layers, lora_rank)
-    device = model.load_device
-    free = int(comfy.model_management.get_free_memory(device))
-    to_load = max(int(model.model_size()) - int(model.loaded_size()), 0)
-    half = settings.precision != "fp32" and getattr(device, "type", str(device)) == "cuda"
-    pixels = int(data.latents.shape[-1] * data.latents.shape[-2])
-    needs = {
-        name: training_bytes(count, pixels, settings.batch_size, half, settings.gradient_checkpointing, to_load)
-        for name, count in counts.items()
-    }
+    needs = scope_needs(model, data, settings, encoder, lora_rank)
+    free = int(comfy.model_management.get_free_memory(model.load_device))
     chosen = choose_scope(free, needs)
     fits = "fits" if needs[chosen] <= free else "does not fit either; the lightest"
     line = (
-        f"scope auto -> {chosen} (free {free / 2**30:.1f} GB on {device}, {chosen} needs about "
-        f"{needs[chosen] / 2**30:.1f} GB: {fits})"
+        f"scope auto -> {chosen} (free {free / 2**30:.2f} GB on {model.load_device}, {chosen} needs about "
+        f"{needs[chosen] / 2**30:.2f} GB: {fits})"
     )
     return chosen, line
 
@@ -385,11 +404,16 @@ def _word_groups(clip, prompt: str, word: str) -> tuple[TokenGroup, ...] | None:
     return word_groups(clip, prompt, [word.strip()])
 
 
-def _reference_overlays(p3s, model, data: TrainingData, image: torch.Tensor, groups) -> torch.Tensor:
-    """Frozen, copy and difference overlays on ``image`` (or the image thrice without a word)."""
+def _reference_overlays(
+    p3s, unet, sigmas, precision: str, compute_dtype, data: TrainingData, image: torch.Tensor, groups
+) -> torch.Tensor:
+    """Frozen, copy and difference overlays on ``image`` (or the image thrice without a word).
+
+    One forward in training's precision path (same device, dtypes and attention).
+    """
     if groups is None:
         return image[..., :3].unsqueeze(0).expand(3, -1, -1, -1).clone()
-    frozen, copy = reference_attention(p3s, model.model.diffusion_model, _sigmas(model), data)
+    frozen, copy = reference_attention(p3s, unet, sigmas, data, precision=precision, compute_dtype=compute_dtype)
     size = tuple(data.latents.shape[-2:])
     frozen_map = probs_to_maps(frozen.unsqueeze(0), size, groups)[0, 0]
     copy_map = probs_to_maps(copy.unsqueeze(0), size, groups)[0, 0]

@@ -30,6 +30,7 @@ from ..p3s_core.shared_copy import DEFAULT_LORA_ALPHA, DEFAULT_LORA_RANK
 from ..p3s_core.subject_encoder import mask_to_patch_grid, patch_grid_side
 from ..p3s_core.unet_layout import check_sd15_layout
 from ..p3s_core.validation import finite, window
+from .p3s_placement import P3SModelPatcher, base_compute_dtype, place_for_base
 
 STATE_KEY_PREFIX = "p3s_injection"
 
@@ -64,14 +65,22 @@ def new_p3s_model(
     lora_rank: int = DEFAULT_LORA_RANK,
     lora_alpha: float = DEFAULT_LORA_ALPHA,
 ) -> P3SModel:
-    """An untrained P3S model of ``scope`` over ``model``'s SD1.5 U-Net (own weights on the offload device).
+    """An untrained P3S model of ``scope`` over ``model``'s SD1.5 U-Net, placed for it (:func:`place_for_base`).
 
     Whatever the scope does not train stays the U-Net's own modules (see ``p3s_core.shared_copy``).
+    Own weights are in the base's compute dtype (never fp8) on the offload device.
     """
     unet = check_sd15_model(model)
-    p3s = P3SModel.from_base(unet, encoder_config, base_diffusion_state_dict(model), scope, lora_rank, lora_alpha)
-    with torch.inference_mode(False):  # moved weights must stay trainable (nodes run in inference mode)
-        return p3s.to(model.offload_device)
+    p3s = P3SModel.from_base(
+        unet,
+        encoder_config,
+        base_diffusion_state_dict(model),
+        scope,
+        lora_rank,
+        lora_alpha,
+        dtype=base_compute_dtype(model),
+    )
+    return place_for_base(p3s, model)
 
 
 def p3s_model_from_file(
@@ -83,12 +92,19 @@ def p3s_model_from_file(
     """Rebuild a saved P3S model (``state_dict`` tensors + ``P3SModel.config``) for an SD1.5 MODEL.
 
     Refuses a model trained on another base (both fingerprints in the message). A checkpoint's
-    optimiser state (``optimizer.*``) is left out.
+    optimiser state (``optimizer.*``) is left out. The file's weights go into tensors of the
+    base's compute dtype (never into fp8 storage) placed for sampling, or of ``dtype`` where
+    given (float32 to resume training), left on the offload device.
     """
     unet = check_sd15_model(model)
     tensors, _ = split_optimizer_state(tensors)
     with torch.inference_mode(False):
-        p3s = p3s_model_from_tensors(unet, tensors, config, base_diffusion_state_dict(model), dtype)
+        p3s = p3s_model_from_tensors(
+            unet, tensors, config, base_diffusion_state_dict(model), dtype or base_compute_dtype(model)
+        )
+    if dtype is None:
+        return place_for_base(p3s, model)
+    with torch.inference_mode(False):
         return p3s.to(model.offload_device)
 
 
@@ -180,6 +196,7 @@ def apply_p3s(
         )
     settings = InjectionSettings(float(strength), sigma_range, bool(apply_to_uncond), reference_mode)
 
+    place_for_base(p3s, model)
     key = f"{STATE_KEY_PREFIX}_{uuid.uuid4().hex[:12]}"
     patched = model.clone()
     patched.add_wrapper_with_key(
@@ -200,8 +217,13 @@ def p3s_patcher(p3s: P3SModel, model: comfy.model_patcher.ModelPatcher) -> comfy
     would die with its MODEL while the module lives on, which ComfyUI reports as a leak.
     """
     devices = (model.load_device, model.offload_device)
+    unet = model.model.diffusion_model
     patcher = p3s.__dict__.get("_comfy_patcher")
-    if patcher is None or (patcher.load_device, patcher.offload_device) != devices:
-        patcher = comfy.model_patcher.ModelPatcher(p3s, load_device=devices[0], offload_device=devices[1])
+    if (
+        patcher is None
+        or (patcher.load_device, patcher.offload_device) != devices
+        or getattr(patcher, "shared_with", None) is not unet
+    ):
+        patcher = P3SModelPatcher(p3s, load_device=devices[0], offload_device=devices[1], shared_with=unet)
         p3s.__dict__["_comfy_patcher"] = patcher
     return patcher

@@ -17,19 +17,11 @@ from typing import Any
 
 
 class ComfyAPIError(RuntimeError):
-    """The server refused a request or a prompt failed; ``status`` and ``body`` of a refused request."""
+    """The server refused a request or a prompt failed; ``body`` is the answer's JSON, if any."""
 
-    def __init__(self, message: str, status: int | None = None, body: str = ""):
+    def __init__(self, message: str, body: Any = None):
         super().__init__(message)
-        self.status = status
         self.body = body
-
-    def node_errors(self) -> dict[str, Any]:
-        """The ``node_errors`` of a prompt refused at validation (HTTP 400), else ``{}``."""
-        try:
-            return json.loads(self.body).get("node_errors") or {}
-        except (ValueError, AttributeError):
-            return {}
 
 
 @dataclass
@@ -84,8 +76,12 @@ class ComfyClient:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:
                 return response.read()
         except urllib.error.HTTPError as exc:
-            body = exc.read().decode(errors="replace")
-            raise ComfyAPIError(f"{path}: HTTP {exc.code}: {body}", status=exc.code, body=body) from None
+            text = exc.read().decode(errors="replace")
+            try:
+                body = json.loads(text)
+            except ValueError:
+                body = None
+            raise ComfyAPIError(f"{path}: HTTP {exc.code}: {text}", body) from None
 
     def get_json(self, path: str) -> Any:
         return json.loads(self._request(path))

@@ -140,12 +140,11 @@ class _Runner:
                 prompt = build_prompt(self.workflow, item, upload=lambda path: self.upload(client, path))
                 try:
                     answer = client.submit(prompt)
-                except ComfyAPIError as refused:  # no output node valid: refused whole, nothing queued
-                    if refused.node_errors():
-                        raise ItemFailed(
-                            f"invalid inputs, not run: {_node_errors_text(refused.node_errors())}"
-                        ) from None
-                    raise
+                except ComfyAPIError as refused:  # no output node valid: the prompt is refused as a whole
+                    errors = refused.body.get("node_errors") if isinstance(refused.body, dict) else None
+                    if not errors:
+                        raise
+                    raise ItemFailed(f"invalid inputs, not run: {_node_errors_text(errors)}") from None
                 prompt_id = answer["prompt_id"]
                 if answer.get("node_errors"):
                     client.cancel(prompt_id)

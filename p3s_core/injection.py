@@ -161,8 +161,8 @@ def run_copy(
         return patch
 
     fresh = {**(options or {}), "patches": {f"{a}_output_patch": [capture(a)] for a in ATTENTIONS}}
-    w = p3s.hint_conv.weight
-    x_in = x + p3s.hint_conv(hint.to(device=w.device, dtype=w.dtype)).to(x.dtype)
+    conv = p3s.hint_conv  # weights cast to the input: wherever ComfyUI left them, in whatever dtype
+    x_in = x + F.conv2d(hint.to(x), conv.weight.to(x), conv.bias.to(x) if conv.bias is not None else None)
     if copy_net is None:
         if base is None and p3s.scope != "full":
             raise P3SInputError(f"A P3S model of scope {p3s.scope!r} runs over its base U-Net: pass the base.")

@@ -20,8 +20,10 @@ and go on later; :class:`ResumeState` carries the epochs done and the AdamW stat
 what a checkpoint stores. Resuming from a checkpoint of epoch k with the same settings gives
 the same weights as an uninterrupted run.
 
-Trainable parameters are trained in float32 (master weights), with autocast to bf16/fp16 on
-GPU when asked. Nothing here imports ComfyUI.
+Only trained parameters are float32 (master weights); the forward runs in the base's compute
+dtype, or under autocast for an fp32 base on CUDA (``p3s_core/precision.py``). Gradients are
+freed right after each optimiser step; gradient checkpointing wraps the layers of both U-Nets
+(``p3s_core/checkpointing.py``). Nothing here imports ComfyUI.
 """
 
 from __future__ import annotations
@@ -34,13 +36,21 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 
 import torch
-import torch.utils.checkpoint
 from torch import nn
 
+from .checkpointing import checkpointed
 from .errors import P3SInputError
 from .injection import injection_deltas, make_attention_probe, make_injection_patch, run_copy
 from .losses import NORMALISATIONS, attention_consistency_loss, ldm_loss
 from .p3s_model import P3SModel
+from .precision import (
+    ATTENTION_OVERRIDE_KEY,
+    TrainingPrecision,
+    attention_override,
+    casting_weights,
+    make_optimizer,
+    training_precision,
+)
 from .shared_copy import SCOPES
 from .unet_layout import ATTENTIONS, LAST_CROSS_ATTENTION
 from .validation import in_range
@@ -206,6 +216,14 @@ def trainable_parameters(p3s: P3SModel, scope: str | None = None) -> dict[str, n
     return chosen
 
 
+def unet_compute_dtype(unet: nn.Module) -> torch.dtype:
+    """The dtype a U-Net computes in, judged from its weights (fp8 storage computes in bf16)."""
+    for param in unet.parameters():
+        if param.is_floating_point():
+            return param.dtype if param.dtype in (torch.float32, torch.float16, torch.bfloat16) else torch.bfloat16
+    return torch.float32
+
+
 def train_p3s(
     p3s: P3SModel,
     unet: nn.Module,
@@ -216,6 +234,8 @@ def train_p3s(
     device: torch.device | str | None = None,
     resume: ResumeState | None = None,
     on_epoch: EpochCallback | None = None,
+    compute_dtype: torch.dtype | None = None,
+    frozen_context: Callable[[], contextlib.AbstractContextManager] | None = None,
 ) -> TrainHistory:
     """Fine-tune ``p3s`` in place beside the frozen ``unet``; returns the loss history.
 
@@ -225,8 +245,12 @@ def train_p3s(
     the optimiser state and propagates. The frozen ``unet`` is never changed. ``resume``
     continues after its epoch (steps are numbered from the start of the whole run; the
     history holds the new steps); ``on_epoch`` runs after each epoch (checkpoints).
+    ``compute_dtype``: the dtype the base computes in (default: judged from its weights).
+    ``frozen_context``: entered around training by the host, e.g. to swap ops without backward
+    for plain ones. Trained parameters are float32 on ``device`` afterwards.
     """
     device = torch.device(device or next(unet.parameters()).device)
+    precision = training_precision(settings.precision, device, compute_dtype or unet_compute_dtype(unet))
     history = TrainHistory()
     start_epoch = resume.epoch if resume is not None else 0
     if not 0 <= start_epoch < settings.epochs:
@@ -237,8 +261,11 @@ def train_p3s(
     with torch.inference_mode(False):
         data = data.to(device)
         sigmas = sigmas.detach().to(device=device, dtype=torch.float32).clone()
-        p3s.to(device=device, dtype=torch.float32)
+        p3s.to(device=device)
         trainable = trainable_parameters(p3s, settings.scope)
+        for param in trainable.values():  # fp32 master weights for what is trained only
+            if param.dtype != torch.float32:
+                param.data = param.data.float()
         names = {id(param): name for name, param in trainable.items()}
         copy_net = p3s.copy_module(unet)  # one shadow for the whole run (checkpointing wraps its blocks)
         optimizer = None
@@ -246,12 +273,14 @@ def train_p3s(
             with (
                 _frozen(unet),
                 _only_trainable(p3s, trainable),
-                _checkpointed(copy_net, settings.gradient_checkpointing),
+                checkpointed([copy_net, unet], settings.gradient_checkpointing),
+                casting_weights(p3s),
+                frozen_context() if frozen_context is not None else contextlib.nullcontext(),
             ):
-                optimizer = torch.optim.AdamW(trainable.values(), lr=settings.lr)
+                optimizer = make_optimizer(trainable.values(), settings.lr)
                 if resume is not None and resume.optimizer:
                     load_optimizer_tensors(optimizer, resume.optimizer, trainable)
-                autocast_dtype, scaler = _precision(settings.precision, device)
+                scaler = precision.scaler(device)
                 images = data.latents.shape[0]
                 total = settings.total_steps(images)
                 step = start_epoch * settings.steps_per_epoch(images)
@@ -260,7 +289,7 @@ def train_p3s(
                     for rows in torch.randperm(images, generator=gen).split(settings.batch_size):
                         step += 1
                         noise, timesteps, drop = _draw(data.latents[rows].shape, settings.dropout, gen)
-                        with _autocast(device, autocast_dtype):
+                        with precision.context(device):
                             losses = step_losses(
                                 p3s,
                                 unet,
@@ -272,14 +301,14 @@ def train_p3s(
                                 drop,
                                 settings.lac_normalisation,
                                 copy_net=copy_net,
+                                precision=precision,
                             )
-                        loss = losses[0] + settings.gamma * losses[1]
+                        loss = losses[0].float() + settings.gamma * losses[1].float()
                         if not torch.isfinite(loss):
                             raise P3SInputError(
                                 f"The training loss became {loss.item()} at step {step}: lower the learning rate, "
                                 "or train in fp32 / bf16 instead of fp16."
                             )
-                        optimizer.zero_grad(set_to_none=True)
                         if scaler is not None:
                             scaler.scale(loss).backward()
                             scaler.step(optimizer)
@@ -287,6 +316,7 @@ def train_p3s(
                         else:
                             loss.backward()
                             optimizer.step()
+                        optimizer.zero_grad(set_to_none=True)  # free the gradients before the next forward
                         history.total.append(float(loss.detach()))
                         history.ldm.append(float(losses[0].detach()))
                         history.ac.append(float(losses[1].detach()))
@@ -330,35 +360,42 @@ def step_losses(
     normalisation: str = "mean",
     maps: dict[str, torch.Tensor] | None = None,
     copy_net: nn.Module | None = None,
+    precision: TrainingPrecision | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(L_LDM, L_ac)`` for one batch; the caller combines them.
+    """``(L_LDM, L_ac)`` for one batch (float32); the caller combines them.
 
     Runs the encoder (hint), the copy (capturing its attention outputs and its output-11
     attention map) and the frozen U-Net with the injections (capturing its map). Pass ``maps``
     to keep those two maps (``"copy"``, ``"frozen"``: ``[B*H, N, T]`` probabilities).
     ``copy_net``: the copy's module over ``unet`` (:meth:`P3SModel.copy_module`), built if None.
+    ``precision``: the dtype the U-Nets' inputs are cast to (:func:`training_precision`).
     """
     device = data.latents.device
     x0 = data.latents[rows]
     noise, timesteps = noise.to(device), timesteps.to(device)
     sigma = sigmas[timesteps].view(-1, 1, 1, 1)
-    x_in = (x0 + sigma * noise) / torch.sqrt(sigma**2 + 1.0)
-    context = torch.where(
-        drop.to(device).view(-1, 1, 1), data.uncond.expand_as(data.contexts[rows]), data.contexts[rows]
+    cast = precision.inputs if precision is not None else (lambda tensor: tensor)
+    x_in = cast((x0 + sigma * noise) / torch.sqrt(sigma**2 + 1.0))
+    context = cast(
+        torch.where(drop.to(device).view(-1, 1, 1), data.uncond.expand_as(data.contexts[rows]), data.contexts[rows])
     )
     t = timesteps.float()
 
     hint = p3s.encoder(data.tokens[rows], data.mask_grids[rows], x0)
     maps = {} if maps is None else maps
-    probe = {"patches_replace": {"attn2": {LAST_CROSS_ATTENTION: make_attention_probe(maps, "copy")}}}
+    probe = {
+        "patches_replace": {"attn2": {LAST_CROSS_ATTENTION: make_attention_probe(maps, "copy")}},
+        ATTENTION_OVERRIDE_KEY: attention_override,
+    }
     captured = run_copy(p3s, x_in, t, context, hint, probe, base=unet, copy_net=copy_net)
     options = {
         "patches": {f"{a}_output_patch": [make_injection_patch(a, _STATE_KEY)] for a in ATTENTIONS},
         "patches_replace": {"attn2": {LAST_CROSS_ATTENTION: make_attention_probe(maps, "frozen")}},
         _STATE_KEY: {"deltas": injection_deltas(p3s, captured, 1.0), "rows": None},
+        ATTENTION_OVERRIDE_KEY: attention_override,
     }
     noise_pred = unet(x_in, t, context=context, transformer_options=options)
-    l_ldm = ldm_loss(noise_pred, noise)
+    l_ldm = ldm_loss(noise_pred.float(), noise)
     l_ac = attention_consistency_loss(maps["copy"], maps["frozen"], normalisation)
     return l_ldm, l_ac
 
@@ -371,18 +408,21 @@ def reference_attention(
     index: int = 0,
     timestep: int = NUM_TIMESTEPS // 2,
     seed: int = 1234,
+    precision: str = "auto",
+    compute_dtype: torch.dtype | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(frozen, copy)`` cross-attention probabilities ``[H, N, T]`` at the last cross-attention layer.
 
     One training-style forward on reference ``index`` (its own prompt, no dropout) at ``timestep``
-    with fixed noise: what ``L_ac`` compares for that image.
+    with fixed noise: what ``L_ac`` compares for that image, in training's precision path.
     """
     device = next(unet.parameters()).device
     data = data.to(device)
     sigmas = sigmas.detach().to(device=device, dtype=torch.float32)
     noise = torch.randn((1, *data.latents.shape[1:]), generator=torch.Generator().manual_seed(seed))
     maps: dict[str, torch.Tensor] = {}
-    with torch.inference_mode(False), torch.no_grad():
+    path = training_precision(precision, device, compute_dtype or unet_compute_dtype(unet))
+    with torch.inference_mode(False), torch.no_grad(), path.context(device), casting_weights(p3s):
         step_losses(
             p3s,
             unet,
@@ -393,8 +433,9 @@ def reference_attention(
             torch.tensor([timestep]),
             torch.zeros(1, dtype=torch.bool),
             maps=maps,
+            precision=path,
         )
-    return maps["frozen"].cpu(), maps["copy"].cpu()
+    return maps["frozen"].float().cpu(), maps["copy"].float().cpu()
 
 
 def evaluate_loss(
@@ -407,12 +448,13 @@ def evaluate_loss(
     sigmas = sigmas.detach().to(device=device, dtype=torch.float32)
     rows = torch.arange(data.latents.shape[0])
     totals = []
-    with torch.inference_mode(False), torch.no_grad():
+    path = training_precision("auto", device, unet_compute_dtype(unet))
+    with torch.inference_mode(False), torch.no_grad(), path.context(device), casting_weights(p3s):
         for t in torch.linspace(50, NUM_TIMESTEPS - 50, 8).long():
             noise = torch.randn(data.latents.shape, generator=gen)
             timesteps = t.repeat(len(rows))
             drop = torch.zeros(len(rows), dtype=torch.bool)
-            l_ldm, l_ac = step_losses(p3s, unet, sigmas, data, rows, noise, timesteps, drop)
+            l_ldm, l_ac = step_losses(p3s, unet, sigmas, data, rows, noise, timesteps, drop, precision=path)
             totals.append(float(l_ldm + gamma * l_ac))
     return sum(totals) / len(totals)
 
@@ -422,20 +464,6 @@ def _draw(shape: torch.Size, dropout: float, gen: torch.Generator) -> tuple[torc
     timesteps = torch.randint(0, NUM_TIMESTEPS, (shape[0],), generator=gen)
     drop = torch.rand(shape[0], generator=gen) < dropout
     return noise, timesteps, drop
-
-
-def _precision(precision: str, device: torch.device) -> tuple[torch.dtype | None, torch.amp.GradScaler | None]:
-    if device.type != "cuda" or precision == "fp32":
-        return None, None
-    if precision == "bf16" or (precision == "auto" and torch.cuda.is_bf16_supported()):
-        return torch.bfloat16, None
-    return torch.float16, torch.amp.GradScaler("cuda")
-
-
-def _autocast(device: torch.device, dtype: torch.dtype | None):
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=dtype)
 
 
 @contextlib.contextmanager
@@ -481,20 +509,3 @@ def _only_trainable(p3s: P3SModel, trainable: dict[str, nn.Parameter]) -> Iterat
     finally:
         for param, flag in flags:
             param.requires_grad_(flag)
-
-
-@contextlib.contextmanager
-def _checkpointed(unet: nn.Module, enabled: bool) -> Iterator[None]:
-    """Gradient checkpointing on the copy's blocks: recompute activations in backward."""
-    blocks = [*unet.input_blocks, unet.middle_block, *unet.output_blocks] if enabled else []
-    for block in blocks:
-        block.forward = functools.partial(_checkpoint_call, type(block).forward.__get__(block))
-    try:
-        yield
-    finally:
-        for block in blocks:
-            del block.forward
-
-
-def _checkpoint_call(forward: Callable, *args, **kwargs):
-    return torch.utils.checkpoint.checkpoint(forward, *args, use_reentrant=False, **kwargs)

@@ -4,6 +4,7 @@ Each check raises :class:`~.errors.P3SInputError` with a message that names the 
 what is wrong and what to do, quotes at most :data:`EXCERPT_CHARS` characters of the given
 value and never names a path on the server.
 
+* :func:`text_length`: prompts and word lists, before they are tokenized;
 * :func:`finite`, :func:`in_range`, :func:`window`: numbers (NaN and infinity pass ComfyUI's
   own min/max check, ``nan < min`` being false, so they are refused here);
 * :func:`model_file_name`: a file name to save under a models folder, checked fully up front
@@ -29,6 +30,10 @@ MAX_JSON_CHARS = 1_000_000
 """Longest JSON text read (1 MB holds tens of thousands of points)."""
 MAX_JSON_DEPTH = 32
 """Deepest nesting of lists and objects read (the pack's formats need at most 4)."""
+MAX_PROMPT_CHARS = 20_000
+"""Longest prompt or caption text read (about 4000 CLIP tokens; tokenizing is slow beyond)."""
+MAX_WORDS_CHARS = 1_000
+"""Longest list of words to look up in a prompt."""
 MAX_NAME_CHARS = 200
 """Longest file name accepted, sub-folders included (file systems allow 255 bytes a part)."""
 MAX_PART_BYTES = 255
@@ -70,6 +75,17 @@ def all_finite(**values: object) -> None:
     """:func:`finite` on each keyword (its name is the input's)."""
     for name, value in values.items():
         finite(name, value)
+
+
+def text_length(name: str, value: object, max_chars: int) -> str:
+    """``value`` as text of at most ``max_chars`` characters (checked before it is tokenized)."""
+    if not isinstance(value, str):
+        raise P3SInputError(f"{name} must be text, not {type(value).__name__}.")
+    if len(value) > max_chars:
+        raise P3SInputError(
+            f"{name} is {excerpt(value)}; at most {max_chars} characters are read: give a shorter text."
+        )
+    return value
 
 
 def window(start: object, end: object, start_name: str = "start_percent", end_name: str = "end_percent") -> None:

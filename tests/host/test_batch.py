@@ -161,7 +161,7 @@ def test_a_killed_cli_run_is_resumed_by_the_same_command(client: ComfyClient, wo
 
 
 def test_an_item_with_invalid_inputs_is_reported_not_half_run(client: ComfyClient, workflow_file: Path, tmp_path: Path):
-    # P3S Points is a valid output node on its own, so ComfyUI would queue the prompt without the rest.
+    # No output node is valid without the CLIP vision model: ComfyUI refuses the prompt with its node errors.
     workflow = load_workflow(workflow_file)
     items = load_items(csv_items(tmp_path, [{"id": "no-clip", "3.clip_name": "absent.safetensors"}]), workflow)
     summary = run_batch(workflow, items, tmp_path / "out", BatchOptions(servers=[client.url], retries=0), log=print)
