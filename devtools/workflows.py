@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from p3s_core.shared_copy import DEFAULT_LORA_ALPHA, DEFAULT_LORA_RANK
+
 EXAMPLES_API = Path(__file__).resolve().parent.parent / "example_workflows" / "api"
 FULL_PIPELINE_API = EXAMPLES_API / "p3s_full_pipeline.api.json"
 # The smallest settings that still run every stage: CPU demo and host test.
@@ -161,9 +163,12 @@ def finetune_workflow(
             "seed": seed,
             "precision": "auto",
             "scope": scope,
+            "lora_rank": DEFAULT_LORA_RANK,
+            "lora_alpha": DEFAULT_LORA_ALPHA,
             "gradient_checkpointing": False,
             "save_name": save_name,
             "overwrite": False,
+            "save_every": 0,
         },
     }
     prompt["22"] = {"class_type": "SaveImage", "inputs": {"images": ["21", 1], "filename_prefix": f"{prefix}_loss"}}
