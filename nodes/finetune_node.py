@@ -191,11 +191,7 @@ class P3SFineTune(io.ComfyNode):
                 ),
             ],
             outputs=[
-                P3SModelType.Output(
-                    "trained_p3s_model",  # ids are unique across inputs and outputs (the p3s_model input)
-                    display_name="p3s_model",
-                    tooltip="The trained subject model; connect to P3S Apply.",
-                ),
+                P3SModelType.Output("p3s_model", tooltip="The trained subject model; connect to P3S Apply."),
                 io.Image.Output("loss_plot", tooltip="Total loss, L_LDM and L_ac over the training steps."),
                 io.Image.Output(
                     "attention_overlays",
