@@ -16,12 +16,11 @@ from ..p3s_core.attention_overlay import attention_overlays, label_images
 from ..p3s_core.checkpoints import checkpoint_epochs, checkpoint_path, resume_state_of, save_checkpoint
 from ..p3s_core.errors import P3SInputError
 from ..p3s_core.loss_plot import plot_losses
-from ..p3s_core.model_file import P3SModelFile, resolve_model_path, save_p3s_model
+from ..p3s_core.model_file import P3SModelFile, next_free_path, resolve_model_path, save_p3s_model
 from ..p3s_core.p3s_model import P3SModel
 from ..p3s_core.scope_memory import choose_scope, own_parameter_counts, training_bytes
 from ..p3s_core.shared_copy import DEFAULT_LORA_ALPHA, DEFAULT_LORA_RANK, SCOPES
 from ..p3s_core.subject_encoder import DEFAULT_ENCODER_CONFIG, SubjectEncoder
-from ..p3s_core.tokens import token_groups
 from ..p3s_core.training import (
     PRECISIONS,
     ResumeState,
@@ -33,9 +32,11 @@ from ..p3s_core.training import (
     train_p3s,
 )
 from ..p3s_core.unet_layout import check_sd15_layout
-from .attention_patching import prompt_token_ids, word_token_ids
+from ..p3s_core.validation import MAX_PROMPT_CHARS, MAX_WORDS_CHARS, finite, text_length
+from .attention_patching import word_groups
 from .model_folder import P3S_FOLDER, register_p3s_folder
 from .p3s_patching import (
+    check_reference_batches,
     check_sd15_model,
     clip_token_width,
     new_p3s_model,
@@ -144,7 +145,8 @@ class P3SFineTune(io.ComfyNode):
                 io.String.Input(
                     "save_name",
                     default="p3s/subject.safetensors",
-                    tooltip="File in models/p3s; empty = do not save.",
+                    tooltip="File in models/p3s; empty = do not save. When it exists (and overwrite is off) the "
+                    "model is saved as <name>_00002.safetensors, _00003, ... (shown under the node).",
                 ),
                 io.Boolean.Input("overwrite", default=False, tooltip="Replace an existing file of that name."),
                 io.String.Input(
@@ -228,25 +230,33 @@ class P3SFineTune(io.ComfyNode):
         save_every=0,
         continue_from=None,
     ) -> io.NodeOutput:
+        # Every check runs before anything is encoded or trained.
         check_sd15_model(model)
         if scope not in SCOPE_CHOICES:
             raise P3SInputError(f"scope must be one of {SCOPE_CHOICES}, not {scope!r}.")
+        finite("lora_alpha", lora_alpha)
         settings = TrainSettings(
             epochs, lr, gamma, dropout, batch_size, seed, precision, None, "mean", gradient_checkpointing
         )
         target = None
         if save_name.strip():
-            target = resolve_model_path(folder_paths.get_folder_paths(P3S_FOLDER), save_name, must_exist=False)
-            if target.exists() and not overwrite:  # fail before training, not after
-                raise P3SInputError(f"{target} already exists: choose another save_name or enable overwrite.")
+            target = resolve_model_path(
+                folder_paths.get_folder_paths(P3S_FOLDER), save_name, must_exist=False, input_name="save_name"
+            )
+            if not overwrite:
+                target = next_free_path(target)  # subject.safetensors taken: subject_00002.safetensors
         elif save_every:
             raise P3SInputError("Checkpoints (save_every) need a save_name: give one, or set save_every to 0.")
+        check_reference_batches(reference_images, subject_mask)
+        text_length("instance_prompt", instance_prompt, MAX_PROMPT_CHARS)
+        text_length("captions", captions or "", MAX_PROMPT_CHARS)
+        text_length("attention_word", attention_word or "", MAX_WORDS_CHARS)
+        texts = _captions(instance_prompt, captions or "", reference_images.shape[0])
+        word_groups = _word_groups(clip, texts[0], attention_word or "")
         images, mask = _resize(reference_images, subject_mask, resolution)
-        texts = _captions(instance_prompt, captions or "", images.shape[0])
         tokens, grids, latents = reference_features(images, mask, vae, clip_vision, model)
         contexts = match_token_lengths([_encode_text(clip, t) for t in [*texts, ""]])
         data = TrainingData(latents, tokens, grids, torch.cat(contexts[:-1]), contexts[-1])
-        word_groups = _word_groups(clip, texts[0], attention_word or "")  # a missing word fails before training
 
         encoder = {**DEFAULT_ENCODER_CONFIG, "token_dim": clip_token_width(clip_vision)}
         if continue_from is not None:
@@ -317,16 +327,31 @@ class P3SFineTune(io.ComfyNode):
             comfy.model_management.soft_empty_cache()
             raise
         p3s.__dict__[EPOCHS_DONE] = int(epochs)
+        saved = "not saved (save_name is empty)"
         if target is not None:  # saved first: nothing after this can lose the run
             record["final_loss"] = history.total[-1]
+            if not overwrite:
+                target = next_free_path(target)  # taken while training ran: the next number
             save_p3s_model(target, p3s.state_dict(), p3s.config, record, overwrite=bool(overwrite))
+            saved = f"saved {_saved_name(target)}"
+        _show_loss(f"{trained_scope}: {len(history.total)} steps, final loss {history.total[-1]:.4f}; {saved}")
         with plain_ops_for_training(unet):
             overlays = _reference_overlays(
                 p3s, unet, _sigmas(model), settings.precision, compute_dtype, data, images[0], word_groups
             )
         place_for_base(p3s, model)
         plot = torch.from_numpy(plot_losses(history)).unsqueeze(0)
-        return io.NodeOutput(p3s, plot, overlays)
+        return io.NodeOutput(p3s, plot, overlays, ui={"text": [saved]})
+
+
+def _saved_name(target) -> str:
+    """The saved file's name as P3S Loader lists it (relative to its p3s folder, ``/``-separated)."""
+    for root in folder_paths.get_folder_paths(P3S_FOLDER):
+        try:
+            return target.relative_to(root).as_posix()
+        except ValueError:
+            continue
+    return target.name
 
 
 def _continued_model(model, given) -> tuple[P3SModel, ResumeState]:
@@ -381,7 +406,7 @@ def _word_groups(clip, prompt: str, word: str) -> tuple[TokenGroup, ...] | None:
     """The context columns of ``word`` in ``prompt``; None for an empty word."""
     if not word.strip():
         return None
-    return token_groups(prompt_token_ids(clip, prompt), {word.strip(): word_token_ids(clip, word.strip())})
+    return word_groups(clip, prompt, [word.strip()])
 
 
 def _reference_overlays(

@@ -29,6 +29,7 @@ from ..p3s_core.p3s_model import P3SModel, p3s_model_from_tensors
 from ..p3s_core.shared_copy import DEFAULT_LORA_ALPHA, DEFAULT_LORA_RANK
 from ..p3s_core.subject_encoder import mask_to_patch_grid, patch_grid_side
 from ..p3s_core.unet_layout import check_sd15_layout
+from ..p3s_core.validation import finite, window
 from .p3s_placement import P3SModelPatcher, base_compute_dtype, place_for_base
 
 STATE_KEY_PREFIX = "p3s_injection"
@@ -164,6 +165,12 @@ def encode_hint(
     return hint.to(comfy.model_management.intermediate_device())
 
 
+def check_injection_settings(strength: float, start_percent: float, end_percent: float) -> None:
+    """A finite ``strength`` and a non-empty window in [0, 1], checked before anything is encoded."""
+    finite("strength", strength)
+    window(start_percent, end_percent)
+
+
 def apply_p3s(
     model: comfy.model_patcher.ModelPatcher,
     p3s: P3SModel,
@@ -177,8 +184,7 @@ def apply_p3s(
 ) -> comfy.model_patcher.ModelPatcher:
     """A patched clone of ``model`` that injects ``p3s`` (the input MODEL is not changed)."""
     check_sd15_model(model)
-    if not 0.0 <= start_percent <= end_percent <= 1.0:
-        raise P3SInputError(f"start_percent ({start_percent}) must be <= end_percent ({end_percent}), both in [0, 1].")
+    check_injection_settings(strength, start_percent, end_percent)
     if hint.dim() != 4 or hint.shape[1] != p3s.hint_conv.in_channels:
         raise P3SInputError(f"The hint must be [refs, {p3s.hint_conv.in_channels}, h, w]; got {tuple(hint.shape)}.")
     sigma_range = None

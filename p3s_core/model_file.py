@@ -37,6 +37,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from .errors import P3SInputError
+from .validation import excerpt, model_file_name
 
 FORMAT_NAME = "p3s-model"
 FORMAT_VERSION = 2
@@ -108,7 +109,7 @@ def save_p3s_model(
     if base not in BASES:
         raise P3SInputError(f"Unknown base architecture {base!r}: this pack supports {', '.join(BASES)}.")
     if not overwrite and path.exists():
-        raise P3SInputError(f"{path} already exists: choose another name, or allow overwriting it.")
+        raise P3SInputError(f"{path.name} already exists: choose another name, or allow overwriting it.")
     storage = _prepare_tensors(tensors, DTYPES[dtype])
     metadata = {
         KEY_FORMAT: FORMAT_NAME,
@@ -139,7 +140,7 @@ def load_p3s_model(
     """
     path = Path(path)
     if not path.is_file():
-        raise P3SInputError(f"No P3S model file at {path}: check the name (models live in models/p3s).")
+        raise P3SInputError(f"No P3S model file named {path.name}: check the name (models live in models/p3s).")
     try:
         with safe_open(str(path), framework="pt", device="cpu") as handle:
             metadata = handle.metadata() or {}
@@ -160,39 +161,44 @@ def load_p3s_model(
     return tensors, info
 
 
-def resolve_model_path(root_dirs: Iterable[str | os.PathLike], name: str, must_exist: bool = True) -> Path:
+def resolve_model_path(
+    root_dirs: Iterable[str | os.PathLike], name: str, must_exist: bool = True, input_name: str = "model_name"
+) -> Path:
     """The file ``name`` inside one of ``root_dirs`` (the first that has it).
 
-    ``name`` is relative to a models folder (sub-folders allowed, ``/`` or ``\\``); absolute
-    paths and ``..`` are refused so that a name cannot reach outside the folders. With
-    ``must_exist=False`` a missing file resolves into the first folder (a place to save to).
+    ``name`` is relative to a models folder (sub-folders allowed, ``/`` or ``\\``) and checked by
+    :func:`.validation.model_file_name` (absolute paths and ``..`` cannot reach outside the
+    folders; errors name ``input_name``, never a server path). With ``must_exist=False`` a
+    missing file resolves into the first folder (a place to save to).
     """
     roots = [Path(root) for root in root_dirs]
     if not roots:
         raise P3SInputError("No P3S model folder is configured (expected models/p3s).")
-    if not isinstance(name, str) or not name.strip():
-        raise P3SInputError("No model name given: pick a file from the models/p3s folder.")
-    parts = name.replace("\\", "/").split("/")
-    if (
-        name.startswith(("/", "\\"))
-        or os.path.isabs(name)
-        or Path(name).drive
-        or (len(parts[0]) >= 2 and parts[0][1] == ":")
-        or ".." in parts
-    ):
-        raise P3SInputError(
-            f"Model name {name!r} points outside the P3S models folder: give a name relative to "
-            "models/p3s (sub-folders are fine), without a leading '/', a drive or '..'."
-        )
-    relative = Path(*[part for part in parts if part not in ("", ".")])
+    relative = Path(model_file_name(name, input_name, EXTENSION))
     for root in roots:
         candidate = root / relative
         if candidate.is_file():
             return candidate
     if must_exist:
-        searched = ", ".join(str(root) for root in roots)
-        raise P3SInputError(f"No P3S model named {name!r} in {searched}: check the name or refresh the list.")
+        raise P3SInputError(
+            f"No P3S model named {excerpt(name)} in the p3s model folder(s): check the name or refresh the list (R)."
+        )
     return roots[0] / relative
+
+
+def next_free_path(path: Path) -> Path:
+    """``path`` if no file has that name, else ``<stem>_00002<suffix>``, ``_00003``, ... (the first free).
+
+    Numbered like ComfyUI's SaveImage and SaveLoRA, so re-queueing a workflow keeps every model.
+    """
+    if not path.exists():
+        return path
+    number = 2
+    while True:
+        candidate = path.with_name(f"{path.stem}_{number:05d}{path.suffix}")
+        if not candidate.exists():
+            return candidate
+        number += 1
 
 
 def _read_info(path: Path, metadata: Mapping[str, str], keys: Iterable[str]) -> P3SModelInfo:
@@ -286,10 +292,10 @@ def _move_without_overwrite(temp: Path, path: Path) -> None:
     try:
         os.link(temp, path)
     except FileExistsError:
-        raise P3SInputError(f"{path} already exists: choose another name, or allow overwriting it.") from None
+        raise P3SInputError(f"{path.name} already exists: choose another name, or allow overwriting it.") from None
     except OSError:  # no hard links on this file system
         if path.exists():
-            raise P3SInputError(f"{path} already exists: choose another name, or allow overwriting it.") from None
+            raise P3SInputError(f"{path.name} already exists: choose another name, or allow overwriting it.") from None
         os.replace(temp, path)
 
 

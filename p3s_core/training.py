@@ -62,6 +62,7 @@ from .precision import (
 )
 from .shared_copy import SCOPES
 from .unet_layout import ATTENTIONS, LAST_CROSS_ATTENTION
+from .validation import in_range
 
 HINT_SOURCES = ("other", "own")
 LAC_LAYERS = ("last", "all")
@@ -103,8 +104,10 @@ class TrainSettings:
             raise P3SInputError("injection_lr must be > 0 (or None for the copy's lr).")
         if self.epochs < 1 or self.batch_size < 1:
             raise P3SInputError("epochs and batch_size must be at least 1.")
-        if not (self.lr > 0 and math.isfinite(self.lr)) or self.gamma < 0 or not 0.0 <= self.dropout <= 1.0:
-            raise P3SInputError("lr must be > 0, gamma >= 0 and dropout in [0, 1].")
+        if in_range("lr", self.lr) <= 0:
+            raise P3SInputError(f"lr is {self.lr:g}: the learning rate must be > 0 (the paper uses 1e-5).")
+        in_range("gamma", self.gamma, 0.0)
+        in_range("dropout", self.dropout, 0.0, 1.0)
 
     def total_steps(self, images: int) -> int:
         """Optimiser steps for ``images`` references: ``epochs x ceil(images / batch_size)``."""

@@ -83,19 +83,29 @@ def references() -> tuple[torch.Tensor, torch.Tensor]:
     return images, mask
 
 
-def run(save_name: str, epochs: int = 2, seed: int = 3, attention_word: str = "", scope="injection", **extra):
+def run(
+    save_name: str,
+    epochs: int = 2,
+    seed: int = 3,
+    attention_word: str = "",
+    scope="injection",
+    overwrite=False,
+    **extra,
+):
     images, mask = references()
     with torch.inference_mode():  # as ComfyUI executes every node
         model = tiny_sd15_patcher(seed=0)
         return node.P3SFineTune.execute(
             model, StandinClip(), StandinVae(), StandinClipVision(), images, mask,
-            "a photo of sks disc", epochs, 1e-3, 0.1, 0.1, 64, 1, seed, "auto", scope, False, save_name, False,
+            "a photo of sks disc", epochs, 1e-3, 0.1, 0.1, 64, 1, seed, "auto", scope, False, save_name, overwrite,
             attention_word=attention_word, **extra,
         )  # fmt: skip
 
 
 def test_node_trains_in_inference_mode_and_saves_a_loadable_model(p3s_folder):
-    p3s, plot, overlays = run("sub/disc.safetensors", epochs=2).result
+    first = run("sub/disc.safetensors", epochs=2)
+    p3s, plot, overlays = first.result
+    assert first.ui == {"text": ["saved sub/disc.safetensors"]}
     assert overlays.shape == (3, 40, 64, 3), "without a word: the first reference image three times"
     assert torch.equal(overlays[0], overlays[2])
     assert plot.shape == (1, 320, 512, 3)
@@ -107,9 +117,13 @@ def test_node_trains_in_inference_mode_and_saves_a_loadable_model(p3s_folder):
     assert info.config["encoder"]["token_dim"] == TOKEN_WIDTH
     key = "injection.output_11.attn2.weight"
     assert torch.equal(tensors[key], p3s.state_dict()[key].half()), "the returned model is the saved one"
-    errors = pack_core(node).errors
-    with pytest.raises(errors.P3SInputError, match="already exists"):
-        run("sub/disc.safetensors", epochs=1)
+    # The name taken: numbered like SaveImage, the first file kept; overwrite replaces it.
+    assert run("sub/disc.safetensors", epochs=1).ui == {"text": ["saved sub/disc_00002.safetensors"]}
+    assert model_file.load_p3s_model(p3s_folder / "sub" / "disc_00002.safetensors")[1].training["epochs"] == 1
+    assert model_file.load_p3s_model(p3s_folder / "sub" / "disc.safetensors")[1].training["epochs"] == 2
+    assert run("sub/disc.safetensors", epochs=1, overwrite=True).ui == {"text": ["saved sub/disc.safetensors"]}
+    assert model_file.load_p3s_model(p3s_folder / "sub" / "disc.safetensors")[1].training["epochs"] == 1
+    assert sorted(f.name for f in (p3s_folder / "sub").iterdir()) == ["disc.safetensors", "disc_00002.safetensors"]
     # Outside a server the node leaves ComfyUI's modules alone (its own ``utils`` package still imports).
     from utils.extra_config import load_extra_path_config
 
