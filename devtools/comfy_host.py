@@ -102,12 +102,13 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def prepare_base_dir(base_dir: Path) -> Path:
-    """Create a ComfyUI base directory with this pack linked into ``custom_nodes``."""
+def prepare_base_dir(base_dir: Path, link_pack: bool = True) -> Path:
+    """Create a ComfyUI base directory with this pack linked into ``custom_nodes`` (unless
+    ``link_pack`` is false: the caller puts a copy there itself)."""
     for sub in ("custom_nodes", "models", "input", "output", "temp", "user"):
         (base_dir / sub).mkdir(parents=True, exist_ok=True)
     link = base_dir / "custom_nodes" / PACK_LINK_NAME
-    if not link.exists():
+    if link_pack and not link.exists():
         link.symlink_to(REPO_ROOT, target_is_directory=True)
     return base_dir
 
@@ -145,9 +146,10 @@ def start_server(
     port: int | None = None,
     extra_args: list[str] | None = None,
     startup_timeout: float = 180.0,
+    link_pack: bool = True,
 ) -> ComfyServer:
     """Start ComfyUI on 127.0.0.1 and return once ``/object_info`` answers."""
-    prepare_base_dir(base_dir)
+    prepare_base_dir(base_dir, link_pack)
     port = port or free_port()
     log_path = base_dir / "comfyui.log"
     args = [
@@ -171,16 +173,20 @@ def start_server(
         process = subprocess.Popen(args, stdout=log_file, stderr=subprocess.STDOUT, env=env)
     server = ComfyServer(process, port, base_dir, log_path)
     deadline = time.monotonic() + startup_timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"ComfyUI exited with code {process.returncode}:\n{server.log()[-4000:]}")
-        try:
-            with urllib.request.urlopen(server.url + "/object_info", timeout=5) as response:
-                if response.status == 200:
-                    return server
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            pass
-        time.sleep(0.5)
+    try:
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError(f"ComfyUI exited with code {process.returncode}:\n{server.log()[-4000:]}")
+            try:
+                with urllib.request.urlopen(server.url + "/object_info", timeout=5) as response:
+                    if response.status == 200:
+                        return server
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            time.sleep(0.5)
+    except BaseException:  # stopped while starting (Ctrl+C, SIGTERM): the child goes too
+        server.stop()
+        raise
     server.stop()
     raise TimeoutError(f"ComfyUI did not answer within {startup_timeout:.0f} s:\n{server.log()[-4000:]}")
 
@@ -195,12 +201,16 @@ def running_server(base_dir: Path, **kwargs) -> Iterator[ComfyServer]:
         server.stop()
 
 
+def _exit_on_signal(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m devtools.comfy_host", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("install", help="put the ComfyUI code in place and write its requirements")
     sub.add_parser("check", help="exit 0 when the ComfyUI code is in place")
-    serve = sub.add_parser("serve", help="run a server until Ctrl+C")
+    serve = sub.add_parser("serve", help="run a server until Ctrl+C or SIGTERM (both stop ComfyUI too)")
     serve.add_argument("--base-dir", type=Path, default=HOST_DIR / "site")
     serve.add_argument("--port", type=int, default=8188)
     args = parser.parse_args(argv)
@@ -209,8 +219,12 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "check":
         return 0 if check() else 1
     else:
+        # SIGTERM would end this process without its finally blocks, leaving ComfyUI running:
+        # turned into SystemExit, it stops the server like Ctrl+C does.
+        signal.signal(signal.SIGTERM, _exit_on_signal)
         with running_server(args.base_dir.resolve(), port=args.port) as server:
-            print(json.dumps({"url": server.url, "base_dir": str(server.base_dir)}))
+            print(json.dumps({"url": server.url, "base_dir": str(server.base_dir), "pid": server.process.pid}))
+            sys.stdout.flush()
             with contextlib.suppress(KeyboardInterrupt):
                 server.process.wait()
     return 0

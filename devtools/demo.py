@@ -7,10 +7,11 @@ P3S Fine-tune -> P3S Apply with a P3S Schedule -> P3S Attention Maps -> KSampler
 P3S Attention Overlays. It lists the written images and the trained P3S model file.
 
 No weights can be downloaded here. When the demo's ``models/checkpoints`` or ``models/clip_vision``
-has no model, it writes a stand-in with the real shapes there once (devtools/standin_models.py):
+has no model, it writes a stand-in with the real shapes there once, under the real model's file name
+(devtools/standin_models.py; its metadata marks it as a stand-in):
 a random-weight SD1.5 checkpoint (2.1 GB, about a minute) and a CLIP ViT-L/14 vision model whose
 weights are built for colour scenes like the sample. With stand-ins the masks are right but the
-generated images, losses and attention maps are noise: place the real weights in those folders.
+generated images, losses and attention maps are noise: replace them with the real files.
 """
 
 from __future__ import annotations
@@ -23,35 +24,36 @@ from pathlib import Path
 
 from devtools.api_client import ComfyClient
 from devtools.comfy_host import HOST_DIR, REPO_ROOT, running_server
+from devtools.model_files import CHECKPOINT as REAL_CHECKPOINT
+from devtools.model_files import CLIP_VISION as REAL_CLIP
+from devtools.model_files import DOWNLOADS
 from devtools.sample_scene import twin_points_json, write_twin_scene
-from devtools.standin_models import write_clip_vision_standin, write_sd15_checkpoint_standin
+from devtools.standin_models import is_standin, write_clip_vision_standin, write_sd15_checkpoint_standin
 from devtools.workflows import SMALL_PIPELINE, full_pipeline_workflow
 
-STANDIN_CLIP = "p3s_standin_vit_l14.safetensors"
-STANDIN_CHECKPOINT = "p3s_standin_sd15.safetensors"
-REAL_CLIP = "clip-vit-large-patch14.safetensors"
-REAL_CHECKPOINT = "v1-5-pruned-emaonly.safetensors"
 PREFIX = "p3s_demo"
 P3S_MODEL = f"{PREFIX}/subject.safetensors"
 
 
-def pick_model(folder: Path, real: str, standin: str, write_standin: Callable[[Path], Path]) -> tuple[str, bool]:
-    """``(file name, is_stand_in)``: ``real`` if present, else another model file there, else the
-    stand-in (written once)."""
+def pick_model(folder: Path, real: str, write_standin: Callable[[Path], Path]) -> tuple[str, bool]:
+    """``(file name, is_stand_in)``: the real model ``real`` if present, else another real model file
+    there, else the stand-in, written once under the name ``real`` (stand-ins are told apart by their
+    metadata, not by name)."""
     folder.mkdir(parents=True, exist_ok=True)
-    found = sorted(p.name for p in folder.iterdir() if p.suffix in (".safetensors", ".ckpt") and p.name != standin)
-    if found:
-        name = real if real in found else found[0]
+    found = sorted(p for p in folder.iterdir() if p.suffix in (".safetensors", ".ckpt"))
+    real_ones = [p.name for p in found if not is_standin(p)]
+    if real_ones:
+        name = real if real in real_ones else real_ones[0]
         print(f"[demo] {folder.name}: {name}")
         return name, False
-    if not (folder / standin).exists():
-        print(f"[demo] {folder.name}: no model in {folder}; writing the stand-in {standin} once ...", flush=True)
+    if not (folder / real).exists():
+        print(f"[demo] {folder.name}: no model in {folder}; writing the stand-in {real} once ...", flush=True)
         started = time.monotonic()
-        write_standin(folder / standin)
+        write_standin(folder / real)
         print(f"[demo]   written in {time.monotonic() - started:.0f} s")
     else:
-        print(f"[demo] {folder.name}: no model in {folder}; using the stand-in {standin}")
-    return standin, True
+        print(f"[demo] {folder.name}: no model in {folder}; using the stand-in {real}")
+    return real, True
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -63,19 +65,17 @@ def main(argv: list[str] | None = None) -> int:
     output.mkdir(parents=True, exist_ok=True)
     models = base / "models"
     started = time.monotonic()
-    clip_name, clip_standin = pick_model(models / "clip_vision", REAL_CLIP, STANDIN_CLIP, write_clip_vision_standin)
-    checkpoint, checkpoint_standin = pick_model(
-        models / "checkpoints", REAL_CHECKPOINT, STANDIN_CHECKPOINT, write_sd15_checkpoint_standin
-    )
+    clip_name, clip_standin = pick_model(models / "clip_vision", REAL_CLIP, write_clip_vision_standin)
+    checkpoint, checkpoint_standin = pick_model(models / "checkpoints", REAL_CHECKPOINT, write_sd15_checkpoint_standin)
     if clip_standin or checkpoint_standin:
         print(
             "[demo] ******** STAND-IN MODELS: THE GENERATED IMAGES ARE NOISE ********\n"
             "       The SD1.5 stand-in has random weights, so the generated images, losses and attention maps\n"
             "       are noise; the CLIP vision stand-in is built for colour scenes like the sample (its masks\n"
-            "       are right, real photos need the real model). For real results place the real weights in\n"
-            "       ComfyUI's model folders (the demo uses them instead):\n"
-            f"         {REAL_CHECKPOINT} in {models / 'checkpoints'}\n"
-            f"         clip-vit-large-patch14 (as {REAL_CLIP}) in {models / 'clip_vision'}"
+            "       are right, real photos need the real model). For real results replace the stand-ins with\n"
+            "       the real files of the same names (the demo then uses them):\n"
+            f"         {models / 'checkpoints' / REAL_CHECKPOINT}\n           from {DOWNLOADS[REAL_CHECKPOINT][1]}\n"
+            f"         {models / 'clip_vision' / REAL_CLIP}\n           from {DOWNLOADS[REAL_CLIP][1]}"
         )
     scene = write_twin_scene(HOST_DIR / "p3s_twins.png")
     print(

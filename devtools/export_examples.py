@@ -5,6 +5,11 @@ laid out, and saved as the frontend saves it (``app.graph.serialize()``), next t
 (``app.graphToPrompt()``) under ``example_workflows/api/``. That folder is not listed by the
 template browser, which loads only UI-format workflows.
 
+Loader nodes carry ``properties.models`` (file name, official download URL, models folder), so the
+frontend offers the download of a missing model; SaveImage nodes get titles from their file
+prefixes. Then each example's thumbnail ``<name>.jpg`` is made from a real run of it on the
+stand-in models (devtools/example_thumbnails.py).
+
 Run: ``python -m devtools.export_examples`` (needs chromium and playwright, like the browser tests).
 """
 
@@ -18,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from devtools.comfy_host import REPO_ROOT, running_server
+from devtools.model_files import CHECKPOINT, CLIP_VISION, download_entry
 from devtools.sample_scene import twin_points_json
 from devtools.workflows import selection_nodes
 
@@ -25,10 +31,13 @@ EXAMPLES_DIR = REPO_ROOT / "example_workflows"
 API_DIR = EXAMPLES_DIR / "api"
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
-EXAMPLE_IMAGE = "p3s_twins.png"  # the sample scene (devtools/sample_scene.py)
-CLIP_VISION = "clip-vit-large-patch14.safetensors"
-CHECKPOINT = "v1-5-pruned-emaonly.safetensors"
-P3S_MODEL = "my_subject.safetensors"
+# The sample scene (devtools/sample_scene.py), shipped in example_workflows/input/ and named by file
+# name alone, as ComfyUI's templates name their inputs (the pack copies it into ComfyUI's input folder).
+EXAMPLE_IMAGE = "p3s_twins.png"
+FINETUNE_SAVE_NAME = "p3s/my_subject.safetensors"  # what p3s_full_pipeline saves into models/p3s
+P3S_MODEL = FINETUNE_SAVE_NAME  # what p3s_generate_with_model loads: the full pipeline's model
+# Loader inputs whose file the frontend offers to download (properties.models of the node).
+MODEL_WIDGETS = {"CheckpointLoaderSimple": "ckpt_name", "CLIPVisionLoader": "clip_name"}
 
 
 def _selection_nodes() -> dict[str, Any]:
@@ -176,7 +185,7 @@ def full_pipeline_example() -> dict[str, Any]:
             "precision": "auto",
             "scope": "full",
             "gradient_checkpointing": False,
-            "save_name": "p3s/" + P3S_MODEL,
+            "save_name": FINETUNE_SAVE_NAME,
             "overwrite": False,
         },
     }
@@ -213,7 +222,7 @@ EXAMPLES = {
     "p3s_full_pipeline": full_pipeline_example,
 }
 
-_EXPORT_JS = """async ([prompt, layout]) => {
+_EXPORT_JS = """async ([prompt, layout, models, titles]) => {
     const missing = Object.values(prompt).map((n) => n.class_type).filter((t) => !LiteGraph.registered_node_types[t]);
     if (missing.length) return {missing};
     app.loadApiJson(prompt, "example");
@@ -221,10 +230,40 @@ _EXPORT_JS = """async ([prompt, layout]) => {
         const node = app.graph.getNodeById(+id);
         if (node) node.pos = [x, y];
     }
+    for (const [id, entries] of Object.entries(models)) app.graph.getNodeById(+id).properties.models = entries;
+    for (const [id, title] of Object.entries(titles)) app.graph.getNodeById(+id).title = title;
     app.graph.setDirtyCanvas(true, true);
     // JSON.stringify as the frontend's Save does: it drops undefined fields (playwright would turn them into null).
     return {workflow: JSON.stringify(app.graph.serialize()), api: JSON.stringify((await app.graphToPrompt()).output)};
 }"""
+
+
+def model_downloads(prompt: dict[str, Any]) -> dict[str, list[dict[str, str]]]:
+    """``{node_id: [{name, url, directory}]}`` for the loader nodes of ``prompt``."""
+    return {
+        node_id: [download_entry(node["inputs"][MODEL_WIDGETS[node["class_type"]]])]
+        for node_id, node in prompt.items()
+        if node["class_type"] in MODEL_WIDGETS
+    }
+
+
+# Preview nodes of the selection, by what they show (MaskToImage "7" of the subject mask, the heat map).
+PREVIEW_TITLES = {(("7", 0),): "Preview subject mask", (("4", 2),): "Preview heat map"}
+
+
+def output_titles(prompt: dict[str, Any]) -> dict[str, str]:
+    """A title per SaveImage node from its file prefix ("p3s/subject_mask" -> "Save subject mask") and per
+    PreviewImage by what it shows, so each output is found by name (API clients look nodes up by
+    ``_meta.title``)."""
+    titles = {}
+    for node_id, node in prompt.items():
+        if node["class_type"] == "SaveImage":
+            titles[node_id] = "Save " + node["inputs"]["filename_prefix"].rsplit("/", 1)[-1].replace("_", " ")
+        elif node["class_type"] == "PreviewImage":
+            title = PREVIEW_TITLES.get((tuple(node["inputs"]["images"]),))
+            if title:
+                titles[node_id] = title
+    return titles
 
 
 def export(names: list[str], out_dir: Path = EXAMPLES_DIR) -> list[Path]:
@@ -242,7 +281,10 @@ def export(names: list[str], out_dir: Path = EXAMPLES_DIR) -> list[Path]:
             page.goto(server.url)
             page.wait_for_function("() => window.app?.graph && window.LiteGraph", timeout=90_000)
             for name in names:
-                result = page.evaluate(_EXPORT_JS, [EXAMPLES[name](), LAYOUTS[name]])
+                prompt = EXAMPLES[name]()
+                result = page.evaluate(
+                    _EXPORT_JS, [prompt, LAYOUTS[name], model_downloads(prompt), output_titles(prompt)]
+                )
                 if result.get("missing"):
                     raise RuntimeError(f"{name}: the frontend does not know {result['missing']}")
                 (out_dir / "api").mkdir(parents=True, exist_ok=True)
@@ -260,12 +302,21 @@ def export(names: list[str], out_dir: Path = EXAMPLES_DIR) -> list[Path]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m devtools.export_examples", description=__doc__.split("\n\n")[0])
     parser.add_argument("names", nargs="*", help=f"examples to write (default: all of {', '.join(EXAMPLES)})")
+    parser.add_argument(
+        "--no-thumbnails", action="store_true", help="skip the thumbnails (a real run of each example on stand-ins)"
+    )
     args = parser.parse_args(argv)
     unknown = set(args.names) - set(EXAMPLES)
     if unknown:
         parser.error(f"unknown example(s) {sorted(unknown)}; choose from {list(EXAMPLES)}")
-    for path in export(args.names or list(EXAMPLES)):
+    names = args.names or list(EXAMPLES)
+    for path in export(names):
         print(path.relative_to(REPO_ROOT))
+    if not args.no_thumbnails:
+        from devtools.example_thumbnails import make_thumbnails
+
+        for path in make_thumbnails(names):
+            print(path.relative_to(REPO_ROOT))
     return 0
 
 

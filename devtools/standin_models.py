@@ -16,11 +16,22 @@ import os
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import save_file
 
+STANDIN_KEY = "p3s.standin"  # safetensors metadata key that marks a stand-in, whatever its file name
 VIT_L14 = {"hidden": 1024, "layers": 24, "intermediate": 4096, "patch": 14, "image": 224, "projection": 768}
 COLOUR_GAIN = 4.0
 POSITION_GAIN = 0.6
+
+
+def is_standin(path: Path) -> bool:
+    """True when ``path`` is a stand-in written here (stand-ins carry the real models' file names)."""
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            return STANDIN_KEY in (handle.metadata() or {})
+    except Exception:  # not a readable safetensors file: a real model in another format, or none
+        return False
 
 
 def clip_vision_standin_state_dict(dtype: torch.dtype = torch.float16) -> dict[str, torch.Tensor]:
@@ -71,7 +82,7 @@ def write_clip_vision_standin(path: Path) -> Path:
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".partial")
-    save_file(clip_vision_standin_state_dict(), str(partial), metadata={"p3s.standin": "clip_vision_vit_l14"})
+    save_file(clip_vision_standin_state_dict(), str(partial), metadata={STANDIN_KEY: "clip_vision_vit_l14"})
     os.replace(partial, path)
     return path
 
@@ -131,6 +142,6 @@ def write_sd15_checkpoint_standin(path: Path) -> Path:
     import_comfy()
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".partial")
-    save_file(sd15_checkpoint_standin_state_dict(), str(partial), metadata={"p3s.standin": "sd15_checkpoint"})
+    save_file(sd15_checkpoint_standin_state_dict(), str(partial), metadata={STANDIN_KEY: "sd15_checkpoint"})
     os.replace(partial, path)
     return path

@@ -51,9 +51,18 @@ def init_parameters(module: torch.nn.Module, seed: int, scale: float = 0.05) -> 
 
 
 def tiny_sd15_patcher(
-    model_channels: int = 32, context_dim: int = 32, seed: int = 0, dtype: torch.dtype = torch.float32
+    model_channels: int = 32,
+    context_dim: int = 32,
+    seed: int = 0,
+    dtype: torch.dtype = torch.float32,
+    manual_cast_dtype: torch.dtype | None = None,
 ):
-    """A ``ModelPatcher`` over a randomly initialised SD1.5-shaped model on the CPU."""
+    """A ``ModelPatcher`` over a randomly initialised SD1.5-shaped model on the CPU.
+
+    ``dtype`` is the weights' storage dtype; ``manual_cast_dtype`` (e.g. bf16 for fp8 storage)
+    makes ComfyUI compute in that dtype through its manual_cast ops, as it does on GPUs for
+    weights the device cannot compute in. None = plain ops (inputs must match the weights).
+    """
     import comfy.model_management
     import comfy.model_patcher
     import comfy.supported_models
@@ -61,7 +70,7 @@ def tiny_sd15_patcher(
     config = sd15_unet_config(model_channels, context_dim)
     config["dtype"] = dtype
     model_config = comfy.supported_models.SD15(config)
-    model_config.set_inference_dtype(dtype, None)
+    model_config.set_inference_dtype(dtype, manual_cast_dtype)
     model = model_config.get_model({})
     init_parameters(model.diffusion_model, seed)
     model.diffusion_model.to(dtype)

@@ -6,9 +6,39 @@ import json
 from pathlib import Path
 from typing import Any
 
-FULL_PIPELINE_API = Path(__file__).resolve().parent.parent / "example_workflows" / "api" / "p3s_full_pipeline.api.json"
+EXAMPLES_API = Path(__file__).resolve().parent.parent / "example_workflows" / "api"
+FULL_PIPELINE_API = EXAMPLES_API / "p3s_full_pipeline.api.json"
 # The smallest settings that still run every stage: CPU demo and host test.
 SMALL_PIPELINE: dict[str, Any] = {"epochs": 2, "resolution": 64, "scope": "injection", "size": 64, "steps": 3}
+# Which node inputs each of those settings is: (class_type, input names).
+SETTING_INPUTS: dict[str, list[tuple[str, tuple[str, ...]]]] = {
+    "epochs": [("P3SFineTune", ("epochs",))],
+    "resolution": [("P3SFineTune", ("resolution",))],
+    "scope": [("P3SFineTune", ("scope",))],
+    "size": [("EmptyLatentImage", ("width", "height"))],
+    "steps": [("KSampler", ("steps",)), ("P3SSchedule", ("steps",))],
+}
+
+
+def example_api(name: str) -> dict[str, Any]:
+    """The API twin of example ``name`` as shipped (``example_workflows/api/<name>.api.json``)."""
+    return json.loads((EXAMPLES_API / f"{name}.api.json").read_text())
+
+
+def with_settings(prompt: dict[str, Any], **settings: Any) -> dict[str, Any]:
+    """``prompt`` with only the CPU-cost settings of :data:`SETTING_INPUTS` changed (``None`` keeps a
+    value), in whichever of their nodes it has; changed in place and returned."""
+    unknown = set(settings) - set(SETTING_INPUTS)
+    if unknown:
+        raise KeyError(f"not a setting: {sorted(unknown)}; choose from {sorted(SETTING_INPUTS)}")
+    for setting, value in settings.items():
+        if value is None:
+            continue
+        for class_type, names in SETTING_INPUTS[setting]:
+            for node in prompt.values():
+                if node["class_type"] == class_type:
+                    node["inputs"].update(dict.fromkeys(names, value))
+    return prompt
 
 
 def selection_workflow(
@@ -251,7 +281,7 @@ def full_pipeline_workflow(
     example's value. ``size`` is the sampled image's side, ``steps`` the sampler's (and the schedule
     plot's) step count, ``prefix`` replaces the ``p3s/`` folder of every SaveImage.
     """
-    prompt = json.loads(FULL_PIPELINE_API.read_text())
+    prompt = example_api("p3s_full_pipeline")
 
     def set_inputs(class_type: str, **values: Any) -> None:
         nodes = [node for node in prompt.values() if node["class_type"] == class_type]
@@ -264,12 +294,9 @@ def full_pipeline_workflow(
     set_inputs("CLIPVisionLoader", clip_name=clip_vision)
     set_inputs("CheckpointLoaderSimple", ckpt_name=checkpoint)
     set_inputs("P3SPoints", points=points_json)
-    set_inputs(
-        "P3SFineTune", epochs=epochs, resolution=resolution, scope=scope, save_name=save_name, overwrite=overwrite
-    )
-    set_inputs("EmptyLatentImage", width=size, height=size)
-    set_inputs("KSampler", steps=steps, seed=seed)
-    set_inputs("P3SSchedule", steps=steps)
+    set_inputs("P3SFineTune", save_name=save_name, overwrite=overwrite)
+    set_inputs("KSampler", seed=seed)
+    with_settings(prompt, epochs=epochs, resolution=resolution, scope=scope, size=size, steps=steps)
     if prefix is not None:
         for node in prompt.values():
             if node["class_type"] == "SaveImage":

@@ -5,6 +5,7 @@ from __future__ import annotations
 from comfy_api.latest import ComfyExtension, io
 
 from .attention_nodes import P3SAttentionMaps, P3SAttentionOverlays
+from .example_inputs import install_example_inputs
 from .finetune_node import P3SFineTune
 from .inpaint_node import P3SInpaint
 from .loader_node import P3SLoaderNode
@@ -37,4 +38,5 @@ class P3SExtension(ComfyExtension):
 async def comfy_entrypoint() -> P3SExtension:
     """ComfyUI's V3 entry point for custom node packs."""
     register_p3s_folder()
+    install_example_inputs()
     return P3SExtension()

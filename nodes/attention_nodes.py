@@ -15,9 +15,10 @@ from ..p3s_core.attention_overlay import attention_overlays, label_images, parse
 from ..p3s_core.errors import P3SInputError
 from ..p3s_core.loss_plot import plot_step_values
 from ..p3s_core.losses import NORMALISATIONS
-from ..p3s_core.tokens import parse_words, token_groups
+from ..p3s_core.tokens import parse_words
 from ..p3s_core.unet_layout import SD15_TRANSFORMER_BLOCKS
-from .attention_patching import attach_attention_capture, prompt_token_ids, word_token_ids
+from ..p3s_core.validation import MAX_PROMPT_CHARS, MAX_WORDS_CHARS, text_length
+from .attention_patching import attach_attention_capture, word_groups
 from .types import CATEGORY_INSPECT, P3SAttentionType
 
 LAYERS = [f"{name}_{i}" for name, i in SD15_TRANSFORMER_BLOCKS]
@@ -78,8 +79,9 @@ class P3SAttentionMaps(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, clip, prompt, words, layer, normalisation, max_side) -> io.NodeOutput:
-        names = parse_words(words)
-        groups = token_groups(prompt_token_ids(clip, prompt), {w: word_token_ids(clip, w) for w in names})
+        text_length("prompt", prompt, MAX_PROMPT_CHARS)
+        names = parse_words(text_length("words", words, MAX_WORDS_CHARS))
+        groups = word_groups(clip, prompt, names)
         name, _, number = layer.rpartition("_")
         settings = CaptureSettings(
             block=(name, int(number)), groups=groups, max_side=max_side, normalisation=normalisation

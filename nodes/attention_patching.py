@@ -14,9 +14,10 @@ import comfy.ldm.modules.attention
 import comfy.model_patcher
 import comfy.patcher_extension
 
-from ..p3s_core.attention_maps import AttentionRecorder, make_attn2_capture, make_reset_wrapper
+from ..p3s_core.attention_maps import AttentionRecorder, TokenGroup, make_attn2_capture, make_reset_wrapper
 from ..p3s_core.errors import P3SInputError
 from ..p3s_core.injection import COPY_PATCHES_REPLACE_KEY
+from ..p3s_core.tokens import token_groups
 
 WRAPPER_KEY_PREFIX = "p3s_attention"
 
@@ -29,19 +30,27 @@ def _clip_l_ids(clip, text: str) -> list[list]:
     return [[tok[0] if isinstance(tok[0], int) else -1 for tok in chunk] for chunk in tokens["l"]]
 
 
-def prompt_token_ids(clip, prompt: str) -> list[int]:
-    """The prompt's token ids in conditioning column order (77-token chunks concatenated)."""
-    return [tok for chunk in _clip_l_ids(clip, prompt) for tok in chunk]
+def prompt_token_chunks(clip, prompt: str) -> list[list[int]]:
+    """The prompt's token ids per 77-token chunk, in conditioning column order."""
+    return _clip_l_ids(clip, prompt)
+
+
+def special_token_ids(clip) -> set[int]:
+    """The start, end and padding token ids: all that an empty prompt holds."""
+    return {tok for chunk in _clip_l_ids(clip, "") for tok in chunk}
 
 
 def word_token_ids(clip, word: str) -> list[int]:
     """A word's own token ids, without the start, end and padding tokens."""
-    ids = _clip_l_ids(clip, word)[0]
-    end = ids[-1]
-    body = ids[1:]
-    while body and body[-1] == end:
-        body.pop()
-    return body
+    special = special_token_ids(clip)
+    return [tok for chunk in _clip_l_ids(clip, word) for tok in chunk if tok not in special]
+
+
+def word_groups(clip, prompt: str, words: list[str]) -> tuple[TokenGroup, ...]:
+    """The context columns of each of ``words`` in ``prompt`` (a word may span two chunks)."""
+    return token_groups(
+        prompt_token_chunks(clip, prompt), {w: word_token_ids(clip, w) for w in words}, special_token_ids(clip)
+    )
 
 
 def _attention_now(*args, **kwargs):

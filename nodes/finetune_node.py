@@ -13,14 +13,17 @@ from comfy_api.latest import io
 
 from ..p3s_core.attention_maps import TokenGroup, probs_to_maps
 from ..p3s_core.attention_overlay import attention_overlays, label_images
+from ..p3s_core.checkpoints import checkpoint_epochs, checkpoint_path, resume_state_of, save_checkpoint
 from ..p3s_core.errors import P3SInputError
 from ..p3s_core.loss_plot import plot_losses
-from ..p3s_core.model_file import resolve_model_path, save_p3s_model
-from ..p3s_core.subject_encoder import DEFAULT_ENCODER_CONFIG
-from ..p3s_core.tokens import token_groups
+from ..p3s_core.model_file import P3SModelFile, next_free_path, resolve_model_path, save_p3s_model
+from ..p3s_core.p3s_model import P3SModel
+from ..p3s_core.scope_memory import choose_scope, own_parameter_counts, training_bytes
+from ..p3s_core.shared_copy import DEFAULT_LORA_ALPHA, DEFAULT_LORA_RANK, SCOPES
+from ..p3s_core.subject_encoder import DEFAULT_ENCODER_CONFIG, SubjectEncoder
 from ..p3s_core.training import (
     PRECISIONS,
-    SCOPES,
+    ResumeState,
     TrainHistory,
     TrainingData,
     TrainSettings,
@@ -28,10 +31,29 @@ from ..p3s_core.training import (
     reference_attention,
     train_p3s,
 )
-from .attention_patching import prompt_token_ids, word_token_ids
+from ..p3s_core.unet_layout import check_sd15_layout
+from ..p3s_core.validation import MAX_PROMPT_CHARS, MAX_WORDS_CHARS, finite, text_length
+from .attention_patching import word_groups
 from .model_folder import P3S_FOLDER, register_p3s_folder
-from .p3s_patching import check_sd15_model, clip_token_width, new_p3s_model, p3s_patcher, reference_features
+from .p3s_patching import (
+    check_reference_batches,
+    check_sd15_model,
+    clip_token_width,
+    new_p3s_model,
+    p3s_model_from_file,
+    reference_features,
+)
+from .p3s_placement import (
+    base_compute_dtype,
+    load_for_training,
+    place_for_base,
+    plain_ops_for_training,
+    training_clone,
+)
 from .types import CATEGORY_MODEL, P3SModelType
+
+SCOPE_CHOICES = ("auto", *SCOPES)
+EPOCHS_DONE = "p3s_epochs_done"  # kept on a trained model's __dict__: where a further Fine-tune resumes
 
 
 def _resize(images: torch.Tensor, mask: torch.Tensor, resolution: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -109,10 +131,22 @@ class P3SFineTune(io.ComfyNode):
                 ),
                 io.Combo.Input(
                     "scope",
-                    options=list(SCOPES),
-                    default="full",
-                    tooltip="full = the paper (whole copy, ~14 GB AdamW state); attention = only the copy's "
-                    "attention layers; injection = only zero layers and encoder (lightest).",
+                    options=list(SCOPE_CHOICES),
+                    default="auto",
+                    tooltip="What of the U-Net copy trains; the rest shares the base's weights. auto = the richest "
+                    "that fits the device's free memory; full = the paper (whole copy, ~14 GB AdamW state); "
+                    "attention = the copy's attention layers; lora = low-rank adapters (our addition); "
+                    "injection = only zero layers and encoder (lightest, smallest file). With a p3s_model input "
+                    "auto keeps its scope.",
+                ),
+                io.Int.Input("lora_rank", default=DEFAULT_LORA_RANK, min=1, max=1024, tooltip="Rank of scope lora."),
+                io.Float.Input(
+                    "lora_alpha",
+                    default=DEFAULT_LORA_ALPHA,
+                    min=0.01,
+                    max=4096.0,
+                    step=0.01,
+                    tooltip="LoRA scale alpha (the adapters add up(down(x)) * alpha / rank).",
                 ),
                 io.Boolean.Input(
                     "gradient_checkpointing", default=False, tooltip="Less memory, about 30% slower steps."
@@ -120,9 +154,24 @@ class P3SFineTune(io.ComfyNode):
                 io.String.Input(
                     "save_name",
                     default="p3s/subject.safetensors",
-                    tooltip="File in models/p3s; empty = do not save.",
+                    tooltip="File in models/p3s; empty = do not save. When it exists (and overwrite is off) the "
+                    "model is saved as <name>_00002.safetensors, _00003, ... (shown under the node).",
                 ),
                 io.Boolean.Input("overwrite", default=False, tooltip="Replace an existing file of that name."),
+                io.Int.Input(
+                    "save_every",
+                    default=0,
+                    min=0,
+                    max=10000,
+                    tooltip="Every N epochs write a checkpoint <save_name>_e<epoch>.safetensors (float32, with the "
+                    "optimiser state, to resume exactly); 0 = none. Checkpoints stay when training is cancelled.",
+                ),
+                P3SModelType.Input(
+                    "p3s_model",
+                    optional=True,
+                    tooltip="Continue training this P3S model (from Init, Loader or a previous Fine-tune) up to "
+                    "epochs in total; a checkpoint resumes exactly. The input model is not changed.",
+                ),
                 io.String.Input(
                     "attention_word",
                     default="sks",
@@ -133,7 +182,11 @@ class P3SFineTune(io.ComfyNode):
                 ),
             ],
             outputs=[
-                P3SModelType.Output("p3s_model", tooltip="The trained subject model; connect to P3S Apply."),
+                P3SModelType.Output(
+                    "trained_p3s_model",  # ids are unique across inputs and outputs (the p3s_model input)
+                    display_name="p3s_model",
+                    tooltip="The trained subject model; connect to P3S Apply.",
+                ),
                 io.Image.Output("loss_plot", tooltip="Total loss, L_LDM and L_ac over the training steps."),
                 io.Image.Output(
                     "attention_overlays",
@@ -167,69 +220,200 @@ class P3SFineTune(io.ComfyNode):
         overwrite,
         captions="",
         attention_word="sks",
+        lora_rank=DEFAULT_LORA_RANK,
+        lora_alpha=DEFAULT_LORA_ALPHA,
+        save_every=0,
+        p3s_model=None,
     ) -> io.NodeOutput:
+        # Every check runs before anything is encoded or trained.
         check_sd15_model(model)
+        if scope not in SCOPE_CHOICES:
+            raise P3SInputError(f"scope must be one of {SCOPE_CHOICES}, not {scope!r}.")
+        finite("lora_alpha", lora_alpha)
         settings = TrainSettings(
-            epochs, lr, gamma, dropout, batch_size, seed, precision, scope, "mean", gradient_checkpointing
+            epochs, lr, gamma, dropout, batch_size, seed, precision, None, "mean", gradient_checkpointing
         )
         target = None
         if save_name.strip():
-            target = resolve_model_path(folder_paths.get_folder_paths(P3S_FOLDER), save_name, must_exist=False)
-            if target.exists() and not overwrite:  # fail before training, not after
-                raise P3SInputError(f"{target} already exists: choose another save_name or enable overwrite.")
+            target = resolve_model_path(
+                folder_paths.get_folder_paths(P3S_FOLDER), save_name, must_exist=False, input_name="save_name"
+            )
+            if not overwrite:
+                target = next_free_path(target)  # subject.safetensors taken: subject_00002.safetensors
+        elif save_every:
+            raise P3SInputError("Checkpoints (save_every) need a save_name: give one, or set save_every to 0.")
+        check_reference_batches(reference_images, subject_mask)
+        text_length("instance_prompt", instance_prompt, MAX_PROMPT_CHARS)
+        text_length("captions", captions or "", MAX_PROMPT_CHARS)
+        text_length("attention_word", attention_word or "", MAX_WORDS_CHARS)
+        texts = _captions(instance_prompt, captions or "", reference_images.shape[0])
+        word_groups = _word_groups(clip, texts[0], attention_word or "")
         images, mask = _resize(reference_images, subject_mask, resolution)
-        texts = _captions(instance_prompt, captions or "", images.shape[0])
         tokens, grids, latents = reference_features(images, mask, vae, clip_vision, model)
         contexts = match_token_lengths([_encode_text(clip, t) for t in [*texts, ""]])
         data = TrainingData(latents, tokens, grids, torch.cat(contexts[:-1]), contexts[-1])
-        word_groups = _word_groups(clip, texts[0], attention_word or "")  # a missing word fails before training
 
-        with torch.random.fork_rng(devices=[]):  # the encoder's random init follows the seed
-            torch.manual_seed(seed)
-            p3s = new_p3s_model(model, {**DEFAULT_ENCODER_CONFIG, "token_dim": clip_token_width(clip_vision)})
-        comfy.model_management.load_models_gpu([model, p3s_patcher(p3s, model)])
+        encoder = {**DEFAULT_ENCODER_CONFIG, "token_dim": clip_token_width(clip_vision)}
+        if p3s_model is not None:
+            p3s, resume = _continued_model(model, p3s_model)
+            picked = f"scope {p3s.scope} (of the input model)"
+            if scope not in ("auto", p3s.scope):
+                settings = TrainSettings(**{**settings.as_dict(), "scope": scope})
+                picked = f"scope {scope} of the input model's {p3s.scope} copy"
+        else:
+            resume = None
+            chosen, picked = _pick_scope(scope, model, data, settings, encoder, int(lora_rank))
+            with torch.random.fork_rng(devices=[]):  # the encoder's random init follows the seed
+                torch.manual_seed(seed)
+                p3s = new_p3s_model(model, encoder, chosen, int(lora_rank), float(lora_alpha))
+        start_epoch = resume.epoch if resume is not None else 0
+        if start_epoch >= epochs:
+            raise P3SInputError(
+                f"The input P3S model has already been trained for {start_epoch} epochs: set epochs above "
+                f"{start_epoch} to train it further (epochs counts the whole training)."
+            )
+        trained_scope = settings.scope or p3s.scope
+        record = {
+            **settings.as_dict(),
+            "scope": trained_scope,
+            "scope_requested": scope,
+            "prompts": texts,
+            "images": int(images.shape[0]),
+            "resumed_from_epoch": start_epoch,
+        }
+        checkpoints = {e: checkpoint_path(target, e) for e in checkpoint_epochs(epochs, save_every, start_epoch)}
+        taken = [str(path) for path in checkpoints.values() if path.exists()]
+        if taken and not overwrite:
+            raise P3SInputError(f"Checkpoint files already exist ({', '.join(taken)}): enable overwrite or rename.")
+        _show_loss(f"P3S Fine-tune: {picked}")
+        frozen = training_clone(model)
+        load_for_training(frozen)  # CLIP, CLIP vision and VAE offloaded, the U-Net fully loaded
+        unet = frozen.model.diffusion_model
+        compute_dtype = base_compute_dtype(model)
         bar = comfy.utils.ProgressBar(settings.total_steps(images.shape[0]))
 
         def on_step(step: int, total: int, history: TrainHistory) -> None:
             bar.update_absolute(step, total)
-            _show_loss(f"step {step}/{total}  loss {history.total[-1]:.4f}")
+            _show_loss(f"{trained_scope}: step {step}/{total}  loss {history.total[-1]:.4f}")
             comfy.model_management.throw_exception_if_processing_interrupted()
+
+        def on_epoch(epoch: int, history: TrainHistory, state) -> None:
+            if epoch in checkpoints:
+                last = history.total[-1] if history.total else None
+                done = {**record, "epochs": epoch, "final_loss": last}
+                save_checkpoint(checkpoints[epoch], p3s, state(), done, overwrite=bool(overwrite))
 
         try:
             history = train_p3s(
-                p3s, model.model.diffusion_model, _sigmas(model), data, settings, on_step, model.load_device
+                p3s,
+                unet,
+                _sigmas(model),
+                data,
+                settings,
+                on_step,
+                frozen.load_device,
+                resume=resume,
+                on_epoch=on_epoch,
+                compute_dtype=compute_dtype,
+                frozen_context=lambda: plain_ops_for_training(unet),
             )
         except BaseException:
             del p3s
             comfy.model_management.soft_empty_cache()
             raise
-        overlays = _reference_overlays(p3s, model, data, images[0], word_groups)
-        with torch.inference_mode(False):
-            p3s.to(model.offload_device)
-        if target is not None:
-            record = {
-                **settings.as_dict(),
-                "prompts": texts,
-                "images": int(images.shape[0]),
-                "final_loss": history.total[-1],
-            }
+        p3s.__dict__[EPOCHS_DONE] = int(epochs)
+        saved = "not saved (save_name is empty)"
+        if target is not None:  # saved first: nothing after this can lose the run
+            record["final_loss"] = history.total[-1]
+            if not overwrite:
+                target = next_free_path(target)  # taken while training ran: the next number
             save_p3s_model(target, p3s.state_dict(), p3s.config, record, overwrite=bool(overwrite))
+            saved = f"saved {_saved_name(target)}"
+        _show_loss(f"{trained_scope}: {len(history.total)} steps, final loss {history.total[-1]:.4f}; {saved}")
+        with plain_ops_for_training(unet):
+            overlays = _reference_overlays(
+                p3s, unet, _sigmas(model), settings.precision, compute_dtype, data, images[0], word_groups
+            )
+        place_for_base(p3s, model)
         plot = torch.from_numpy(plot_losses(history)).unsqueeze(0)
-        return io.NodeOutput(p3s, plot, overlays)
+        return io.NodeOutput(p3s, plot, overlays, ui={"text": [saved]})
+
+
+def _saved_name(target) -> str:
+    """The saved file's name as P3S Loader lists it (relative to its p3s folder, ``/``-separated)."""
+    for root in folder_paths.get_folder_paths(P3S_FOLDER):
+        try:
+            return target.relative_to(root).as_posix()
+        except ValueError:
+            continue
+    return target.name
+
+
+def _continued_model(model, given) -> tuple[P3SModel, ResumeState]:
+    """A new P3S model (float32) with the given model's weights, and where its training stopped.
+
+    The given model is never trained in place (it may be another node's cached output).
+    """
+    if isinstance(given, P3SModelFile):
+        tensors, resume = resume_state_of(given.tensors, given.info)
+        return p3s_model_from_file(model, tensors, given.info.config, torch.float32), resume
+    if not isinstance(given, P3SModel):
+        raise P3SInputError(f"p3s_model must come from P3S Init, Loader or Fine-tune, not {type(given).__name__}.")
+    with torch.inference_mode(False):
+        state = {k: v.detach().to("cpu", copy=True) for k, v in given.state_dict().items()}
+    p3s = p3s_model_from_file(model, state, given.config, torch.float32)
+    return p3s, ResumeState(int(given.__dict__.get(EPOCHS_DONE, 0)), {})
+
+
+def scope_needs(model, data: TrainingData, settings: TrainSettings, encoder: dict, lora_rank: int) -> dict[str, int]:
+    """Estimated training memory (bytes) of each scope on ``model``'s device (``p3s_core.scope_memory``)."""
+    unet = model.model.diffusion_model
+    with torch.device("meta"):
+        encoder_params = sum(p.numel() for p in SubjectEncoder.from_config(encoder).parameters())
+    layers = encoder_params + sum(2 * (s.channels**2 + s.channels) for s in check_sd15_layout(unet))
+    to_load = max(int(model.model_size()) - int(model.loaded_size()), 0)
+    half = settings.precision != "fp32" and getattr(model.load_device, "type", "") == "cuda"
+    pixels = int(data.latents.shape[-1] * data.latents.shape[-2])
+    return {
+        name: training_bytes(count, pixels, settings.batch_size, half, settings.gradient_checkpointing, to_load)
+        for name, count in own_parameter_counts(unet, layers, lora_rank).items()
+    }
+
+
+def _pick_scope(
+    scope: str, model, data: TrainingData, settings: TrainSettings, encoder: dict, lora_rank: int
+) -> tuple[str, str]:
+    """The scope to build, and a line saying why (``auto``: the richest that fits the free memory)."""
+    if scope != "auto":
+        return scope, f"scope {scope}"
+    needs = scope_needs(model, data, settings, encoder, lora_rank)
+    free = int(comfy.model_management.get_free_memory(model.load_device))
+    chosen = choose_scope(free, needs)
+    fits = "fits" if needs[chosen] <= free else "does not fit either; the lightest"
+    line = (
+        f"scope auto -> {chosen} (free {free / 2**30:.2f} GB on {model.load_device}, {chosen} needs about "
+        f"{needs[chosen] / 2**30:.2f} GB: {fits})"
+    )
+    return chosen, line
 
 
 def _word_groups(clip, prompt: str, word: str) -> tuple[TokenGroup, ...] | None:
     """The context columns of ``word`` in ``prompt``; None for an empty word."""
     if not word.strip():
         return None
-    return token_groups(prompt_token_ids(clip, prompt), {word.strip(): word_token_ids(clip, word.strip())})
+    return word_groups(clip, prompt, [word.strip()])
 
 
-def _reference_overlays(p3s, model, data: TrainingData, image: torch.Tensor, groups) -> torch.Tensor:
-    """Frozen, copy and difference overlays on ``image`` (or the image thrice without a word)."""
+def _reference_overlays(
+    p3s, unet, sigmas, precision: str, compute_dtype, data: TrainingData, image: torch.Tensor, groups
+) -> torch.Tensor:
+    """Frozen, copy and difference overlays on ``image`` (or the image thrice without a word).
+
+    One forward in training's precision path (same device, dtypes and attention).
+    """
     if groups is None:
         return image[..., :3].unsqueeze(0).expand(3, -1, -1, -1).clone()
-    frozen, copy = reference_attention(p3s, model.model.diffusion_model, _sigmas(model), data)
+    frozen, copy = reference_attention(p3s, unet, sigmas, data, precision=precision, compute_dtype=compute_dtype)
     size = tuple(data.latents.shape[-2:])
     frozen_map = probs_to_maps(frozen.unsqueeze(0), size, groups)[0, 0]
     copy_map = probs_to_maps(copy.unsqueeze(0), size, groups)[0, 0]

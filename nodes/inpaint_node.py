@@ -21,7 +21,7 @@ class P3SInpaint(io.ComfyNode):
             "(wire the RNGR negative_mask); 'fill_outside' keeps the mask and fills the rest "
             "(wire the subject_mask). For diffusion-quality fills use ComfyUI's inpainting instead.",
             inputs=[
-                io.Image.Input("images"),
+                io.Image.Input("images", tooltip="The reference images to clean (a batch)."),
                 io.Mask.Input("mask", tooltip="One mask per image, or one for all."),
                 io.Combo.Input(
                     "method",

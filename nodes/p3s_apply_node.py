@@ -6,8 +6,15 @@ from comfy_api.latest import io
 
 from ..p3s_core.injection import REFERENCE_MODES
 from ..p3s_core.model_file import P3SModelFile
-from .p3s_patching import apply_p3s, check_sd15_model, encode_hint, p3s_model_from_file
-from .types import CATEGORY, P3SModelType, P3SScheduleType
+from .p3s_patching import (
+    apply_p3s,
+    check_injection_settings,
+    check_reference_batches,
+    check_sd15_model,
+    encode_hint,
+    p3s_model_from_file,
+)
+from .types import CATEGORY_APPLY, P3SModelType, P3SScheduleType
 
 
 class P3SApply(io.ComfyNode):
@@ -18,26 +25,47 @@ class P3SApply(io.ComfyNode):
         return io.Schema(
             node_id="P3SApply",
             display_name="P3S Apply",
-            category=f"{CATEGORY}/model",
+            category=CATEGORY_APPLY,
             description="Apply a P3S model to an SD1.5 MODEL: the copy sees the noisy latent plus the "
             "reference hint and its self/cross-attention outputs are added to the model's at every "
             "transformer block, scaled by strength x schedule. Composes with LoRAs, ControlNets and "
             "other patches; the input MODEL is not changed.",
             inputs=[
-                io.Model.Input("model"),
-                P3SModelType.Input("p3s_model"),
+                io.Model.Input("model", tooltip="The SD1.5 MODEL to patch (it is not changed; the output is a copy)."),
+                P3SModelType.Input("p3s_model", tooltip="The subject model from P3S Fine-tune, Loader or Init."),
                 io.Image.Input("reference_images", tooltip="The cleaned (inpainted) reference images."),
                 io.Mask.Input("subject_mask", tooltip="One subject mask per reference image (or one for all)."),
-                io.Vae.Input("vae"),
+                io.Vae.Input("vae", tooltip="The base model's VAE: encodes the reference images into the hint."),
                 io.ClipVision.Input("clip_vision", tooltip="The CLIP vision model the P3S model was made with."),
-                io.Float.Input("strength", default=1.0, min=-10.0, max=10.0, step=0.01),
+                io.Float.Input(
+                    "strength",
+                    default=1.0,
+                    min=-10.0,
+                    max=10.0,
+                    step=0.01,
+                    tooltip="Multiplies the injected attention states; 0 samples like the plain model.",
+                ),
                 P3SScheduleType.Input(
                     "schedule",
                     optional=True,
                     tooltip="Weight over denoising progress; constant 1 when absent.",
                 ),
-                io.Float.Input("start_percent", default=0.0, min=0.0, max=1.0, step=0.001),
-                io.Float.Input("end_percent", default=1.0, min=0.0, max=1.0, step=0.001),
+                io.Float.Input(
+                    "start_percent",
+                    default=0.0,
+                    min=0.0,
+                    max=1.0,
+                    step=0.001,
+                    tooltip="Inject only from this share of the sampling on (0 = first step), like ControlNet's.",
+                ),
+                io.Float.Input(
+                    "end_percent",
+                    default=1.0,
+                    min=0.0,
+                    max=1.0,
+                    step=0.001,
+                    tooltip="Inject only up to this share of the sampling (1 = last step), like ControlNet's.",
+                ),
                 io.Boolean.Input(
                     "apply_to_uncond",
                     default=False,
@@ -50,7 +78,7 @@ class P3SApply(io.ComfyNode):
                     tooltip="cycle: sample i uses reference i mod count; mean: the mean of all hints.",
                 ),
             ],
-            outputs=[io.Model.Output()],
+            outputs=[io.Model.Output(tooltip="The patched MODEL; connect to the sampler.")],
         )
 
     @classmethod
@@ -69,7 +97,9 @@ class P3SApply(io.ComfyNode):
         reference_mode,
         schedule=None,
     ) -> io.NodeOutput:
-        check_sd15_model(model)
+        check_sd15_model(model)  # every check runs before the model is rebuilt or anything is encoded
+        check_injection_settings(strength, start_percent, end_percent)
+        check_reference_batches(reference_images, subject_mask)
         if isinstance(p3s_model, P3SModelFile):  # from P3S Loader: rebuild it on this base model
             p3s_model = p3s_model_from_file(model, p3s_model.tensors, p3s_model.info.config)
         hint = encode_hint(p3s_model, reference_images, subject_mask, vae, clip_vision, model)

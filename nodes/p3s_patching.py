@@ -24,9 +24,13 @@ from ..p3s_core.injection import (
     make_injection_patch,
 )
 from ..p3s_core.letterbox import letterbox_pixels
+from ..p3s_core.model_file import split_optimizer_state
 from ..p3s_core.p3s_model import P3SModel, p3s_model_from_tensors
+from ..p3s_core.shared_copy import DEFAULT_LORA_ALPHA, DEFAULT_LORA_RANK
 from ..p3s_core.subject_encoder import mask_to_patch_grid, patch_grid_side
 from ..p3s_core.unet_layout import check_sd15_layout
+from ..p3s_core.validation import finite, window
+from .p3s_placement import P3SModelPatcher, base_compute_dtype, place_for_base
 
 STATE_KEY_PREFIX = "p3s_injection"
 
@@ -54,21 +58,54 @@ def base_diffusion_state_dict(model: comfy.model_patcher.ModelPatcher) -> dict[s
     return state
 
 
-def new_p3s_model(model: comfy.model_patcher.ModelPatcher, encoder_config: dict | None = None) -> P3SModel:
-    """An untrained P3S model copying ``model``'s SD1.5 U-Net (on the offload device)."""
+def new_p3s_model(
+    model: comfy.model_patcher.ModelPatcher,
+    encoder_config: dict | None = None,
+    scope: str = "full",
+    lora_rank: int = DEFAULT_LORA_RANK,
+    lora_alpha: float = DEFAULT_LORA_ALPHA,
+) -> P3SModel:
+    """An untrained P3S model of ``scope`` over ``model``'s SD1.5 U-Net, placed for it (:func:`place_for_base`).
+
+    Whatever the scope does not train stays the U-Net's own modules (see ``p3s_core.shared_copy``).
+    Own weights are in the base's compute dtype (never fp8) on the offload device.
+    """
     unet = check_sd15_model(model)
-    p3s = P3SModel.from_base(unet, encoder_config, base_diffusion_state_dict(model))
-    with torch.inference_mode(False):  # moved weights must stay trainable (nodes run in inference mode)
-        return p3s.to(model.offload_device)
+    p3s = P3SModel.from_base(
+        unet,
+        encoder_config,
+        base_diffusion_state_dict(model),
+        scope,
+        lora_rank,
+        lora_alpha,
+        dtype=base_compute_dtype(model),
+    )
+    return place_for_base(p3s, model)
 
 
 def p3s_model_from_file(
-    model: comfy.model_patcher.ModelPatcher, tensors: dict[str, torch.Tensor], config: dict
+    model: comfy.model_patcher.ModelPatcher,
+    tensors: dict[str, torch.Tensor],
+    config: dict,
+    dtype: torch.dtype | None = None,
 ) -> P3SModel:
-    """Rebuild a saved P3S model (``state_dict`` tensors + ``P3SModel.config``) for an SD1.5 MODEL."""
+    """Rebuild a saved P3S model (``state_dict`` tensors + ``P3SModel.config``) for an SD1.5 MODEL.
+
+    Refuses a model trained on another base (both fingerprints in the message). A checkpoint's
+    optimiser state (``optimizer.*``) is left out. The file's weights go into tensors of the
+    base's compute dtype (never into fp8 storage) placed for sampling, or of ``dtype`` where
+    given (float32 to resume training), left on the offload device.
+    """
     unet = check_sd15_model(model)
+    tensors, _ = split_optimizer_state(tensors)
     with torch.inference_mode(False):
-        return p3s_model_from_tensors(unet, tensors, config).to(model.offload_device)
+        p3s = p3s_model_from_tensors(
+            unet, tensors, config, base_diffusion_state_dict(model), dtype or base_compute_dtype(model)
+        )
+    if dtype is None:
+        return place_for_base(p3s, model)
+    with torch.inference_mode(False):
+        return p3s.to(model.offload_device)
 
 
 def clip_token_width(clip_vision) -> int:
@@ -128,6 +165,12 @@ def encode_hint(
     return hint.to(comfy.model_management.intermediate_device())
 
 
+def check_injection_settings(strength: float, start_percent: float, end_percent: float) -> None:
+    """A finite ``strength`` and a non-empty window in [0, 1], checked before anything is encoded."""
+    finite("strength", strength)
+    window(start_percent, end_percent)
+
+
 def apply_p3s(
     model: comfy.model_patcher.ModelPatcher,
     p3s: P3SModel,
@@ -141,8 +184,7 @@ def apply_p3s(
 ) -> comfy.model_patcher.ModelPatcher:
     """A patched clone of ``model`` that injects ``p3s`` (the input MODEL is not changed)."""
     check_sd15_model(model)
-    if not 0.0 <= start_percent <= end_percent <= 1.0:
-        raise P3SInputError(f"start_percent ({start_percent}) must be <= end_percent ({end_percent}), both in [0, 1].")
+    check_injection_settings(strength, start_percent, end_percent)
     if hint.dim() != 4 or hint.shape[1] != p3s.hint_conv.in_channels:
         raise P3SInputError(f"The hint must be [refs, {p3s.hint_conv.in_channels}, h, w]; got {tuple(hint.shape)}.")
     sigma_range = None
@@ -154,6 +196,7 @@ def apply_p3s(
         )
     settings = InjectionSettings(float(strength), sigma_range, bool(apply_to_uncond), reference_mode)
 
+    place_for_base(p3s, model)
     key = f"{STATE_KEY_PREFIX}_{uuid.uuid4().hex[:12]}"
     patched = model.clone()
     patched.add_wrapper_with_key(
@@ -174,8 +217,13 @@ def p3s_patcher(p3s: P3SModel, model: comfy.model_patcher.ModelPatcher) -> comfy
     would die with its MODEL while the module lives on, which ComfyUI reports as a leak.
     """
     devices = (model.load_device, model.offload_device)
+    unet = model.model.diffusion_model
     patcher = p3s.__dict__.get("_comfy_patcher")
-    if patcher is None or (patcher.load_device, patcher.offload_device) != devices:
-        patcher = comfy.model_patcher.ModelPatcher(p3s, load_device=devices[0], offload_device=devices[1])
+    if (
+        patcher is None
+        or (patcher.load_device, patcher.offload_device) != devices
+        or getattr(patcher, "shared_with", None) is not unet
+    ):
+        patcher = P3SModelPatcher(p3s, load_device=devices[0], offload_device=devices[1], shared_with=unet)
         p3s.__dict__["_comfy_patcher"] = patcher
     return patcher

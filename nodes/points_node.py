@@ -3,6 +3,10 @@
 The ``points`` STRING widget is the single source of truth: the point-picking canvas in
 ``web/p3s_points.js`` reads and writes it, so the workflow JSON (``widgets_values``) and
 API prompts carry the same JSON string that this node parses.
+
+Not an output node: it runs when something uses its points or preview, so a prompt whose other
+nodes are invalid is refused as a whole. Its ``ui`` images (what the widget shows after a run,
+through ``onExecuted``) are sent for any node that runs.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ import torch
 from comfy_api.latest import io, ui
 
 from ..p3s_core.errors import P3SInputError
-from ..p3s_core.points import P3SPoints, parse_pixel_points, parse_points_json
+from ..p3s_core.points import parse_kj_points, parse_points_json
 from ..p3s_core.preview import downscale_for_display, draw_points
 from .types import CATEGORY_SELECT, P3SPointsType
 
@@ -35,7 +39,6 @@ class P3SPointsNode(io.ComfyNode):
             description="Select the subject in each reference image with points: left click on the subject "
             "(positive), right click or shift+click on look-alikes (negative). Coordinates are "
             "normalised to [0, 1] (x right, y down), one point set per image of the batch.",
-            is_output_node=True,
             inputs=[
                 io.String.Input(
                     "points",
@@ -54,15 +57,33 @@ class P3SPointsNode(io.ComfyNode):
                     "kj_positive",
                     optional=True,
                     force_input=True,
-                    tooltip="KJNodes Points Editor positive coordinates (pixels); replaces the positive "
-                    "points of image 1. Needs the image input for the size.",
+                    tooltip="KJNodes Points Editor positive coordinates (pixels, or fractions with its normalize "
+                    "on); replace the positive points of image 1. Pixels need kj_width/kj_height or the image.",
                 ),
                 io.String.Input(
                     "kj_negative",
                     optional=True,
                     force_input=True,
-                    tooltip="KJNodes Points Editor negative coordinates (pixels); replaces the negative "
-                    "points of image 1. Needs the image input for the size.",
+                    tooltip="KJNodes Points Editor negative coordinates (pixels, or fractions with its normalize "
+                    "on); replace the negative points of image 1. Pixels need kj_width/kj_height or the image.",
+                ),
+                io.Int.Input(
+                    "kj_width",
+                    default=0,
+                    min=0,
+                    max=16384,
+                    optional=True,
+                    tooltip="Width of the image the KJNodes points were picked on (the Points Editor's width); "
+                    "0 = the image input's width.",
+                ),
+                io.Int.Input(
+                    "kj_height",
+                    default=0,
+                    min=0,
+                    max=16384,
+                    optional=True,
+                    tooltip="Height of the image the KJNodes points were picked on (the Points Editor's height); "
+                    "0 = the image input's height.",
                 ),
             ],
             outputs=[
@@ -80,10 +101,15 @@ class P3SPointsNode(io.ComfyNode):
         image: torch.Tensor | None = None,
         kj_positive: str | None = None,
         kj_negative: str | None = None,
+        kj_width: int = 0,
+        kj_height: int = 0,
     ) -> io.NodeOutput:
         selection = parse_points_json(points)
         if kj_positive or kj_negative:
-            selection = _apply_kj_points(selection, image, kj_positive, kj_negative)
+            size = _kj_pixel_size(image, kj_width, kj_height)
+            positive = parse_kj_points(kj_positive, "positive", size) if kj_positive else None
+            negative = parse_kj_points(kj_negative, "negative", size) if kj_negative else None
+            selection = selection.with_first_set(positive, negative)
         if image is None:
             blank = torch.full((BLANK_PREVIEW_SIDE, BLANK_PREVIEW_SIDE, 3), 0.5)
             preview = draw_points(blank, selection.sets[0])[None]
@@ -97,15 +123,15 @@ class P3SPointsNode(io.ComfyNode):
         return io.NodeOutput(selection, preview, ui={UI_IMAGES_KEY: saved})
 
 
-def _apply_kj_points(
-    selection: P3SPoints, image: torch.Tensor | None, kj_positive: str | None, kj_negative: str | None
-) -> P3SPoints:
-    if image is None:
+def _kj_pixel_size(image: torch.Tensor | None, kj_width: int, kj_height: int) -> tuple[int, int] | None:
+    """The size KJNodes pixel points refer to: kj_width x kj_height, else the image input's, else unknown."""
+    if (kj_width > 0) != (kj_height > 0):
         raise P3SInputError(
-            "KJNodes coordinates are in pixels: connect the image they were picked on to the P3S Points "
-            "node's image input, so they can be normalised."
+            f"kj_width is {kj_width} and kj_height is {kj_height}: set both to the Points Editor's width and height, "
+            "or both to 0 to use the image input's size."
         )
-    height, width = int(image.shape[1]), int(image.shape[2])
-    positive = parse_pixel_points(kj_positive, width, height, "positive") if kj_positive else None
-    negative = parse_pixel_points(kj_negative, width, height, "negative") if kj_negative else None
-    return selection.with_first_set(positive, negative)
+    if kj_width > 0:
+        return int(kj_width), int(kj_height)
+    if image is not None:
+        return int(image.shape[2]), int(image.shape[1])
+    return None

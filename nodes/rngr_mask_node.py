@@ -92,9 +92,9 @@ class P3SRngrMask(io.ComfyNode):
     def execute(
         cls, images, points, clip_vision, layer: int, sigma: float, dilation: int, gate_negatives: bool = True
     ) -> io.NodeOutput:
-        point_sets = points.for_batch(images.shape[0])
-        tokens = encode_patch_tokens(clip_vision, images, layer)
+        point_sets = points.for_batch(images.shape[0])  # every check runs before the CLIP encode
         settings = RngrSettings(sigma=sigma, dilation=dilation, gate_negatives=gate_negatives)
+        tokens = encode_patch_tokens(clip_vision, images, layer)
         masks = rngr_masks(tokens, (images.shape[1], images.shape[2]), point_sets, settings)
         heatmap = render_heatmap(images, masks.score, masks.subject)
         return io.NodeOutput(masks.subject, masks.negative, heatmap, ui=ui.PreviewImage(heatmap, cls=cls))

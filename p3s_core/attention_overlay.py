@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from .errors import P3SInputError
 from .heatmap import render_heatmap
+from .validation import excerpt
 
 ALPHA = 0.55
 MIN_LABEL_WIDTH = 160
@@ -119,9 +120,9 @@ def parse_step_items(text: str, num_steps: int) -> list[tuple[str, list[int] | N
             lo, hi = int(first), int(last or first)
         except ValueError as error:
             raise P3SInputError(
-                f'Cannot read step "{part}": use "all" or 1-based steps and ranges, e.g. "1, 5, 10-20".'
+                f'Cannot read step {excerpt(part)}: use "all" or 1-based steps and ranges, e.g. "1, 5, 10-20".'
             ) from error
         if not 1 <= lo <= hi <= num_steps:
-            raise P3SInputError(f'Step "{part}" is outside the sampling run\'s steps 1..{num_steps}.')
+            raise P3SInputError(f"Step {excerpt(part)} is outside the sampling run's steps 1..{num_steps}.")
         items.append((f"step {lo}" if lo == hi else f"steps {lo}-{hi}", list(range(lo, hi + 1))))
     return items

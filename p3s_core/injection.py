@@ -141,10 +141,14 @@ def run_copy(
     context: torch.Tensor,
     hint: torch.Tensor,
     options: dict | None = None,
+    base: torch.nn.Module | None = None,
+    copy_net: torch.nn.Module | None = None,
 ) -> dict[tuple[str, int, int, str], torch.Tensor]:
     """Run the copy on ``x + hint_conv(hint)``; return its attn outputs by (block, id, index, attn).
 
     ``options``: extra entries of the copy's fresh ``transformer_options`` (see :func:`copy_options`).
+    ``base``: the base U-Net being run, whose modules the copy shares (all scopes but ``full``);
+    ``copy_net``: the copy's module over it, when the caller already built it.
     """
     captured: dict[tuple[str, int, int, str], torch.Tensor] = {}
 
@@ -157,9 +161,13 @@ def run_copy(
         return patch
 
     fresh = {**(options or {}), "patches": {f"{a}_output_patch": [capture(a)] for a in ATTENTIONS}}
-    w = p3s.hint_conv.weight
-    x_in = x + p3s.hint_conv(hint.to(device=w.device, dtype=w.dtype)).to(x.dtype)
-    p3s.copy(x_in, timesteps, context=context, transformer_options=fresh)
+    conv = p3s.hint_conv  # weights cast to the input: wherever ComfyUI left them, in whatever dtype
+    x_in = x + F.conv2d(hint.to(x), conv.weight.to(x), conv.bias.to(x) if conv.bias is not None else None)
+    if copy_net is None:
+        if base is None and p3s.scope != "full":
+            raise P3SInputError(f"A P3S model of scope {p3s.scope!r} runs over its base U-Net: pass the base.")
+        copy_net = p3s.copy_module(base)
+    copy_net(x_in, timesteps, context=context, transformer_options=fresh)
     return captured
 
 
@@ -247,7 +255,9 @@ def make_diffusion_wrapper(
         row_hint = hint_for_rows(hint, index.cpu(), x.shape[0] // groups, x.shape[-2:], settings.reference_mode)
         sub_context = context[index] if context is not None else None
         extra = copy_options(transformer_options, rows, x.shape[0])
-        captured = run_copy(p3s, x[index], timesteps[index], sub_context, row_hint.to(x.device), extra)
+        # The copy shares the modules of the U-Net being sampled (the wrapper's class object).
+        base = getattr(executor, "class_obj", None)
+        captured = run_copy(p3s, x[index], timesteps[index], sub_context, row_hint.to(x.device), extra, base)
         options = dict(transformer_options)
         options[state_key] = {"deltas": injection_deltas(p3s, captured, weight), "rows": rows}
         return executor(x, timesteps, context, y, control, options, **kwargs)

@@ -17,6 +17,7 @@ import torch
 
 from .batches import match_mask_batch
 from .errors import P3SInputError
+from .validation import in_range
 
 InpaintMethod = Literal["telea", "navier_stokes", "fill_outside"]
 INPAINT_METHODS: tuple[str, ...] = ("telea", "navier_stokes", "fill_outside")
@@ -36,6 +37,7 @@ def inpaint(
     """
     if method not in INPAINT_METHODS:
         raise P3SInputError(f"Unknown inpaint method {method!r}; choose one of {', '.join(INPAINT_METHODS)}.")
+    in_range("fill", fill, 0.0, 1.0)
     masks = match_mask_batch(images, masks)
     selected = masks > 0.5
     if method == "fill_outside":

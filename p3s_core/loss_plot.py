@@ -66,7 +66,12 @@ def plot_losses(history: TrainHistory, width: int = 512, height: int = 320) -> n
         if steps:
             xs = np.linspace(left, right, steps) if steps > 1 else np.array([left])
             pts = np.array([[round(x), y_of(v)] for x, v in zip(xs, series, strict=True)], np.int32)
-            cv2.polylines(image, [pts], False, colour, max(1, round(1.5 * scale / 0.4)), cv2.LINE_AA)
+            thickness = max(1, round(1.5 * scale / 0.4))
+            if steps == 1:  # a line through one point draws nothing: a dot, in the middle
+                centre = ((left + right) // 2, int(pts[0][1]))
+                cv2.circle(image, centre, 2 * thickness + 1, colour, -1, cv2.LINE_AA)
+            else:
+                cv2.polylines(image, [pts], False, colour, thickness, cv2.LINE_AA)
     x = left + 4
     for name, colour in SERIES:
         cv2.line(image, (x, top - 12), (x + 14, top - 12), colour, 2)

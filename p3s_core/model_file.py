@@ -1,15 +1,20 @@
 """The versioned ``.safetensors`` file of a trained P3S model [reconstructed: the paper has no file format].
 
-A P3S model file holds the trainable parts (the U-Net copy, the zero-initialised injection
-layers, the RNGR encoder's attention and projections) as tensors, and these metadata entries
-(safetensors metadata values are strings):
+A P3S model file holds what the model owns as tensors (format 2: its own copy weights for its
+scope, LoRA factors, the zero-initialised injection layers, hint ZeroConv and the RNGR
+encoder; format 1 held a whole U-Net copy in every file and still loads), and these metadata
+entries (safetensors metadata values are strings):
 
 * ``p3s.format``: ``"p3s-model"``, marks the file as ours;
 * ``p3s.format_version``: integer, :data:`FORMAT_VERSION` for files this code writes;
 * ``p3s.base``: base architecture the model was trained on (``"sd15"``);
 * ``p3s.dtype``: storage dtype of the floating-point tensors (``fp32``, ``fp16`` or ``bf16``);
-* ``p3s.config``: JSON object, the model's structure (what the loader needs to build modules);
+* ``p3s.config``: JSON object, the model's structure (what the loader needs to build modules;
+  format 2 adds ``scope``, ``lora`` and the base U-Net's ``base_signature``/``base_fingerprint``);
+* ``p3s.scope`` / ``p3s.base_fingerprint`` (format 2): the same, readable without JSON;
 * ``p3s.training``: JSON object or ``null``, the training settings, for the record;
+* ``p3s.resume`` (checkpoints only): JSON object ``{"epoch": k}``; the file then also holds the
+  optimiser state as ``optimizer.*`` tensors (float32) to resume training exactly;
 * ``modelspec.sai_model_spec`` / ``modelspec.architecture``: the common model-spec keys, so
   other tools can tell what the file is.
 
@@ -32,9 +37,10 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from .errors import P3SInputError
+from .validation import excerpt, model_file_name
 
 FORMAT_NAME = "p3s-model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 EXTENSION = ".safetensors"
 
 KEY_FORMAT = "p3s.format"
@@ -43,6 +49,10 @@ KEY_BASE = "p3s.base"
 KEY_DTYPE = "p3s.dtype"
 KEY_CONFIG = "p3s.config"
 KEY_TRAINING = "p3s.training"
+KEY_SCOPE = "p3s.scope"
+KEY_FINGERPRINT = "p3s.base_fingerprint"
+KEY_RESUME = "p3s.resume"
+OPTIMIZER_PREFIX = "optimizer."
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 BASES = {"sd15": "stable-diffusion-v1"}
@@ -58,6 +68,9 @@ class P3SModelInfo:
     dtype: str
     config: dict
     training: dict | None = None
+    scope: str = "full"
+    base_fingerprint: str = ""
+    resume: dict | None = None
 
 
 @dataclass(frozen=True)
@@ -77,8 +90,12 @@ def save_p3s_model(
     dtype: str = "fp16",
     base: str = "sd15",
     overwrite: bool = False,
+    resume: Mapping | None = None,
 ) -> None:
     """Write a P3S model file atomically; floating-point tensors are stored as ``dtype``.
+
+    ``resume`` (checkpoints): ``{"epoch": k}``, stored as ``p3s.resume``; pass the optimiser
+    state among ``tensors`` under ``optimizer.*``.
 
     Refuses (:class:`P3SInputError`) an existing file unless ``overwrite``, a name without the
     ``.safetensors`` extension, an unknown ``dtype`` or ``base``, an empty or non-tensor
@@ -92,7 +109,7 @@ def save_p3s_model(
     if base not in BASES:
         raise P3SInputError(f"Unknown base architecture {base!r}: this pack supports {', '.join(BASES)}.")
     if not overwrite and path.exists():
-        raise P3SInputError(f"{path} already exists: choose another name, or allow overwriting it.")
+        raise P3SInputError(f"{path.name} already exists: choose another name, or allow overwriting it.")
     storage = _prepare_tensors(tensors, DTYPES[dtype])
     metadata = {
         KEY_FORMAT: FORMAT_NAME,
@@ -101,9 +118,13 @@ def save_p3s_model(
         KEY_DTYPE: dtype,
         KEY_CONFIG: _to_json(config, "config", allow_none=False),
         KEY_TRAINING: _to_json(training, "training", allow_none=True),
+        KEY_SCOPE: str(config.get("scope", "full")),
+        KEY_FINGERPRINT: str(config.get("base_fingerprint", "")),
         "modelspec.sai_model_spec": "1.0.0",
         "modelspec.architecture": f"{BASES[base]}/p3s",
     }
+    if resume is not None:
+        metadata[KEY_RESUME] = _to_json(resume, "resume state", allow_none=False)
     path.parent.mkdir(parents=True, exist_ok=True)
     _write_atomically(path, storage, metadata, overwrite)
 
@@ -119,7 +140,7 @@ def load_p3s_model(
     """
     path = Path(path)
     if not path.is_file():
-        raise P3SInputError(f"No P3S model file at {path}: check the name (models live in models/p3s).")
+        raise P3SInputError(f"No P3S model file named {path.name}: check the name (models live in models/p3s).")
     try:
         with safe_open(str(path), framework="pt", device="cpu") as handle:
             metadata = handle.metadata() or {}
@@ -140,39 +161,44 @@ def load_p3s_model(
     return tensors, info
 
 
-def resolve_model_path(root_dirs: Iterable[str | os.PathLike], name: str, must_exist: bool = True) -> Path:
+def resolve_model_path(
+    root_dirs: Iterable[str | os.PathLike], name: str, must_exist: bool = True, input_name: str = "model_name"
+) -> Path:
     """The file ``name`` inside one of ``root_dirs`` (the first that has it).
 
-    ``name`` is relative to a models folder (sub-folders allowed, ``/`` or ``\\``); absolute
-    paths and ``..`` are refused so that a name cannot reach outside the folders. With
-    ``must_exist=False`` a missing file resolves into the first folder (a place to save to).
+    ``name`` is relative to a models folder (sub-folders allowed, ``/`` or ``\\``) and checked by
+    :func:`.validation.model_file_name` (absolute paths and ``..`` cannot reach outside the
+    folders; errors name ``input_name``, never a server path). With ``must_exist=False`` a
+    missing file resolves into the first folder (a place to save to).
     """
     roots = [Path(root) for root in root_dirs]
     if not roots:
         raise P3SInputError("No P3S model folder is configured (expected models/p3s).")
-    if not isinstance(name, str) or not name.strip():
-        raise P3SInputError("No model name given: pick a file from the models/p3s folder.")
-    parts = name.replace("\\", "/").split("/")
-    if (
-        name.startswith(("/", "\\"))
-        or os.path.isabs(name)
-        or Path(name).drive
-        or (len(parts[0]) >= 2 and parts[0][1] == ":")
-        or ".." in parts
-    ):
-        raise P3SInputError(
-            f"Model name {name!r} points outside the P3S models folder: give a name relative to "
-            "models/p3s (sub-folders are fine), without a leading '/', a drive or '..'."
-        )
-    relative = Path(*[part for part in parts if part not in ("", ".")])
+    relative = Path(model_file_name(name, input_name, EXTENSION))
     for root in roots:
         candidate = root / relative
         if candidate.is_file():
             return candidate
     if must_exist:
-        searched = ", ".join(str(root) for root in roots)
-        raise P3SInputError(f"No P3S model named {name!r} in {searched}: check the name or refresh the list.")
+        raise P3SInputError(
+            f"No P3S model named {excerpt(name)} in the p3s model folder(s): check the name or refresh the list (R)."
+        )
     return roots[0] / relative
+
+
+def next_free_path(path: Path) -> Path:
+    """``path`` if no file has that name, else ``<stem>_00002<suffix>``, ``_00003``, ... (the first free).
+
+    Numbered like ComfyUI's SaveImage and SaveLoRA, so re-queueing a workflow keeps every model.
+    """
+    if not path.exists():
+        return path
+    number = 2
+    while True:
+        candidate = path.with_name(f"{path.stem}_{number:05d}{path.suffix}")
+        if not candidate.exists():
+            return candidate
+        number += 1
 
 
 def _read_info(path: Path, metadata: Mapping[str, str], keys: Iterable[str]) -> P3SModelInfo:
@@ -196,13 +222,28 @@ def _read_info(path: Path, metadata: Mapping[str, str], keys: Iterable[str]) -> 
         raise P3SInputError(f"{path.name} has an invalid format version {version}: re-save the model.")
     config = _from_json(path, metadata.get(KEY_CONFIG), KEY_CONFIG, allow_none=False)
     training = _from_json(path, metadata.get(KEY_TRAINING, "null"), KEY_TRAINING, allow_none=True)
+    resume = _from_json(path, metadata.get(KEY_RESUME, "null"), KEY_RESUME, allow_none=True)
     return P3SModelInfo(
         format_version=version,
         base=metadata.get(KEY_BASE, ""),
         dtype=metadata.get(KEY_DTYPE, ""),
         config=config,
         training=training,
+        scope=str(config.get("scope", "full")),
+        base_fingerprint=str(config.get("base_fingerprint", "")),
+        resume=resume,
     )
+
+
+def split_optimizer_state(tensors: Mapping[str, torch.Tensor]) -> tuple[dict, dict]:
+    """``(model tensors, optimiser tensors without the prefix)`` of a loaded file."""
+    model, optimizer = {}, {}
+    for key, value in tensors.items():
+        if key.startswith(OPTIMIZER_PREFIX):
+            optimizer[key[len(OPTIMIZER_PREFIX) :]] = value
+        else:
+            model[key] = value
+    return model, optimizer
 
 
 def _guess_kind(metadata: Mapping[str, str], keys: Iterable[str]) -> str:
@@ -251,10 +292,10 @@ def _move_without_overwrite(temp: Path, path: Path) -> None:
     try:
         os.link(temp, path)
     except FileExistsError:
-        raise P3SInputError(f"{path} already exists: choose another name, or allow overwriting it.") from None
+        raise P3SInputError(f"{path.name} already exists: choose another name, or allow overwriting it.") from None
     except OSError:  # no hard links on this file system
         if path.exists():
-            raise P3SInputError(f"{path} already exists: choose another name, or allow overwriting it.") from None
+            raise P3SInputError(f"{path.name} already exists: choose another name, or allow overwriting it.") from None
         os.replace(temp, path)
 
 

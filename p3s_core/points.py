@@ -10,19 +10,21 @@ The serialised form (the ``P3S Points`` node's widget value and API input) is JS
 
 A bare list of image entries (``[{"positive": ..., "negative": ...}, ...]``) is accepted too.
 
-KJNodes' "Points Editor" sends pixel coordinates instead, one JSON string per kind
-(``[{"x": 120, "y": 80}, ...]``); :func:`parse_pixel_points` normalises them with the size of
-the image they were picked on.
+KJNodes' "Points Editor" sends pixel (or, with its ``normalize`` on, normalised) coordinates
+instead, one JSON string per kind (``[{"x": 120, "y": 80}, ...]``); :func:`parse_kj_points`
+normalises them with the size of the image they were picked on.
 """
 
 from __future__ import annotations
 
+import difflib
 import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from .errors import P3SInputError
+from .validation import excerpt, parse_json
 
 FORMAT_VERSION = 1
 
@@ -54,13 +56,19 @@ class P3SPoints:
         return len(self.sets)
 
     def for_batch(self, batch_size: int) -> tuple[PointSet, ...]:
-        """The first ``batch_size`` sets; an error when there are fewer sets than images."""
+        """The sets of a batch of ``batch_size`` images: one each, fewer or more sets are an error."""
         if len(self.sets) < batch_size:
             raise P3SInputError(
                 f"{batch_size} reference images but only {len(self.sets)} point set(s): give one point "
                 f'set per image (add entries to "images" in the P3S Points JSON, in batch order).'
             )
-        return self.sets[:batch_size]
+        if len(self.sets) > batch_size:
+            raise P3SInputError(
+                f"{len(self.sets)} point sets for {batch_size} reference image(s): give one point set per image "
+                f'(remove the last {len(self.sets) - batch_size} entries of "images" in the P3S Points JSON, or add '
+                "the missing images to the batch)."
+            )
+        return self.sets
 
     def with_first_set(
         self, positive: Sequence[Point] | None = None, negative: Sequence[Point] | None = None
@@ -90,33 +98,69 @@ def point_to_pixel(point: Point, width: int, height: int) -> tuple[int, int]:
     return min(int(x * width), width - 1), min(int(y * height), height - 1)
 
 
-def parse_points_json(text: str) -> P3SPoints:
-    """Parse and validate the points JSON; raise :class:`P3SInputError` with a fix on bad input."""
-    if not text or not text.strip():
+POINTS_FORMAT = '{"images": [{"positive": [[x, y], ...], "negative": [[x, y], ...]}, ...]} with x, y in [0, 1]'
+_TOP_KEYS = ("version", "images")
+_SET_KEYS = ("positive", "negative")
+_KJ_HINT = (
+    "these look like KJNodes Points Editor pixel coordinates: connect the Points Editor's positive_coords "
+    "output to kj_positive (and negative_coords to kj_negative) instead of pasting them into points"
+)
+
+
+def parse_points_json(text: str | dict | list) -> P3SPoints:
+    """Parse and validate the points JSON; raise :class:`P3SInputError` with a fix on bad input.
+
+    Accepts the JSON text, or the same as a dict or list (API users sending an object: ComfyUI
+    hands it over as its Python form, which is read too). The version may be ``1`` or ``"1"``.
+    """
+    if isinstance(text, str) and not text.strip():
         raise P3SInputError(
             "No points given: click the subject on the P3S Points widget (or send JSON such as "
             '{"images": [{"positive": [[0.5, 0.5]], "negative": []}]}).'
         )
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise P3SInputError(
-            f"Points are not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno}). Expected "
-            '{"images": [{"positive": [[x, y], ...], "negative": [[x, y], ...]}, ...]} with x, y in [0, 1].'
-        ) from None
+    data = parse_json(text, "The points", POINTS_FORMAT)
+    if isinstance(data, dict) and set(data) and set(data) <= set(_SET_KEYS):
+        data = [data]  # one image's set without the "images" list (e.g. KJNodes' points_store)
     if isinstance(data, dict):
+        _refuse_unknown_keys(data, _TOP_KEYS, "The points JSON")
         version = data.get("version", FORMAT_VERSION)
-        if version != FORMAT_VERSION:
+        if version not in (FORMAT_VERSION, str(FORMAT_VERSION)) or isinstance(version, bool):
             raise P3SInputError(
-                f"Points format version {version!r} is not supported (this pack reads "
-                f"version {FORMAT_VERSION}); update the pack or re-pick the points."
+                f"Points format version {excerpt(version)} is not one this pack reads: give "
+                f'"version": {FORMAT_VERSION} (or leave it out), or update the pack if the points come from a '
+                "newer one."
             )
         entries = data.get("images")
     else:
         entries = data
+    if isinstance(entries, list) and entries and all(_is_xy_object(item) for item in entries):
+        raise P3SInputError(f"The points are a list of points, not of images: {_KJ_HINT}.")
+    if isinstance(entries, list) and entries and all(_number_pair(item) is not None for item in entries):
+        raise P3SInputError(
+            'The points are a list of [x, y] pairs, not of images: wrap them as {"images": [{"positive": '
+            f"{excerpt(entries, 30)}}}]}}."
+        )
     if not isinstance(entries, list) or not entries:
         raise P3SInputError('Points JSON needs a non-empty "images" list, one entry per reference image.')
     return P3SPoints(tuple(_parse_set(entry, i) for i, entry in enumerate(entries)))
+
+
+def _is_xy_object(item: object) -> bool:
+    return isinstance(item, dict) and {"x", "y"} <= set(item) and set(item) <= {"x", "y"}
+
+
+def _refuse_unknown_keys(data: dict, known: Sequence[str], where: str) -> None:
+    unknown = [key for key in data if key not in known]
+    if not unknown:
+        return
+    names = []
+    for key in unknown[:3]:
+        close = difflib.get_close_matches(str(key), known, n=1, cutoff=0.6)
+        names.append(excerpt(key, 30) + (f" (did you mean {close[0]!r}?)" if close else ""))
+    more = f" and {len(unknown) - 3} more" if len(unknown) > 3 else ""
+    raise P3SInputError(
+        f"{where} has unknown key(s) {', '.join(names)}{more}: the keys are {', '.join(repr(k) for k in known)}."
+    )
 
 
 def make_points(sets: Sequence[tuple[Sequence[Point], Sequence[Point]]]) -> P3SPoints:
@@ -129,7 +173,10 @@ def make_points(sets: Sequence[tuple[Sequence[Point], Sequence[Point]]]) -> P3SP
 def _parse_set(entry: object, index: int) -> PointSet:
     where = f"image {index + 1}"
     if not isinstance(entry, dict):
-        raise P3SInputError(f'Points for {where} must be an object {{"positive": [...], "negative": [...]}}.')
+        raise P3SInputError(
+            f'Points for {where} must be an object {{"positive": [...], "negative": [...]}}, not {excerpt(entry)}.'
+        )
+    _refuse_unknown_keys(entry, _SET_KEYS, f"The points of {where}")
     positive = _parse_list(entry.get("positive", []), where, "positive")
     negative = _parse_list(entry.get("negative", []), where, "negative")
     if not positive:
@@ -155,13 +202,15 @@ def _number_pair(item: object) -> tuple[float, float] | None:
 
 def _parse_list(raw: object, where: str, kind: str) -> tuple[Point, ...]:
     if not isinstance(raw, list):
-        raise P3SInputError(f'"{kind}" points of {where} must be a list of [x, y] pairs.')
+        raise P3SInputError(f'"{kind}" points of {where} must be a list of [x, y] pairs, not {excerpt(raw)}.')
     points = []
     for item in raw:
         pair = _number_pair(item)
         if pair is None:
-            raise P3SInputError(f"A {kind} point of {where} is {item!r}; each point must be [x, y] numbers.")
+            raise P3SInputError(f"A {kind} point of {where} is {excerpt(item)}; each point must be [x, y] numbers.")
         x, y = pair
+        if _is_xy_object(item) and math.isfinite(x) and math.isfinite(y) and max(x, y) > 1.0:
+            raise P3SInputError(f"A {kind} point of {where} is at ({x:g}, {y:g}): {_KJ_HINT}.")
         if not (math.isfinite(x) and math.isfinite(y) and 0.0 <= x <= 1.0 and 0.0 <= y <= 1.0):
             raise P3SInputError(
                 f"A {kind} point of {where} is at ({x:g}, {y:g}), outside the image: points are normalised, "
@@ -171,39 +220,61 @@ def _parse_list(raw: object, where: str, kind: str) -> tuple[Point, ...]:
     return tuple(points)
 
 
-def parse_pixel_points(text: str, width: int, height: int, kind: str = "positive") -> tuple[Point, ...]:
-    """Normalise KJNodes Points Editor coordinates (``[{"x": px, "y": px}, ...]``) to [0, 1].
+def parse_kj_points(text: str | None, kind: str, pixel_size: tuple[int, int] | None) -> tuple[Point, ...]:
+    """KJNodes Points Editor coordinates (``[{"x": 120, "y": 80}, ...]``) normalised to [0, 1].
 
-    ``width`` x ``height`` is the size of the image the points were picked on; a pixel ``x``
-    becomes ``x / width``, the inverse of :meth:`PointSet.to_pixels`. An empty string or an
-    empty list gives no points.
+    ``text`` is the editor's ``positive_coords`` / ``negative_coords`` output (``json.dumps`` of
+    a list of ``{"x", "y"}``), or its ``coordinates`` widget value. With the editor's
+    ``normalize`` on, values are already fractions: a list whose values all lie in [0, 1] is
+    taken as normalised [reconstructed: the editor's output does not say which it is, and a
+    pixel list within [0, 1] marks at most the top-left 2x2 pixels]. Otherwise the values are
+    pixels of a ``pixel_size`` = ``(width, height)`` image (the editor's canvas size), and
+    ``x / width``, ``y / height`` is returned; without a size, pixel values are an error.
+    Empty text, ``""`` (the editor's negative output without negatives) and ``[]`` give no points.
     """
-    if width <= 0 or height <= 0:
-        raise P3SInputError(f"Cannot normalise {kind} pixel points on a {width}x{height} image.")
-    if not text or not text.strip():
+    label = f"kj_{kind}"
+    if text is None or not str(text).strip():
         return ()
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise P3SInputError(
-            f"The {kind} KJNodes coordinates are not valid JSON ({exc.msg} at column {exc.colno}). Wire the "
-            'Points Editor\'s coordinates output, or give [{"x": 120, "y": 80}, ...] in pixels.'
-        ) from None
+    data = parse_json(
+        text,
+        f"The {label} coordinates",
+        '[{"x": 120, "y": 80}, ...] from KJNodes\' Points Editor',
+        accept=lambda d: isinstance(d, (dict, list, str)),
+    )
+    if data == "" or data is None:
+        return ()
     if isinstance(data, dict):
         data = [data]
     if not isinstance(data, list):
-        raise P3SInputError(f'The {kind} KJNodes coordinates must be a list like [{{"x": 120, "y": 80}}, ...].')
-    points = []
+        raise P3SInputError(
+            f'The {label} coordinates must be a list like [{{"x": 120, "y": 80}}, ...], not {excerpt(text)}: wire '
+            "the Points Editor's positive_coords or negative_coords output."
+        )
+    pairs = []
     for item in data:
         pair = _number_pair(item)
-        if pair is None:
-            raise P3SInputError(f'A {kind} KJNodes coordinate is {item!r}; each must be {{"x": pixels, "y": pixels}}.')
-        x, y = pair
-        if not (math.isfinite(x) and math.isfinite(y) and 0.0 <= x <= width and 0.0 <= y <= height):
+        if pair is None or not all(math.isfinite(v) and v >= 0 for v in pair):
             raise P3SInputError(
-                f"A {kind} KJNodes point is at pixel ({x:g}, {y:g}), outside the {width}x{height} image on "
-                "the P3S Points node's image input: set the Points Editor's width and height to that "
-                "image's size."
+                f'A {label} coordinate is {excerpt(item)}; each must be {{"x": x, "y": y}} with finite values >= 0 '
+                "(pixels, or fractions in [0, 1] with the editor's normalize on)."
+            )
+        pairs.append(pair)
+    if all(v <= 1.0 for pair in pairs for v in pair):
+        return tuple(pairs)  # the editor's normalize=True
+    if pixel_size is None:
+        raise P3SInputError(
+            f"The {label} coordinates are pixels, but of which image size is unknown: set kj_width and kj_height "
+            "to the Points Editor's width and height, connect the image they were picked on to the P3S Points "
+            "node's image input, or turn the editor's normalize on."
+        )
+    width, height = pixel_size
+    points = []
+    for x, y in pairs:
+        if x > width or y > height:
+            raise P3SInputError(
+                f"A {label} point is at pixel ({x:g}, {y:g}), outside the {width}x{height} image the points are "
+                "read on: set kj_width and kj_height to the Points Editor's width and height (the size the "
+                "points were picked on)."
             )
         points.append((x / width, y / height))
     return tuple(points)

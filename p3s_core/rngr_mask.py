@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from .errors import P3SInputError
 from .letterbox import Letterbox
 from .points import PointSet
+from .validation import in_range
 
 Cell = tuple[int, int]
 
@@ -46,8 +47,7 @@ class RngrSettings:
     gate_negatives: bool = True
 
     def __post_init__(self) -> None:
-        if not (self.sigma >= 0 and math.isfinite(self.sigma)):
-            raise P3SInputError(f"sigma must be >= 0 patches, got {self.sigma}.")
+        in_range("sigma", self.sigma, 0.0)
         if self.dilation < 0:
             raise P3SInputError(f"dilation must be >= 0 pixels, got {self.dilation}.")
 

@@ -33,13 +33,13 @@ Sampling step ``i`` of ``n`` has progress ``s = i / (n - 1)`` (the first step at
 from __future__ import annotations
 
 import itertools
-import json
 import math
 import numbers
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from .errors import P3SInputError
+from .validation import excerpt, parse_json
 
 SCHEDULE_VERSION = 1
 CURVES = ("constant", "linear", "quadratic_up", "quadratic_down", "cosine", "custom")
@@ -123,7 +123,7 @@ class WeightSchedule:
     def from_dict(cls, data: Mapping) -> WeightSchedule:
         """Rebuild and validate a schedule written by :meth:`to_dict`; missing fields take defaults."""
         if not isinstance(data, Mapping):
-            raise P3SInputError(f"A schedule must be a dict as written by WeightSchedule.to_dict, not {data!r}.")
+            raise P3SInputError(f"A schedule must be a dict as written by WeightSchedule.to_dict, not {excerpt(data)}.")
         fields = dict(data)
         version = fields.pop("version", SCHEDULE_VERSION)
         if version != SCHEDULE_VERSION:
@@ -200,13 +200,7 @@ def parse_control_points_json(text: str) -> tuple[ControlPoint, ...]:
     """Parse ``[[s, w], ...]`` (JSON) into control points; empty text gives no points."""
     if not text or not text.strip():
         return ()
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise P3SInputError(
-            f"Custom points are not valid JSON ({exc.msg} at column {exc.colno}): write them as "
-            "[[progress, weight], ...], e.g. [[0, 0.2], [0.5, 1], [1, 1]]."
-        ) from None
+    data = parse_json(text, "custom_points", "[[progress, weight], ...], e.g. [[0, 0.2], [0.5, 1], [1, 1]]")
     if not isinstance(data, list):
         raise P3SInputError("Custom points must be a JSON list of [progress, weight] pairs, e.g. [[0, 0], [1, 1]].")
     return _points_from_raw(data)
@@ -216,7 +210,7 @@ def _points_from_raw(points: Iterable) -> tuple[ControlPoint, ...]:
     if points is None:
         return ()
     if isinstance(points, (str, bytes)) or not isinstance(points, Iterable):
-        raise P3SInputError(f"Control points must be a list of [progress, weight] pairs, not {points!r}.")
+        raise P3SInputError(f"Control points must be a list of [progress, weight] pairs, not {excerpt(points)}.")
     out = []
     for item in points:
         if (
@@ -224,7 +218,7 @@ def _points_from_raw(points: Iterable) -> tuple[ControlPoint, ...]:
             or len(item) != 2
             or not all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in item)
         ):
-            raise P3SInputError(f"Control point {item!r} is not a [progress, weight] pair of numbers.")
+            raise P3SInputError(f"Control point {excerpt(item)} is not a [progress, weight] pair of numbers.")
         out.append((float(item[0]), float(item[1])))
     return tuple(out)
 
@@ -240,7 +234,7 @@ def _interpolate(points: Sequence[ControlPoint], s: float) -> float:
 
 def _check_progress(value: float, name: str) -> float:
     if not isinstance(value, numbers.Real) or isinstance(value, bool) or not (0.0 <= value <= 1.0):
-        raise P3SInputError(f"{name} is {value!r}; it must be a number in [0, 1] (0 = pure noise, 1 = clean).")
+        raise P3SInputError(f"{name} is {excerpt(value)}; it must be a number in [0, 1] (0 = pure noise, 1 = clean).")
     return float(value)
 
 
@@ -251,7 +245,7 @@ def _check_weight(value: float, name: str) -> float:
         or not math.isfinite(value)
         or not 0.0 <= value <= MAX_WEIGHT
     ):
-        raise P3SInputError(f"{name} is {value!r}; it must be a number in [0, {MAX_WEIGHT:g}].")
+        raise P3SInputError(f"{name} is {excerpt(value)}; it must be a number in [0, {MAX_WEIGHT:g}].")
     return float(value)
 
 

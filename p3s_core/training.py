@@ -7,16 +7,23 @@ encoder. Timesteps are drawn uniformly from 0..999 and noised as in SD training
 (``x_t = (x_0 + sigma_t eps) / sqrt(sigma_t^2 + 1)``, eps-prediction).
 
 [reconstructed] The copy's injections enter with weight 1 (the sampling schedule is not used
-in training). Scopes beside the paper's ``full`` copy, for smaller GPUs:
+in training). Training trains everything the P3S model owns; its scope (see
+:mod:`.shared_copy`) says what that is: ``full`` [stated] the whole copy; ``attention`` the
+copy's attention layers; ``lora`` (our addition) low-rank adapters over the shared layers;
+``injection`` none of the copy (it is the base U-Net's own modules). The zero layers, hint
+ZeroConv and encoder train in every scope. A ``full`` model can also be trained with scope
+``attention`` or ``injection``, which then trains only that part of its whole copy.
 
-* ``attention``: of the copy only its attention layers (attn1/attn2) learn, with the zero
-  layers and encoder; gradients and AdamW state shrink to those layers.
-* ``injection``: the copy stays equal to the base U-Net; only the zero layers, hint ZeroConv
-  and encoder learn (the lightest; the copy still runs forward and backward).
+Resume (our addition): the randomness of epoch ``e`` (image order, noise, timesteps, dropout)
+comes from a generator seeded with ``(seed, e)`` alone, so training can stop after any epoch
+and go on later; :class:`ResumeState` carries the epochs done and the AdamW state, which is
+what a checkpoint stores. Resuming from a checkpoint of epoch k with the same settings gives
+the same weights as an uninterrupted run.
 
-The saved file holds the whole copy in every scope (same size); lighter scopes trade quality
-(fewer learned weights) for memory. Trainable parameters are trained in float32 (master
-weights), with autocast to bf16/fp16 on GPU when asked. Nothing here imports ComfyUI.
+Only trained parameters are float32 (master weights); the forward runs in the base's compute
+dtype, or under autocast for an fp32 base on CUDA (``p3s_core/precision.py``). Gradients are
+freed right after each optimiser step; gradient checkpointing wraps the layers of both U-Nets
+(``p3s_core/checkpointing.py``). Nothing here imports ComfyUI.
 """
 
 from __future__ import annotations
@@ -29,16 +36,25 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 
 import torch
-import torch.utils.checkpoint
 from torch import nn
 
+from .checkpointing import checkpointed
 from .errors import P3SInputError
 from .injection import injection_deltas, make_attention_probe, make_injection_patch, run_copy
 from .losses import NORMALISATIONS, attention_consistency_loss, ldm_loss
 from .p3s_model import P3SModel
+from .precision import (
+    ATTENTION_OVERRIDE_KEY,
+    TrainingPrecision,
+    attention_override,
+    casting_weights,
+    make_optimizer,
+    training_precision,
+)
+from .shared_copy import SCOPES
 from .unet_layout import ATTENTIONS, LAST_CROSS_ATTENTION
+from .validation import in_range
 
-SCOPES = ("full", "attention", "injection")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 NUM_TIMESTEPS = 1000
 _STATE_KEY = "p3s_training"
@@ -55,12 +71,12 @@ class TrainSettings:
     batch_size: int = 1
     seed: int = 0
     precision: str = "auto"
-    scope: str = "full"
+    scope: str | None = None
     lac_normalisation: str = "mean"
     gradient_checkpointing: bool = False
 
     def __post_init__(self) -> None:
-        if self.scope not in SCOPES:
+        if self.scope is not None and self.scope not in SCOPES:
             raise P3SInputError(f"Training scope must be one of {SCOPES}, not {self.scope!r}.")
         if self.precision not in PRECISIONS:
             raise P3SInputError(f"Precision must be one of {PRECISIONS}, not {self.precision!r}.")
@@ -68,12 +84,17 @@ class TrainSettings:
             raise P3SInputError(f"L_ac normalisation must be one of {NORMALISATIONS}.")
         if self.epochs < 1 or self.batch_size < 1:
             raise P3SInputError("epochs and batch_size must be at least 1.")
-        if not (self.lr > 0 and math.isfinite(self.lr)) or self.gamma < 0 or not 0.0 <= self.dropout <= 1.0:
-            raise P3SInputError("lr must be > 0, gamma >= 0 and dropout in [0, 1].")
+        if in_range("lr", self.lr) <= 0:
+            raise P3SInputError(f"lr is {self.lr:g}: the learning rate must be > 0 (the paper uses 1e-5).")
+        in_range("gamma", self.gamma, 0.0)
+        in_range("dropout", self.dropout, 0.0, 1.0)
 
     def total_steps(self, images: int) -> int:
         """Optimiser steps for ``images`` references: ``epochs x ceil(images / batch_size)``."""
-        return self.epochs * math.ceil(images / self.batch_size)
+        return self.epochs * self.steps_per_epoch(images)
+
+    def steps_per_epoch(self, images: int) -> int:
+        return math.ceil(images / self.batch_size)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -120,22 +141,87 @@ class TrainHistory:
 StepCallback = Callable[[int, int, TrainHistory], None]
 
 
+@dataclass
+class ResumeState:
+    """Where a training stopped: epochs done and the AdamW state by parameter name.
+
+    ``optimizer`` maps ``<parameter name>.<exp_avg|exp_avg_sq|step>`` to float32 tensors.
+    """
+
+    epoch: int
+    optimizer: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+EpochCallback = Callable[[int, TrainHistory, Callable[[], ResumeState]], None]
+"""``on_epoch(epoch, history, state)`` after each epoch; ``state()`` builds the resume state."""
+
+_ADAM_KEYS = ("exp_avg", "exp_avg_sq", "step")
+
+
+def optimizer_tensors(optimizer: torch.optim.Optimizer, names: dict[int, str]) -> dict[str, torch.Tensor]:
+    """The AdamW state as CPU float32 tensors named ``<parameter>.<key>`` (``names``: id(param) -> name)."""
+    tensors = {}
+    for group in optimizer.param_groups:
+        for param in group["params"]:
+            for key, value in optimizer.state.get(param, {}).items():
+                if key in _ADAM_KEYS:
+                    value = torch.as_tensor(value)
+                    tensors[f"{names[id(param)]}.{key}"] = value.detach().to("cpu", torch.float32, copy=True)
+    return tensors
+
+
+def load_optimizer_tensors(
+    optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], params: dict[str, nn.Parameter]
+) -> None:
+    """Put :func:`optimizer_tensors`' state back; a :class:`P3SInputError` when it does not fit."""
+    for name, param in params.items():
+        state = {key: tensors.get(f"{name}.{key}") for key in _ADAM_KEYS}
+        if all(value is None for value in state.values()):
+            continue
+        if any(value is None for value in state.values()) or state["exp_avg"].shape != param.shape:
+            raise P3SInputError(
+                f"The checkpoint's optimiser state does not fit parameter {name!r}: resume from a "
+                "checkpoint of this model, or train it anew."
+            )
+        optimizer.state[param] = {
+            "step": state["step"].to(torch.float32).clone(),
+            "exp_avg": state["exp_avg"].to(param.device, param.dtype).clone(),
+            "exp_avg_sq": state["exp_avg_sq"].to(param.device, param.dtype).clone(),
+        }
+
+
 def match_token_lengths(contexts: list[torch.Tensor]) -> list[torch.Tensor]:
     """Repeat text contexts ``[1, T_i, C]`` to one length (their lcm), as ComfyUI does for batches."""
     length = math.lcm(*(c.shape[1] for c in contexts))
     return [c.repeat(1, length // c.shape[1], 1) for c in contexts]
 
 
-def trainable_parameters(p3s: P3SModel, scope: str) -> dict[str, nn.Parameter]:
-    """The parameters ``scope`` trains, by name in ``p3s``."""
+def trainable_parameters(p3s: P3SModel, scope: str | None = None) -> dict[str, nn.Parameter]:
+    """The parameters ``scope`` trains (default: the model's own scope, i.e. all it owns), by name."""
+    scope = p3s.scope if scope is None else scope
     if scope not in SCOPES:
         raise P3SInputError(f"Training scope must be one of {SCOPES}, not {scope!r}.")
+    if scope != p3s.scope and not (p3s.scope == "full" and scope in ("attention", "injection")):
+        raise P3SInputError(
+            f"This P3S model has scope {p3s.scope!r}; it cannot be trained with scope {scope!r}. Train it with "
+            f"its own scope, or start a new model with scope {scope!r}."
+        )
+    if scope == p3s.scope:
+        return dict(p3s.named_parameters())
     chosen = {}
     for name, param in p3s.named_parameters():
         in_scope = scope == "full" or (scope == "attention" and any(f".{a}." in name for a in ATTENTIONS))
         if in_scope or not name.startswith("copy."):
             chosen[name] = param
     return chosen
+
+
+def unet_compute_dtype(unet: nn.Module) -> torch.dtype:
+    """The dtype a U-Net computes in, judged from its weights (fp8 storage computes in bf16)."""
+    for param in unet.parameters():
+        if param.is_floating_point():
+            return param.dtype if param.dtype in (torch.float32, torch.float16, torch.bfloat16) else torch.bfloat16
+    return torch.float32
 
 
 def train_p3s(
@@ -146,58 +232,100 @@ def train_p3s(
     settings: TrainSettings,
     on_step: StepCallback | None = None,
     device: torch.device | str | None = None,
+    resume: ResumeState | None = None,
+    on_epoch: EpochCallback | None = None,
+    compute_dtype: torch.dtype | None = None,
+    frozen_context: Callable[[], contextlib.AbstractContextManager] | None = None,
 ) -> TrainHistory:
     """Fine-tune ``p3s`` in place beside the frozen ``unet``; returns the loss history.
 
     ``sigmas``: the model's 1000 training sigmas (ComfyUI's ``model_sampling.sigmas``).
     ``on_step(step, total, history)`` runs after each optimiser step (progress bar, Cancel):
     an exception from it, or a NaN/inf loss (:class:`P3SInputError`), stops training, frees
-    the optimiser state and propagates. The frozen ``unet`` is never changed.
+    the optimiser state and propagates. The frozen ``unet`` is never changed. ``resume``
+    continues after its epoch (steps are numbered from the start of the whole run; the
+    history holds the new steps); ``on_epoch`` runs after each epoch (checkpoints).
+    ``compute_dtype``: the dtype the base computes in (default: judged from its weights).
+    ``frozen_context``: entered around training by the host, e.g. to swap ops without backward
+    for plain ones. Trained parameters are float32 on ``device`` afterwards.
     """
     device = torch.device(device or next(unet.parameters()).device)
+    precision = training_precision(settings.precision, device, compute_dtype or unet_compute_dtype(unet))
     history = TrainHistory()
+    start_epoch = resume.epoch if resume is not None else 0
+    if not 0 <= start_epoch < settings.epochs:
+        raise P3SInputError(
+            f"This P3S model has already been trained for {start_epoch} epochs: set epochs above {start_epoch} "
+            "to train it further."
+        )
     with torch.inference_mode(False):
         data = data.to(device)
         sigmas = sigmas.detach().to(device=device, dtype=torch.float32).clone()
-        p3s.to(device=device, dtype=torch.float32)
+        p3s.to(device=device)
         trainable = trainable_parameters(p3s, settings.scope)
+        for param in trainable.values():  # fp32 master weights for what is trained only
+            if param.dtype != torch.float32:
+                param.data = param.data.float()
+        names = {id(param): name for name, param in trainable.items()}
+        copy_net = p3s.copy_module(unet)  # one shadow for the whole run (checkpointing wraps its blocks)
         optimizer = None
         try:
             with (
                 _frozen(unet),
                 _only_trainable(p3s, trainable),
-                _checkpointed(p3s.copy, settings.gradient_checkpointing),
+                checkpointed([copy_net, unet], settings.gradient_checkpointing),
+                casting_weights(p3s),
+                frozen_context() if frozen_context is not None else contextlib.nullcontext(),
             ):
-                optimizer = torch.optim.AdamW(trainable.values(), lr=settings.lr)
-                autocast_dtype, scaler = _precision(settings.precision, device)
-                total = settings.total_steps(data.latents.shape[0])
-                gen = torch.Generator().manual_seed(settings.seed)
-                for step, rows in enumerate(_batches(data.latents.shape[0], settings, gen), start=1):
-                    noise, timesteps, drop = _draw(data.latents[rows].shape, settings.dropout, gen)
-                    with _autocast(device, autocast_dtype):
-                        losses = step_losses(
-                            p3s, unet, sigmas, data, rows, noise, timesteps, drop, settings.lac_normalisation
-                        )
-                    loss = losses[0] + settings.gamma * losses[1]
-                    if not torch.isfinite(loss):
-                        raise P3SInputError(
-                            f"The training loss became {loss.item()} at step {step}: lower the learning rate, "
-                            "or train in fp32 / bf16 instead of fp16."
-                        )
-                    optimizer.zero_grad(set_to_none=True)
-                    if scaler is not None:
-                        scaler.scale(loss).backward()
-                        scaler.step(optimizer)
-                        scaler.update()
-                    else:
-                        loss.backward()
-                        optimizer.step()
-                    history.total.append(float(loss.detach()))
-                    history.ldm.append(float(losses[0].detach()))
-                    history.ac.append(float(losses[1].detach()))
-                    del loss, losses
-                    if on_step is not None:
-                        on_step(step, total, history)
+                optimizer = make_optimizer(trainable.values(), settings.lr)
+                if resume is not None and resume.optimizer:
+                    load_optimizer_tensors(optimizer, resume.optimizer, trainable)
+                scaler = precision.scaler(device)
+                images = data.latents.shape[0]
+                total = settings.total_steps(images)
+                step = start_epoch * settings.steps_per_epoch(images)
+                for epoch in range(start_epoch, settings.epochs):
+                    gen = epoch_generator(settings.seed, epoch)
+                    for rows in torch.randperm(images, generator=gen).split(settings.batch_size):
+                        step += 1
+                        noise, timesteps, drop = _draw(data.latents[rows].shape, settings.dropout, gen)
+                        with precision.context(device):
+                            losses = step_losses(
+                                p3s,
+                                unet,
+                                sigmas,
+                                data,
+                                rows,
+                                noise,
+                                timesteps,
+                                drop,
+                                settings.lac_normalisation,
+                                copy_net=copy_net,
+                                precision=precision,
+                            )
+                        loss = losses[0].float() + settings.gamma * losses[1].float()
+                        if not torch.isfinite(loss):
+                            raise P3SInputError(
+                                f"The training loss became {loss.item()} at step {step}: lower the learning rate, "
+                                "or train in fp32 / bf16 instead of fp16."
+                            )
+                        if scaler is not None:
+                            scaler.scale(loss).backward()
+                            scaler.step(optimizer)
+                            scaler.update()
+                        else:
+                            loss.backward()
+                            optimizer.step()
+                        optimizer.zero_grad(set_to_none=True)  # free the gradients before the next forward
+                        history.total.append(float(loss.detach()))
+                        history.ldm.append(float(losses[0].detach()))
+                        history.ac.append(float(losses[1].detach()))
+                        del loss, losses
+                        if on_step is not None:
+                            on_step(step, total, history)
+                    if on_epoch is not None:
+                        state = functools.partial(_resume_state, epoch + 1, optimizer, names)
+                        on_epoch(epoch + 1, history, state)
         finally:
             if optimizer is not None:
                 optimizer.zero_grad(set_to_none=True)
@@ -211,6 +339,15 @@ def train_p3s(
     return history
 
 
+def _resume_state(epoch: int, optimizer: torch.optim.Optimizer, names: dict[int, str]) -> ResumeState:
+    return ResumeState(epoch, optimizer_tensors(optimizer, names))
+
+
+def epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    """The random stream of one epoch: a function of the seed and the epoch index only."""
+    return torch.Generator().manual_seed((int(seed) * 1_000_003 + int(epoch)) % 2**63)
+
+
 def step_losses(
     p3s: P3SModel,
     unet: nn.Module,
@@ -222,34 +359,43 @@ def step_losses(
     drop: torch.Tensor,
     normalisation: str = "mean",
     maps: dict[str, torch.Tensor] | None = None,
+    copy_net: nn.Module | None = None,
+    precision: TrainingPrecision | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(L_LDM, L_ac)`` for one batch; the caller combines them.
+    """``(L_LDM, L_ac)`` for one batch (float32); the caller combines them.
 
     Runs the encoder (hint), the copy (capturing its attention outputs and its output-11
     attention map) and the frozen U-Net with the injections (capturing its map). Pass ``maps``
     to keep those two maps (``"copy"``, ``"frozen"``: ``[B*H, N, T]`` probabilities).
+    ``copy_net``: the copy's module over ``unet`` (:meth:`P3SModel.copy_module`), built if None.
+    ``precision``: the dtype the U-Nets' inputs are cast to (:func:`training_precision`).
     """
     device = data.latents.device
     x0 = data.latents[rows]
     noise, timesteps = noise.to(device), timesteps.to(device)
     sigma = sigmas[timesteps].view(-1, 1, 1, 1)
-    x_in = (x0 + sigma * noise) / torch.sqrt(sigma**2 + 1.0)
-    context = torch.where(
-        drop.to(device).view(-1, 1, 1), data.uncond.expand_as(data.contexts[rows]), data.contexts[rows]
+    cast = precision.inputs if precision is not None else (lambda tensor: tensor)
+    x_in = cast((x0 + sigma * noise) / torch.sqrt(sigma**2 + 1.0))
+    context = cast(
+        torch.where(drop.to(device).view(-1, 1, 1), data.uncond.expand_as(data.contexts[rows]), data.contexts[rows])
     )
     t = timesteps.float()
 
     hint = p3s.encoder(data.tokens[rows], data.mask_grids[rows], x0)
     maps = {} if maps is None else maps
-    probe = {"patches_replace": {"attn2": {LAST_CROSS_ATTENTION: make_attention_probe(maps, "copy")}}}
-    captured = run_copy(p3s, x_in, t, context, hint, probe)
+    probe = {
+        "patches_replace": {"attn2": {LAST_CROSS_ATTENTION: make_attention_probe(maps, "copy")}},
+        ATTENTION_OVERRIDE_KEY: attention_override,
+    }
+    captured = run_copy(p3s, x_in, t, context, hint, probe, base=unet, copy_net=copy_net)
     options = {
         "patches": {f"{a}_output_patch": [make_injection_patch(a, _STATE_KEY)] for a in ATTENTIONS},
         "patches_replace": {"attn2": {LAST_CROSS_ATTENTION: make_attention_probe(maps, "frozen")}},
         _STATE_KEY: {"deltas": injection_deltas(p3s, captured, 1.0), "rows": None},
+        ATTENTION_OVERRIDE_KEY: attention_override,
     }
     noise_pred = unet(x_in, t, context=context, transformer_options=options)
-    l_ldm = ldm_loss(noise_pred, noise)
+    l_ldm = ldm_loss(noise_pred.float(), noise)
     l_ac = attention_consistency_loss(maps["copy"], maps["frozen"], normalisation)
     return l_ldm, l_ac
 
@@ -262,18 +408,21 @@ def reference_attention(
     index: int = 0,
     timestep: int = NUM_TIMESTEPS // 2,
     seed: int = 1234,
+    precision: str = "auto",
+    compute_dtype: torch.dtype | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(frozen, copy)`` cross-attention probabilities ``[H, N, T]`` at the last cross-attention layer.
 
     One training-style forward on reference ``index`` (its own prompt, no dropout) at ``timestep``
-    with fixed noise: what ``L_ac`` compares for that image.
+    with fixed noise: what ``L_ac`` compares for that image, in training's precision path.
     """
     device = next(unet.parameters()).device
     data = data.to(device)
     sigmas = sigmas.detach().to(device=device, dtype=torch.float32)
     noise = torch.randn((1, *data.latents.shape[1:]), generator=torch.Generator().manual_seed(seed))
     maps: dict[str, torch.Tensor] = {}
-    with torch.inference_mode(False), torch.no_grad():
+    path = training_precision(precision, device, compute_dtype or unet_compute_dtype(unet))
+    with torch.inference_mode(False), torch.no_grad(), path.context(device), casting_weights(p3s):
         step_losses(
             p3s,
             unet,
@@ -284,8 +433,9 @@ def reference_attention(
             torch.tensor([timestep]),
             torch.zeros(1, dtype=torch.bool),
             maps=maps,
+            precision=path,
         )
-    return maps["frozen"].cpu(), maps["copy"].cpu()
+    return maps["frozen"].float().cpu(), maps["copy"].float().cpu()
 
 
 def evaluate_loss(
@@ -298,20 +448,15 @@ def evaluate_loss(
     sigmas = sigmas.detach().to(device=device, dtype=torch.float32)
     rows = torch.arange(data.latents.shape[0])
     totals = []
-    with torch.inference_mode(False), torch.no_grad():
+    path = training_precision("auto", device, unet_compute_dtype(unet))
+    with torch.inference_mode(False), torch.no_grad(), path.context(device), casting_weights(p3s):
         for t in torch.linspace(50, NUM_TIMESTEPS - 50, 8).long():
             noise = torch.randn(data.latents.shape, generator=gen)
             timesteps = t.repeat(len(rows))
             drop = torch.zeros(len(rows), dtype=torch.bool)
-            l_ldm, l_ac = step_losses(p3s, unet, sigmas, data, rows, noise, timesteps, drop)
+            l_ldm, l_ac = step_losses(p3s, unet, sigmas, data, rows, noise, timesteps, drop, precision=path)
             totals.append(float(l_ldm + gamma * l_ac))
     return sum(totals) / len(totals)
-
-
-def _batches(images: int, settings: TrainSettings, gen: torch.Generator) -> Iterator[torch.Tensor]:
-    for _ in range(settings.epochs):
-        order = torch.randperm(images, generator=gen)
-        yield from order.split(settings.batch_size)
 
 
 def _draw(shape: torch.Size, dropout: float, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -319,20 +464,6 @@ def _draw(shape: torch.Size, dropout: float, gen: torch.Generator) -> tuple[torc
     timesteps = torch.randint(0, NUM_TIMESTEPS, (shape[0],), generator=gen)
     drop = torch.rand(shape[0], generator=gen) < dropout
     return noise, timesteps, drop
-
-
-def _precision(precision: str, device: torch.device) -> tuple[torch.dtype | None, torch.amp.GradScaler | None]:
-    if device.type != "cuda" or precision == "fp32":
-        return None, None
-    if precision == "bf16" or (precision == "auto" and torch.cuda.is_bf16_supported()):
-        return torch.bfloat16, None
-    return torch.float16, torch.amp.GradScaler("cuda")
-
-
-def _autocast(device: torch.device, dtype: torch.dtype | None):
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=dtype)
 
 
 @contextlib.contextmanager
@@ -378,20 +509,3 @@ def _only_trainable(p3s: P3SModel, trainable: dict[str, nn.Parameter]) -> Iterat
     finally:
         for param, flag in flags:
             param.requires_grad_(flag)
-
-
-@contextlib.contextmanager
-def _checkpointed(unet: nn.Module, enabled: bool) -> Iterator[None]:
-    """Gradient checkpointing on the copy's blocks: recompute activations in backward."""
-    blocks = [*unet.input_blocks, unet.middle_block, *unet.output_blocks] if enabled else []
-    for block in blocks:
-        block.forward = functools.partial(_checkpoint_call, type(block).forward.__get__(block))
-    try:
-        yield
-    finally:
-        for block in blocks:
-            del block.forward
-
-
-def _checkpoint_call(forward: Callable, *args, **kwargs):
-    return torch.utils.checkpoint.checkpoint(forward, *args, use_reentrant=False, **kwargs)

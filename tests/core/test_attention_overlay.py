@@ -37,9 +37,10 @@ def test_words_map_to_their_columns_with_the_real_tokenizer():
 
     glue = import_pack_module("nodes.attention_patching")
     clip = TokenizerClip()
-    prompt = glue.prompt_token_ids(clip, "a photo of sks dog next to another dog")
+    chunks = glue.prompt_token_chunks(clip, "a photo of sks dog next to another dog")
+    prompt = [t for chunk in chunks for t in chunk]
     words = {w: glue.word_token_ids(clip, w) for w in ("sks", "dog")}
-    groups = token_groups(prompt, words)
+    groups = token_groups(chunks, words, glue.special_token_ids(clip))
     vocab = clip.tokenizer.clip_l.tokenizer
     decoded = {g.label: [vocab.decode([prompt[c]]).strip() for c in g.columns] for g in groups}
     assert "".join(decoded["sks"]) == "sks" and decoded["sks"] != []
@@ -49,7 +50,7 @@ def test_words_map_to_their_columns_with_the_real_tokenizer():
     assert [vocab.decode([t]).strip() for t in prompt[1:4]] == ["a", "photo", "of"]
     assert first_dog == 4 + len(words["sks"])
     with pytest.raises(P3SInputError, match="'cat' not found in the prompt"):
-        token_groups(prompt, {"cat": glue.word_token_ids(clip, "cat")})
+        token_groups(chunks, {"cat": glue.word_token_ids(clip, "cat")}, glue.special_token_ids(clip))
 
 
 def test_overlays_of_equal_maps_look_equal_and_show_no_difference():

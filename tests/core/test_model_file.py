@@ -252,10 +252,10 @@ def test_resolve_model_path_finds_files_in_any_root(tmp_path):
     ],
 )
 def test_resolve_model_path_refuses_escaping_names(tmp_path, name):
-    with pytest.raises(P3SInputError, match="outside the P3S models folder"):
+    with pytest.raises(P3SInputError, match="outside the models folder"):
         resolve_model_path([tmp_path], name, must_exist=False)
 
 
 def test_resolve_model_path_refuses_empty_name(tmp_path):
-    with pytest.raises(P3SInputError, match="No model name"):
+    with pytest.raises(P3SInputError, match="model_name is empty"):
         resolve_model_path([tmp_path], " ")

@@ -183,7 +183,7 @@ def test_an_exception_from_the_step_callback_stops_training(base, sigmas):
 
 def test_settings_are_checked():
     with pytest.raises(errors.P3SInputError, match="scope"):
-        training.TrainSettings(scope="lora")
+        training.TrainSettings(scope="everything")
     with pytest.raises(errors.P3SInputError, match="lr"):
         training.TrainSettings(lr=0.0)
     assert training.TrainSettings(epochs=60, batch_size=2).total_steps(5) == 180
@@ -221,3 +221,42 @@ def test_reference_attention_is_equal_before_training_and_departs_after(base, si
     training.train_p3s(p3s, unet, sigmas, data, training.TrainSettings(epochs=3, lr=1e-2, seed=1))
     frozen_after, copy_after = training.reference_attention(p3s, unet, sigmas, data, index=1)
     assert (copy_after - frozen_after).abs().max() > 1e-4
+
+
+@pytest.mark.parametrize("scope", ["lora", "full"])
+def test_resume_from_an_epoch_gives_the_weights_of_an_uninterrupted_run(base, sigmas, scope):
+    def fresh():
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            return patching.new_p3s_model(base, ENCODER, scope, lora_rank=4)
+
+    unet = base.model.diffusion_model
+    settings = training.TrainSettings(epochs=4, lr=1e-3, seed=7)
+    whole = fresh()
+    training.train_p3s(whole, unet, sigmas, training_data(), settings)
+
+    first = fresh()
+    saved = {}
+
+    def keep(epoch, history, state):
+        if epoch == 2:
+            saved["weights"] = {k: v.clone() for k, v in first.state_dict().items()}
+            saved["state"] = state()
+            raise KeyboardInterrupt  # stopped after epoch 2
+
+    with pytest.raises(KeyboardInterrupt):
+        training.train_p3s(first, unet, sigmas, training_data(), settings, on_epoch=keep)
+    assert saved["state"].epoch == 2 and saved["state"].optimizer
+    resumed = patching.p3s_model_from_file(base, saved["weights"], first.config, torch.float32)
+    history = training.train_p3s(resumed, unet, sigmas, training_data(), settings, resume=saved["state"])
+    assert len(history.total) == 4, "epochs 3 and 4 of two images"
+    for key, value in whole.state_dict().items():
+        assert torch.equal(resumed.state_dict()[key], value), key
+    no_optimizer = patching.p3s_model_from_file(base, saved["weights"], first.config, torch.float32)
+    extended = training.ResumeState(2, {})
+    training.train_p3s(no_optimizer, unet, sigmas, training_data(), settings, resume=extended)
+    assert any(not torch.equal(no_optimizer.state_dict()[k], v) for k, v in whole.state_dict().items()), (
+        "without the optimiser state the run differs: the checkpoint's AdamW state matters"
+    )
+    with pytest.raises(errors.P3SInputError, match="already been trained for 4 epochs"):
+        training.train_p3s(resumed, unet, sigmas, training_data(), settings, resume=training.ResumeState(4, {}))

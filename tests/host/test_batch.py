@@ -15,12 +15,12 @@ import pytest
 from PIL import Image
 
 from devtools.api_client import ComfyClient
-from devtools.batch import BatchOptions, run_batch
-from devtools.batch_items import load_items, load_workflow
-from devtools.batch_manifest import Manifest
 from devtools.comfy_host import REPO_ROOT, ComfyServer
 from devtools.sample_scene import LEFT_CENTRE, RIGHT_CENTRE, disc_mask, twin_points_json, write_twin_scene
 from devtools.workflows import selection_workflow
+from p3s_batch.cli import BatchOptions, run_batch
+from p3s_batch.items import load_items, load_workflow
+from p3s_batch.manifest import Manifest
 
 from .conftest import CLIP_NAME, SCENE_NAME
 
@@ -140,7 +140,7 @@ def test_a_killed_cli_run_is_resumed_by_the_same_command(client: ComfyClient, wo
     rows = [{"id": f"s{i}", "4.sigma": str(0.8 + 0.1 * i)} for i in range(3)]
     items_file = csv_items(tmp_path, rows)
     out = tmp_path / "out"
-    command = [sys.executable, "-m", "devtools.batch", str(workflow_file), str(items_file), "-o", str(out)]
+    command = [sys.executable, "-m", "p3s_batch", str(workflow_file), str(items_file), "-o", str(out)]
     command += ["--server", client.url, "--retries", "0"]
     process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     manifest = Manifest(out / "manifest.jsonl")
@@ -161,7 +161,7 @@ def test_a_killed_cli_run_is_resumed_by_the_same_command(client: ComfyClient, wo
 
 
 def test_an_item_with_invalid_inputs_is_reported_not_half_run(client: ComfyClient, workflow_file: Path, tmp_path: Path):
-    # P3S Points is a valid output node on its own, so ComfyUI would queue the prompt without the rest.
+    # No output node is valid without the CLIP vision model: ComfyUI refuses the prompt with its node errors.
     workflow = load_workflow(workflow_file)
     items = load_items(csv_items(tmp_path, [{"id": "no-clip", "3.clip_name": "absent.safetensors"}]), workflow)
     summary = run_batch(workflow, items, tmp_path / "out", BatchOptions(servers=[client.url], retries=0), log=print)

@@ -83,19 +83,29 @@ def references() -> tuple[torch.Tensor, torch.Tensor]:
     return images, mask
 
 
-def run(save_name: str, epochs: int = 2, seed: int = 3, attention_word: str = ""):
+def run(
+    save_name: str,
+    epochs: int = 2,
+    seed: int = 3,
+    attention_word: str = "",
+    scope="injection",
+    overwrite=False,
+    **extra,
+):
     images, mask = references()
     with torch.inference_mode():  # as ComfyUI executes every node
         model = tiny_sd15_patcher(seed=0)
         return node.P3SFineTune.execute(
             model, StandinClip(), StandinVae(), StandinClipVision(), images, mask,
-            "a photo of sks disc", epochs, 1e-3, 0.1, 0.1, 64, 1, seed, "auto", "injection", False, save_name, False,
-            attention_word=attention_word,
+            "a photo of sks disc", epochs, 1e-3, 0.1, 0.1, 64, 1, seed, "auto", scope, False, save_name, overwrite,
+            attention_word=attention_word, **extra,
         )  # fmt: skip
 
 
 def test_node_trains_in_inference_mode_and_saves_a_loadable_model(p3s_folder):
-    p3s, plot, overlays = run("sub/disc.safetensors", epochs=2).result
+    first = run("sub/disc.safetensors", epochs=2)
+    p3s, plot, overlays = first.result
+    assert first.ui == {"text": ["saved sub/disc.safetensors"]}
     assert overlays.shape == (3, 40, 64, 3), "without a word: the first reference image three times"
     assert torch.equal(overlays[0], overlays[2])
     assert plot.shape == (1, 320, 512, 3)
@@ -107,9 +117,13 @@ def test_node_trains_in_inference_mode_and_saves_a_loadable_model(p3s_folder):
     assert info.config["encoder"]["token_dim"] == TOKEN_WIDTH
     key = "injection.output_11.attn2.weight"
     assert torch.equal(tensors[key], p3s.state_dict()[key].half()), "the returned model is the saved one"
-    errors = pack_core(node).errors
-    with pytest.raises(errors.P3SInputError, match="already exists"):
-        run("sub/disc.safetensors", epochs=1)
+    # The name taken: numbered like SaveImage, the first file kept; overwrite replaces it.
+    assert run("sub/disc.safetensors", epochs=1).ui == {"text": ["saved sub/disc_00002.safetensors"]}
+    assert model_file.load_p3s_model(p3s_folder / "sub" / "disc_00002.safetensors")[1].training["epochs"] == 1
+    assert model_file.load_p3s_model(p3s_folder / "sub" / "disc.safetensors")[1].training["epochs"] == 2
+    assert run("sub/disc.safetensors", epochs=1, overwrite=True).ui == {"text": ["saved sub/disc.safetensors"]}
+    assert model_file.load_p3s_model(p3s_folder / "sub" / "disc.safetensors")[1].training["epochs"] == 1
+    assert sorted(f.name for f in (p3s_folder / "sub").iterdir()) == ["disc.safetensors", "disc_00002.safetensors"]
     # Outside a server the node leaves ComfyUI's modules alone (its own ``utils`` package still imports).
     from utils.extra_config import load_extra_path_config
 
@@ -151,3 +165,100 @@ def test_attention_overlays_of_a_word_on_the_first_reference(p3s_folder):
     with pytest.raises(errors.P3SInputError, match="not found in the prompt"):
         run("sub/never.safetensors", epochs=1, attention_word="cat")
     assert not (p3s_folder / "sub" / "never.safetensors").exists(), "a missing word fails before training"
+
+
+def loaded(path):
+    model_file = pack_core(node).model_file
+    tensors, info = model_file.load_p3s_model(path)
+    return model_file.P3SModelFile(tensors, info, name=path.name)
+
+
+def test_checkpoints_resume_exactly_and_the_final_name_is_unchanged(p3s_folder):
+    whole = run("dog.safetensors", epochs=3, scope="lora", lora_rank=4, save_every=1).result[0]
+    assert sorted(p.name for p in p3s_folder.iterdir()) == [
+        "dog.safetensors", "dog_e0001.safetensors", "dog_e0002.safetensors",
+    ], "numbered checkpoints, the final file under its own name, no temporary files"  # fmt: skip
+    checkpoint = loaded(p3s_folder / "dog_e0001.safetensors")
+    assert checkpoint.info.resume == {"epoch": 1} and checkpoint.info.dtype == "fp32"
+    assert any(k.startswith("optimizer.") for k in checkpoint.tensors)
+    final = loaded(p3s_folder / "dog.safetensors")
+    assert final.info.resume is None and not any(k.startswith("optimizer.") for k in final.tensors)
+    assert (final.info.scope, final.info.training["scope_requested"]) == ("lora", "lora")
+
+    resumed = run("dog_resumed.safetensors", epochs=3, scope="auto", p3s_model=checkpoint).result[0]
+    assert resumed.scope == "lora", "auto keeps the input model's scope"
+    for key, value in whole.state_dict().items():
+        assert torch.equal(resumed.state_dict()[key], value), key
+    assert loaded(p3s_folder / "dog_resumed.safetensors").info.training["resumed_from_epoch"] == 1
+    errors = pack_core(node).errors
+    with pytest.raises(errors.P3SInputError, match="already been trained for 3 epochs"):
+        run("", epochs=3, p3s_model=whole)
+    extended = run("", epochs=4, scope="auto", p3s_model=whole).result[0]
+    assert any(not torch.equal(extended.state_dict()[k], v) for k, v in whole.state_dict().items())
+
+
+def test_cancel_keeps_the_checkpoints_asked_for_and_nothing_else(p3s_folder, monkeypatch):
+    import comfy.model_management
+    import comfy.utils
+
+    def cancel_in_epoch_three(value, total, preview, **_):
+        if value == 3:
+            comfy.model_management.interrupt_current_processing(True)
+
+    monkeypatch.setattr(comfy.utils, "PROGRESS_BAR_HOOK", cancel_in_epoch_three)
+    try:
+        with pytest.raises(comfy.model_management.InterruptProcessingException):
+            run("cat.safetensors", epochs=5, save_every=2)
+    finally:
+        comfy.model_management.interrupt_current_processing(False)
+    assert [p.name for p in p3s_folder.iterdir()] == ["cat_e0002.safetensors"]
+
+
+def test_auto_picks_the_richest_scope_that_fits_the_free_memory(p3s_folder, monkeypatch):
+    import comfy.model_management
+
+    core = pack_core(node)
+    model = tiny_sd15_patcher(seed=0)
+    data = core.training.TrainingData(
+        torch.zeros(1, 4, 5, 8),
+        torch.zeros(1, 17, 16),
+        torch.zeros(1, 4, 4),
+        torch.zeros(1, 7, 32),
+        torch.zeros(1, 7, 32),
+    )  # fmt: skip  (the latent of the 64 px references that run() trains on)
+    settings = core.training.TrainSettings()
+    encoder = {**core.subject_encoder.DEFAULT_ENCODER_CONFIG, "token_dim": TOKEN_WIDTH}
+    needs = node.scope_needs(model, data, settings, encoder, 4)
+    assert needs["full"] > needs["attention"] > needs["lora"] > needs["injection"] > 0
+    asked = []
+    real = comfy.model_management.get_free_memory
+
+    def mock_free(free: int) -> None:
+        def get_free_memory(dev=None, torch_free_too=False):
+            if torch_free_too:  # ComfyUI's attention asks too: leave it the real figures
+                return real(dev, torch_free_too)
+            asked.append(dev)
+            return free
+
+        monkeypatch.setattr(comfy.model_management, "get_free_memory", get_free_memory)
+
+    def picks(free: int) -> tuple[str, str]:
+        mock_free(free)
+        return node._pick_scope("auto", model, data, settings, encoder, 4)
+
+    assert picks(needs["full"])[0] == "full"
+    assert picks(needs["full"] - 1)[0] == "attention"
+    assert picks((needs["lora"] + needs["attention"]) // 2)[0] == "lora"
+    assert picks(needs["lora"] - 1)[0] == "injection"
+    chosen, line = picks(0)
+    assert chosen == "injection" and "does not fit either" in line
+    assert asked and all(dev == model.load_device for dev in asked), "free memory of the model's device"
+
+    shown = []
+    monkeypatch.setattr(node, "_show_loss", shown.append)
+    mock_free((needs["lora"] + needs["attention"]) // 2)
+    p3s = run("auto.safetensors", epochs=1, scope="auto", lora_rank=4).result[0]
+    assert p3s.scope == "lora"
+    assert shown[0].startswith("P3S Fine-tune: scope auto -> lora (free ")
+    info = loaded(p3s_folder / "auto.safetensors").info
+    assert (info.scope, info.training["scope"], info.training["scope_requested"]) == ("lora", "lora", "auto")

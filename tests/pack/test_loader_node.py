@@ -97,9 +97,9 @@ def test_loader_refuses_foreign_files_and_escaping_names(comfy_tmp_dirs, loader_
     error = pack_core(loader_module).errors.P3SInputError
     with pytest.raises(error, match="not a P3S model"):
         loader_module.P3SLoaderNode.execute(model_name="style.safetensors")
-    with pytest.raises(error, match="outside the P3S models folder"):
+    with pytest.raises(error, match="outside the models folder"):
         loader_module.P3SLoaderNode.execute(model_name="../../secret.safetensors")
-    with pytest.raises(error, match="outside the P3S models folder"):
+    with pytest.raises(error, match="outside the models folder"):
         loader_module.P3SLoaderNode.execute(model_name=str(outside))
 
 

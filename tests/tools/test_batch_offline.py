@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from devtools.batch import BatchOptions, main, run_batch
-from devtools.batch_items import BatchInputError, build_prompt, load_items, load_workflow
-from devtools.batch_manifest import Manifest
 from devtools.comfy_host import free_port
+from p3s_batch.cli import BatchOptions, main, run_batch
+from p3s_batch.items import BatchInputError, build_prompt, load_items, load_workflow
+from p3s_batch.manifest import Manifest
 
 WORKFLOW = {
     "1": {"class_type": "LoadImage", "inputs": {"image": "scene.png"}},

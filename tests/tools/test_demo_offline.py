@@ -5,46 +5,43 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import torch
+from safetensors.torch import save_file
+
 from devtools.demo import pick_model
+from devtools.standin_models import STANDIN_KEY
 from devtools.workflows import FULL_PIPELINE_API, SMALL_PIPELINE, full_pipeline_workflow
 
 
 def counting_writer(calls: list[Path]):
+    """Writes a tiny safetensors file marked as a stand-in, as the real writers mark theirs."""
+
     def write(path: Path) -> Path:
         calls.append(path)
-        path.write_bytes(b"stand-in")
+        save_file({"x": torch.zeros(1)}, str(path), metadata={STANDIN_KEY: "test"})
         return path
 
     return write
 
 
-def test_the_stand_in_is_written_once_and_only_when_no_model_is_there(tmp_path: Path):
+def test_the_stand_in_is_written_once_under_the_real_name_and_only_when_no_model_is_there(tmp_path: Path):
     calls: list[Path] = []
     folder = tmp_path / "checkpoints"
-    assert pick_model(folder, "real.safetensors", "standin.safetensors", counting_writer(calls)) == (
-        "standin.safetensors",
-        True,
-    )
-    assert pick_model(folder, "real.safetensors", "standin.safetensors", counting_writer(calls))[1] is True
-    assert calls == [folder / "standin.safetensors"], "written on the first run only"
+    assert pick_model(folder, "real.safetensors", counting_writer(calls)) == ("real.safetensors", True)
+    assert pick_model(folder, "real.safetensors", counting_writer(calls)) == ("real.safetensors", True)
+    assert calls == [folder / "real.safetensors"], "written on the first run only"
 
 
-def test_a_real_model_beats_the_stand_in_and_the_expected_name_beats_others(tmp_path: Path, capsys):
+def test_a_real_model_beats_a_stand_in_and_the_expected_name_beats_others(tmp_path: Path):
     calls: list[Path] = []
     folder = tmp_path / "clip_vision"
     folder.mkdir()
-    (folder / "standin.safetensors").write_bytes(b"")
-    (folder / "a_other.safetensors").write_bytes(b"")
+    counting_writer([])(folder / "a_old_standin.safetensors")  # a stand-in under another name is no real model
+    (folder / "b_other.safetensors").write_bytes(b"")
     (folder / "notes.txt").write_text("not a model")
-    assert pick_model(folder, "real.safetensors", "standin.safetensors", counting_writer(calls)) == (
-        "a_other.safetensors",
-        False,
-    )
+    assert pick_model(folder, "real.safetensors", counting_writer(calls)) == ("b_other.safetensors", False)
     (folder / "real.safetensors").write_bytes(b"")
-    assert pick_model(folder, "real.safetensors", "standin.safetensors", counting_writer(calls)) == (
-        "real.safetensors",
-        False,
-    )
+    assert pick_model(folder, "real.safetensors", counting_writer(calls)) == ("real.safetensors", False)
     assert calls == []
 
 

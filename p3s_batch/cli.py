@@ -1,12 +1,12 @@
 """p3s-batch: queue an API-format workflow once per item of a CSV/JSONL file on ComfyUI servers.
 
-Items override node inputs (see devtools/batch_items.py for the syntax), are spread over the
+Items override node inputs (see p3s_batch/items.py for the syntax), are spread over the
 given servers (one worker per ``--server``), retried on failure with exponential backoff, and
 their output files are downloaded to ``OUT/<item id>/``. ``OUT/manifest.jsonl`` records each
 finished item (id, parameters, status, output files, error, attempts); rerunning the same
 command skips the items that already succeeded with the same parameters.
 
-Standard library only (plus devtools.api_client).
+Standard library only (the HTTP client is p3s_batch.api_client).
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from devtools.api_client import ComfyAPIError, ComfyClient, PromptResult
-from devtools.batch_items import BatchInputError, BatchItem, build_prompt, load_items, load_workflow
-from devtools.batch_manifest import FAILED, SUCCESS, Manifest
+from p3s_batch.api_client import ComfyAPIError, ComfyClient, PromptResult
+from p3s_batch.items import BatchInputError, BatchItem, build_prompt, load_items, load_workflow
+from p3s_batch.manifest import FAILED, SUCCESS, Manifest
 
 DEFAULT_SERVER = "http://127.0.0.1:8188"
 MANIFEST_NAME = "manifest.jsonl"
@@ -138,7 +138,13 @@ class _Runner:
             prompt_id = None
             try:
                 prompt = build_prompt(self.workflow, item, upload=lambda path: self.upload(client, path))
-                answer = client.submit(prompt)
+                try:
+                    answer = client.submit(prompt)
+                except ComfyAPIError as refused:  # no output node valid: the prompt is refused as a whole
+                    errors = refused.body.get("node_errors") if isinstance(refused.body, dict) else None
+                    if not errors:
+                        raise
+                    raise ItemFailed(f"invalid inputs, not run: {_node_errors_text(errors)}") from None
                 prompt_id = answer["prompt_id"]
                 if answer.get("node_errors"):
                     client.cancel(prompt_id)
