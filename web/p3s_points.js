@@ -1,13 +1,16 @@
 // Point-picking canvas of the "P3S Points" node.
 //
-// The node's `points` STRING widget stays the single source of truth: this canvas reads it on
-// every draw and writes it on every edit, so the workflow JSON (widgets_values), page reloads
-// and API prompts all carry the same JSON that the Python node parses.
+// The node's `points` STRING widget stays the single source of truth: this canvas writes it on
+// every edit and redraws from events (its callback, connection changes, the linked Load Image's
+// callback, configure, onExecuted), never from a per-frame hook, so it works the same in the
+// LiteGraph canvas and in the Nodes 2.0 (Vue) renderer. The workflow JSON (widgets_values), page
+// reloads and API prompts all carry the same JSON that the Python node parses.
 //
 // Mouse: left click adds a positive point, right click or shift+click a negative one, dragging
 // a point moves it, alt/ctrl/cmd+click on a point removes it. The toolbar steps through the
 // images of a batch (one point set each) and clears points; the node's context menu has the
-// same clear/remove entries.
+// same clear/remove entries (getNodeMenuItems where the frontend has it, else getExtraMenuOptions).
+// The mouse wheel over the widget zooms / pans the graph as it does over the empty canvas.
 //
 // Image: followed live from a linked LoadImage-like node (its `image` widget), and taken from the
 // node's `ui` output ("p3s_images", downscaled by the server) after a run. The last run's images
@@ -25,6 +28,37 @@ const MARKER_RADIUS = 7;
 const HIT_RADIUS = 12;
 const COLOURS = { positive: "#22c55e", negative: "#ef4444", outline: "#ffffff" };
 const imageCache = new Map(); // url -> {state, bitmap, width, height}
+const editors = new Set(); // live editors, refreshed when a linked Load Image changes
+const watchedWidgets = new WeakSet();
+
+export const MESSAGES = {
+  none: "No image yet: connect a Load Image node to the image input, or run the workflow once.",
+  loading: "Loading image…",
+  error: "Image not found on the server: pick it again in Load Image, or run the workflow once.",
+};
+
+/** Chain onto a widget's callback once, so a change of the linked image refreshes the editors. */
+function watchWidget(widget) {
+  if (!widget || watchedWidgets.has(widget)) return;
+  watchedWidgets.add(widget);
+  const callback = widget.callback;
+  widget.callback = function () {
+    const result = callback?.apply(this, arguments);
+    for (const editor of editors) editor.refresh();
+    return result;
+  };
+}
+
+/** Hand a wheel event over the widget to the graph canvas (zoom or pan, as over empty canvas). */
+function forwardWheel(e) {
+  const target = e.target;
+  if (target instanceof HTMLTextAreaElement && target.scrollHeight > target.clientHeight && !e.ctrlKey) return;
+  e.preventDefault();
+  e.stopPropagation();
+  const canvas = app.canvas;
+  if (typeof canvas?.processMouseWheel === "function") canvas.processMouseWheel(e);
+  else canvas?.canvas?.dispatchEvent(new WheelEvent("wheel", e));
+}
 
 function parseImageRef(value) {
   // LoadImage values look like "name.png", "sub/name.png" or "name.png [output]".
@@ -91,18 +125,24 @@ class PointsEditor {
     this.lastText = null;
     this.lastSourceKey = null;
     this.buildDom();
-    this.pointsWidget.hidden = !node.properties?.p3s_show_json;
-    // litegraph lays out hidden DOM widgets too: give the hidden JSON text no height.
-    const layout = this.pointsWidget.computeLayoutSize?.bind(this.pointsWidget);
-    if (layout) {
-      this.pointsWidget.computeLayoutSize = (n) =>
-        this.pointsWidget.hidden ? { minHeight: 0, maxHeight: 0, minWidth: 0 } : layout(n);
-    }
+    // The frontend's own text box stays hidden in both renderers (`hidden` for the canvas,
+    // `options.hidden` for Vue nodes); the editor has its own JSON box behind "{ }".
+    const widget = this.pointsWidget;
+    widget.hidden = true;
+    widget.options = { ...(widget.options ?? {}), hidden: true };
+    if (widget.computeLayoutSize) widget.computeLayoutSize = () => ({ minHeight: 0, maxHeight: 0, minWidth: 0 });
+    const callback = widget.callback;
+    widget.callback = function () {
+      const result = callback?.apply(this, arguments);
+      node.p3sEditor?.refresh();
+      return result;
+    };
+    this.showJson(!!node.properties?.p3s_show_json);
   }
 
   buildDom() {
     const root = document.createElement("div");
-    root.className = "p3s-points-editor";
+    root.className = "p3s-points-editor widget-expands"; // widget-expands: fills a Vue node
     root.style.cssText = "display:flex;flex-direction:column;gap:4px;width:100%;height:100%;box-sizing:border-box;";
     const bar = document.createElement("div");
     bar.style.cssText = "display:flex;gap:4px;align-items:center;flex-wrap:wrap;font-size:11px;color:var(--input-text,#ddd);";
@@ -130,7 +170,20 @@ class PointsEditor {
     const hint = document.createElement("div");
     hint.textContent = "Left click: subject · right/shift click: exclude · drag: move · alt/ctrl click: remove";
     hint.style.cssText = "font-size:10px;opacity:0.6;color:var(--input-text,#ddd);white-space:nowrap;overflow:hidden;";
-    root.append(bar, this.canvas, hint);
+    this.status = document.createElement("div");
+    this.status.className = "p3s-status";
+    this.status.style.cssText = "font-size:11px;color:#e5c07b;min-height:14px;";
+    this.jsonBox = document.createElement("textarea");
+    this.jsonBox.className = "p3s-points-json";
+    this.jsonBox.spellcheck = false;
+    this.jsonBox.style.cssText =
+      "height:70px;resize:vertical;font:11px monospace;background:var(--comfy-input-bg,#222);" +
+      "color:var(--input-text,#ddd);border:1px solid var(--border-color,#444);border-radius:4px;";
+    this.jsonBox.addEventListener("input", () => this.writeText(this.jsonBox.value));
+    for (const type of ["pointerdown", "keydown"]) this.jsonBox.addEventListener(type, (e) => e.stopPropagation());
+    root.append(bar, this.status, this.canvas, this.jsonBox, hint);
+    root.addEventListener("wheel", forwardWheel, { passive: false });
+    this.canvas.addEventListener("pointerenter", () => this.refresh());
     this.root = root;
 
     this.canvas.addEventListener("contextmenu", (e) => {
@@ -151,8 +204,13 @@ class PointsEditor {
   }
 
   write(model) {
-    this.pointsWidget.value = serializePoints(model);
-    this.pointsWidget.callback?.(this.pointsWidget.value);
+    this.writeText(serializePoints(model));
+  }
+
+  /** Set the `points` widget's text (through its callback, which Vue nodes listen to) and redraw. */
+  writeText(text) {
+    this.pointsWidget.value = text;
+    this.pointsWidget.callback?.(text);
     this.lastText = null;
     this.render();
     this.node.setDirtyCanvas(true, true);
@@ -189,11 +247,13 @@ class PointsEditor {
 
   toggleJson() {
     this.node.properties.p3s_show_json = !this.node.properties.p3s_show_json;
-    this.pointsWidget.hidden = !this.node.properties.p3s_show_json;
-    const [width, height] = this.node.size;
-    const needed = this.node.computeSize();
-    this.node.setSize([width, Math.max(height, needed[1])]);
+    this.showJson(this.node.properties.p3s_show_json);
     this.node.setDirtyCanvas(true, true);
+  }
+
+  showJson(show) {
+    this.jsonBox.style.display = show ? "block" : "none";
+    if (show) this.jsonBox.value = this.pointsWidget.value ?? "";
   }
 
   step(delta) {
@@ -213,12 +273,17 @@ class PointsEditor {
 
   // ----- the image(s) -----
 
-  linkedImageRef() {
+  /** The `image` widget of a Load Image-like node linked to the image input, if any. */
+  linkedImageWidget() {
     const slot = this.node.inputs?.findIndex((input) => input.name === "image") ?? -1;
-    if (slot < 0 || this.node.inputs[slot].link == null) return null;
+    if (slot < 0 || this.node.inputs[slot].link == null || !this.node.graph) return null;
     const origin = this.node.getInputNode(slot);
-    const widget = origin?.widgets?.find((w) => w.name === "image" && typeof w.value === "string" && w.value);
-    return widget ? parseImageRef(widget.value) : null;
+    return origin?.widgets?.find((w) => w.name === "image") ?? null;
+  }
+
+  linkedImageRef() {
+    const widget = this.linkedImageWidget();
+    return widget && typeof widget.value === "string" && widget.value ? parseImageRef(widget.value) : null;
   }
 
   /** Display URLs, one per image of the batch: the last run's images unless the linked LoadImage changed since. */
@@ -242,8 +307,9 @@ class PointsEditor {
     this.render();
   }
 
-  /** Called on every canvas frame: redraw when the text or the image source changed. */
-  poll() {
+  /** Redraw when the text or the image source changed since the last drawing (event handlers call this). */
+  refresh() {
+    watchWidget(this.linkedImageWidget());
     const key = `${this.pointsWidget.value}\u0000${this.sources().join("|")}`;
     if (key !== this.lastText) this.render();
   }
@@ -332,6 +398,12 @@ class PointsEditor {
     this.label.textContent = `Image ${this.index + 1} / ${count}`;
     this.counts.textContent = `+${set.positive.length} −${set.negative.length}`;
     this.prevButton.disabled = this.index === 0;
+    // Messages go to the line above the image, never over the markers.
+    const state = this.currentEntry()?.state;
+    this.status.textContent = state === "ready" ? "" : MESSAGES[state ?? "none"];
+    if (this.jsonBox.style.display !== "none" && document.activeElement !== this.jsonBox) {
+      this.jsonBox.value = this.pointsWidget.value ?? "";
+    }
 
     const dpr = window.devicePixelRatio || 1;
     const width = this.canvas.clientWidth;
@@ -352,16 +424,9 @@ class PointsEditor {
     } else {
       ctx.fillStyle = "#3a3a3a";
       ctx.fillRect(rect.x, rect.y, rect.w, rect.h);
-      const message =
-        entry?.state === "loading"
-          ? "Loading image…"
-          : entry?.state === "error"
-            ? "Image not found: run the workflow again"
-            : "Link a Load Image node, or run the workflow, to see the image";
-      this.drawText(ctx, message, width / 2, height / 2, "#bbbbbb");
     }
     if (parsed.error) {
-      this.drawText(ctx, parsed.error, width / 2, 16, "#ff8080");
+      this.status.textContent = parsed.error;
       return;
     }
     for (const kind of ["negative", "positive"]) {
@@ -389,16 +454,36 @@ class PointsEditor {
     ctx.fillText(String(number), x + r + 3, y - r);
   }
 
-  drawText(ctx, text, x, y, colour) {
-    ctx.font = "12px sans-serif";
-    ctx.textAlign = "center";
-    ctx.textBaseline = "middle";
-    ctx.fillStyle = colour;
-    ctx.fillText(text, x, y, this.canvas.clientWidth - 16);
-  }
 }
 
-app.registerExtension({
+/** The node's menu entries (plain items: the Vue menu calls callbacks without `this`). */
+function menuItems(editor) {
+  const n = editor.index + 1;
+  return [
+    { content: `P3S: remove last point of image ${n}`, callback: () => editor.removeLast() },
+    { content: `P3S: clear points of image ${n}`, callback: () => editor.clearImage() },
+    { content: "P3S: clear points of all images", callback: () => editor.clearAll() },
+    {
+      content: editor.node.properties.p3s_show_json ? "P3S: hide points JSON" : "P3S: show points JSON",
+      callback: () => editor.toggleJson(),
+    },
+  ];
+}
+
+// Frontends with the extension-level hook collect it for both renderers; older ones only know
+// the node's getExtraMenuOptions.
+const HAS_NODE_MENU_HOOK = typeof app.collectNodeMenuItems === "function";
+
+function installLegacyMenu(nodeType) {
+  const getExtraMenuOptions = nodeType.prototype.getExtraMenuOptions;
+  nodeType.prototype.getExtraMenuOptions = function (canvas, options) {
+    const result = getExtraMenuOptions?.apply(this, arguments);
+    if (this.p3sEditor) options.push(null, ...menuItems(this.p3sEditor));
+    return result;
+  };
+}
+
+const extension = {
   name: "p3s.points",
   async beforeRegisterNodeDef(nodeType, nodeData) {
     if (nodeData.name !== NODE_TYPE) return;
@@ -409,17 +494,23 @@ app.registerExtension({
       this.properties ??= {};
       const editor = new PointsEditor(this);
       this.p3sEditor = editor;
+      editors.add(editor);
       const widget = this.addDOMWidget("points_canvas", "p3s_points_canvas", editor.root, {
         serialize: false,
         hideOnZoom: false,
         getMinHeight: () => 220,
         getValue: () => "",
         setValue: () => {},
-        onDraw: () => editor.poll(),
       });
       widget.serialize = false; // not in widgets_values: the `points` widget holds the value
       this.setSize([Math.max(this.size[0], 380), Math.max(this.size[1], 460)]);
       return result;
+    };
+
+    const onRemoved = nodeType.prototype.onRemoved;
+    nodeType.prototype.onRemoved = function () {
+      editors.delete(this.p3sEditor);
+      return onRemoved?.apply(this, arguments);
     };
 
     const onExecuted = nodeType.prototype.onExecuted;
@@ -428,35 +519,36 @@ app.registerExtension({
       this.p3sEditor?.onExecuted(output);
     };
 
+    const onConnectionsChange = nodeType.prototype.onConnectionsChange;
+    nodeType.prototype.onConnectionsChange = function () {
+      const result = onConnectionsChange?.apply(this, arguments);
+      this.p3sEditor?.refresh();
+      return result;
+    };
+
     const onConfigure = nodeType.prototype.onConfigure;
     nodeType.prototype.onConfigure = function () {
       const result = onConfigure?.apply(this, arguments);
       if (this.p3sEditor) {
         this.p3sEditor.index = 0;
-        this.p3sEditor.pointsWidget.hidden = !this.properties?.p3s_show_json;
+        this.p3sEditor.showJson(!!this.properties?.p3s_show_json);
         this.p3sEditor.render();
       }
       return result;
     };
 
-    const getExtraMenuOptions = nodeType.prototype.getExtraMenuOptions;
-    nodeType.prototype.getExtraMenuOptions = function (canvas, options) {
-      const result = getExtraMenuOptions?.apply(this, arguments);
-      const editor = this.p3sEditor;
-      if (editor) {
-        const n = editor.index + 1;
-        options.push(
-          null,
-          { content: `P3S: remove last point of image ${n}`, callback: () => editor.removeLast() },
-          { content: `P3S: clear points of image ${n}`, callback: () => editor.clearImage() },
-          { content: "P3S: clear points of all images", callback: () => editor.clearAll() },
-          {
-            content: editor.node.properties.p3s_show_json ? "P3S: hide points JSON" : "P3S: show points JSON",
-            callback: () => editor.toggleJson(),
-          },
-        );
-      }
+    // The linked Load Image is configured after this node: draw again once the graph is complete.
+    const onAfterGraphConfigured = nodeType.prototype.onAfterGraphConfigured;
+    nodeType.prototype.onAfterGraphConfigured = function () {
+      const result = onAfterGraphConfigured?.apply(this, arguments);
+      this.p3sEditor?.refresh();
       return result;
     };
+
+    if (!HAS_NODE_MENU_HOOK) installLegacyMenu(nodeType);
   },
-});
+};
+if (HAS_NODE_MENU_HOOK) {
+  extension.getNodeMenuItems = (node) => (node.p3sEditor ? [null, ...menuItems(node.p3sEditor)] : []);
+}
+app.registerExtension(extension);

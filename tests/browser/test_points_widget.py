@@ -1,5 +1,7 @@
 """The P3S Points widget in the real frontend: click points, reload, queue, check the server's result.
 
+Every test runs in both renderers: the LiteGraph canvas and Nodes 2.0 (``Comfy.VueNodes.Enabled``).
+
 Set ``P3S_SCREENSHOT_DIR`` to keep a screenshot of the widget with its points (docs/images/).
 """
 
@@ -23,11 +25,15 @@ from host_helpers import (
     wait_for_history,
 )
 
-from devtools.comfy_host import ComfyServer
+from devtools.comfy_host import REPO_ROOT, ComfyServer
+from devtools.sample_scene import write_twin_scene
+from devtools.standin_models import write_clip_vision_standin
 from p3s_core.points import parse_points_json
 from p3s_core.preview import NEGATIVE_RGB, POSITIVE_RGB
 
 WORKFLOW = Path(__file__).with_name("points_workflow.json")
+CLIP_STANDIN = "p3s_standin_vit_l14.safetensors"
+MODEL_CACHE = Path(os.environ.get("P3S_TEST_MODEL_CACHE", REPO_ROOT / ".host" / "models"))
 POINTS_NODE, PREVIEW_NODE = "2", "3"
 
 # Normalised positions of the clicks (x right, y down).
@@ -42,9 +48,19 @@ NODE = "window.app?.graph?.getNodeById(2)"
 POINTS_VALUE = f"() => {NODE}.widgets.find((w) => w.name === 'points').value"
 
 
-def open_app(page, server: ComfyServer) -> None:
+RENDERERS = pytest.mark.parametrize("vue_nodes", [False, True], ids=["litegraph", "vue"])
+
+
+def open_app(page, server: ComfyServer, vue_nodes: bool) -> None:
+    """Open the frontend with the renderer chosen (the setting is stored on the server, so it survives reloads)."""
     page.goto(server.url)
     page.wait_for_function("() => window.app?.graph && window.LiteGraph", timeout=90_000)
+    page.evaluate("async (on) => { await app.extensionManager.setting.set('Comfy.VueNodes.Enabled', on); }", vue_nodes)
+    assert page.evaluate("() => LiteGraph.vueNodesMode") == vue_nodes
+
+
+def load_workflow(page, workflow: dict) -> None:
+    page.evaluate("async (wf) => { app.graph.clear(); await app.loadGraphData(wf); }", workflow)
 
 
 def canvas_point(page, normalised: tuple[float, float], aspect: float = IMAGE_W / IMAGE_H) -> tuple[float, float]:
@@ -77,8 +93,11 @@ def wait_for_image(page) -> None:
     page.wait_for_function(f"() => {NODE}?.p3sEditor?.currentEntry()?.state === 'ready'", timeout=30_000)
 
 
-def node_clip(page) -> dict:
+def node_clip(page, vue_nodes: bool = False) -> dict:
     """The page rectangle of the P3S Points node, title included, with a small margin."""
+    if vue_nodes:
+        box = page.locator('[data-node-id="2"]').bounding_box()
+        return {"x": box["x"] - 8, "y": box["y"] - 8, "width": box["width"] + 16, "height": box["height"] + 16}
     return page.evaluate(
         """() => {
           const node = app.graph.getNodeById(2);
@@ -93,19 +112,34 @@ def node_clip(page) -> dict:
     )
 
 
+def status_text(page) -> str:
+    return page.evaluate(f"() => {NODE}.p3sEditor.status.textContent")
+
+
 @pytest.mark.host
-def test_points_picked_in_the_browser_survive_reload_and_reach_the_server(browser, comfy_server, tmp_path):
+@RENDERERS
+def test_points_picked_in_the_browser_survive_reload_and_reach_the_server(browser, comfy_server, tmp_path, vue_nodes):
     make_reference_image(comfy_server.base_dir / "input" / IMAGE_NAME)
+    # Another drag target per renderer, so the second run is not served from the server's cache.
+    drag_to = (SUBJECT_AFTER_DRAG[0] + 0.02 * vue_nodes, SUBJECT_AFTER_DRAG[1])
     page = browser.new_page(viewport={"width": 1400, "height": 900})
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
 
     # Load the saved workflow (LoadImage -> P3S Points -> Preview Image); the widget follows the
-    # LoadImage without any run.
-    open_app(page, comfy_server)
-    page.evaluate("async (wf) => { await app.loadGraphData(wf); }", json.loads(WORKFLOW.read_text()))
+    # LoadImage without any run. The frontend's own JSON box stays hidden in both renderers.
+    open_app(page, comfy_server, vue_nodes)
+    load_workflow(page, json.loads(WORKFLOW.read_text()))
     wait_for_image(page)
     assert points_value(page)["images"] == [{"positive": [], "negative": []}]
+    assert status_text(page) == ""
+    assert page.locator("textarea.comfy-multiline-input:visible, .lg-node textarea:visible").count() == 0
+
+    # The node's menu entries come through the extension hook in this frontend.
+    menu = page.evaluate("() => app.collectNodeMenuItems(app.graph.getNodeById(2)).filter(Boolean).map(i => i.content)")
+    assert "P3S: clear points of all images" in menu
+    shown = page.evaluate("() => app.canvas.getNodeMenuOptions(app.graph.getNodeById(2)).map((i) => i?.content)")
+    assert shown.count("P3S: clear points of all images") == 1, "listed once, not also through getExtraMenuOptions"
 
     # Click: positive (left), negative (right), negative (shift+left); add one and remove it again
     # (alt+click); drag the subject point.
@@ -117,16 +151,17 @@ def test_points_picked_in_the_browser_survive_reload_and_reach_the_server(browse
     click_holding(page, "Alt", canvas_point(page, REMOVED))
     page.mouse.move(*canvas_point(page, SUBJECT))
     page.mouse.down()
-    page.mouse.move(*canvas_point(page, SUBJECT_AFTER_DRAG), steps=6)
+    page.mouse.move(*canvas_point(page, drag_to), steps=6)
     page.mouse.up()
     # A second point set for the next image of the batch (no image for it yet: a square placeholder).
     page.get_by_title("Next image of the batch", exact=False).click()
     assert page.evaluate(f"() => {NODE}.p3sEditor.label.textContent") == "Image 2 / 2"
+    assert "connect a Load Image" in status_text(page) and "run the workflow once" in status_text(page)
     page.mouse.click(*canvas_point(page, SECOND_IMAGE_SUBJECT, aspect=1.0))
     page.get_by_title("Previous image of the batch").click()
 
     value = points_value(page)
-    assert_points(value["images"][0]["positive"], [SUBJECT_AFTER_DRAG])
+    assert_points(value["images"][0]["positive"], [drag_to])
     assert_points(value["images"][0]["negative"], [LOOKALIKE, BACKGROUND])
     assert_points(value["images"][1]["positive"], [SECOND_IMAGE_SUBJECT])
     assert value["images"][1]["negative"] == []
@@ -134,7 +169,7 @@ def test_points_picked_in_the_browser_survive_reload_and_reach_the_server(browse
     assert parse_points_json(text).to_json()  # the Python node accepts what the widget wrote
     workflow = page.evaluate("() => app.graph.serialize()")
     saved = next(n for n in workflow["nodes"] if n["id"] == 2)
-    assert saved["widgets_values"] == [text]
+    assert saved["widgets_values"][0] == text  # then kj_width, kj_height
 
     # Reload the page: the points come back from the persisted workflow, drawn on the image.
     page.wait_for_function(
@@ -142,6 +177,7 @@ def test_points_picked_in_the_browser_survive_reload_and_reach_the_server(browse
     )
     page.reload()
     page.wait_for_function(f"() => {NODE}?.p3sEditor", timeout=90_000)
+    assert page.evaluate("() => LiteGraph.vueNodesMode") == vue_nodes
     assert page.evaluate(POINTS_VALUE) == text
     wait_for_image(page)
     assert page.evaluate(f"() => {NODE}.p3sEditor.counts.textContent") == "+1 −2"
@@ -151,6 +187,13 @@ def test_points_picked_in_the_browser_survive_reload_and_reach_the_server(browse
     page.evaluate("async (wf) => { app.graph.clear(); await app.loadGraphData(wf); }", workflow)
     assert page.evaluate(POINTS_VALUE) == text
     assert page.evaluate(f"() => {NODE}.p3sEditor.counts.textContent") == "+1 −2"
+
+    # One image in the batch: the server wants one point set, so clear the second one again.
+    page.get_by_title("Next image of the batch", exact=False).click()
+    page.get_by_title("Remove the points of this image").click()
+    page.get_by_title("Previous image of the batch").click()
+    text = page.evaluate(POINTS_VALUE)
+    assert len(json.loads(text)["images"]) == 1
 
     # Queue from the UI; the server must have received exactly the widget's JSON.
     earlier = history_ids(comfy_server)
@@ -164,7 +207,7 @@ def test_points_picked_in_the_browser_survive_reload_and_reach_the_server(browse
     preview = fetch_image(comfy_server, entry["outputs"][PREVIEW_NODE]["images"][0])
     assert preview.shape == (IMAGE_H, IMAGE_W, 3)
     for (x, y), colour in (
-        (SUBJECT_AFTER_DRAG, POSITIVE_RGB),
+        (drag_to, POSITIVE_RGB),
         (LOOKALIKE, NEGATIVE_RGB),
         (BACKGROUND, NEGATIVE_RGB),
     ):
@@ -183,7 +226,74 @@ def test_points_picked_in_the_browser_survive_reload_and_reach_the_server(browse
     assert wait_for_history(comfy_server, prompt_id)["status"]["status_str"] == "success"
 
     shot = tmp_path / "p3s_points_widget.png"
-    page.screenshot(path=str(shot), clip=node_clip(page))
-    if os.environ.get("P3S_SCREENSHOT_DIR"):
+    page.screenshot(path=str(shot), clip=node_clip(page, vue_nodes))
+    if vue_nodes and os.environ.get("P3S_SCREENSHOT_DIR"):
         shutil.copy(shot, Path(os.environ["P3S_SCREENSHOT_DIR"]) / shot.name)
     assert errors == []
+    page.close()
+
+
+@pytest.mark.host
+@RENDERERS
+def test_the_wheel_over_the_widget_zooms_the_graph(browser, comfy_server, vue_nodes):
+    make_reference_image(comfy_server.base_dir / "input" / IMAGE_NAME)
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    open_app(page, comfy_server, vue_nodes)
+    load_workflow(page, json.loads(WORKFLOW.read_text()))
+    wait_for_image(page)
+    before = page.evaluate(POINTS_VALUE)
+    scale = page.evaluate("() => app.canvas.ds.scale")
+    page.mouse.move(*canvas_point(page, (0.5, 0.5)))
+    page.mouse.wheel(0, -200)
+    page.wait_for_function("(s) => app.canvas.ds.scale > s * 1.05", arg=scale, timeout=5_000)
+    assert page.evaluate(POINTS_VALUE) == before
+    page.close()
+
+
+SELECTION_EXAMPLE = REPO_ROOT / "example_workflows" / "p3s_select_subject.json"
+
+
+@pytest.mark.host
+@RENDERERS
+def test_previews_keep_the_node_size_after_a_run(browser, comfy_server, vue_nodes):
+    """The RNGR Mask's heat map shows inside the node: it does not grow over the Preview Image below."""
+    clip = write_clip_vision_standin(MODEL_CACHE / "clip_vision" / CLIP_STANDIN)
+    target = comfy_server.base_dir / "models" / "clip_vision" / CLIP_STANDIN
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.symlink_to(clip)
+    write_twin_scene(comfy_server.base_dir / "input" / "p3s_twins.png")
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    open_app(page, comfy_server, vue_nodes)
+    page.evaluate("async () => { await app.refreshComboInNodes(); }")
+    workflow = json.loads(SELECTION_EXAMPLE.read_text())
+    for node in workflow["nodes"]:
+        if node["type"] == "CLIPVisionLoader":
+            node["widgets_values"] = [CLIP_STANDIN]
+        if node["type"] == "LoadImage":
+            node["widgets_values"][0] = "p3s_twins.png"
+        if node["type"] == "P3SRngrMask":
+            node["widgets_values"][2] += int(vue_nodes)  # another dilation: not served from the cache
+    load_workflow(page, workflow)
+    mask_id = next(n["id"] for n in workflow["nodes"] if n["type"] == "P3SRngrMask")
+    page.wait_for_timeout(1000)
+    boxes = "() => app.graph.nodes.map((n) => ({id: n.id, x: n.pos[0], y: n.pos[1], w: n.size[0], h: n.size[1]}))"
+    before = {b["id"]: b for b in page.evaluate(boxes)}
+    earlier = history_ids(comfy_server)
+    page.evaluate("async () => { await app.queuePrompt(0, 1); }")
+    entry = wait_for_history(comfy_server, exclude=earlier, timeout=120)
+    assert entry["status"]["status_str"] == "success", entry["status"]
+    shown = "(id) => app.graph.getNodeById(id).imgs?.length || document.querySelector(`[data-node-id='${id}'] img`)"
+    page.wait_for_function(shown, arg=mask_id, timeout=30_000)
+    page.wait_for_timeout(1500)  # the frontend lays the preview out (and Vue syncs node sizes) after it loads
+    after = {b["id"]: b for b in page.evaluate(boxes)}
+    mask = after[mask_id]
+    title = page.evaluate("() => LiteGraph.NODE_TITLE_HEIGHT")
+    assert mask["h"] <= before[mask_id]["h"] + 40, (before[mask_id], mask)
+    for other in after.values():
+        if other["id"] == mask_id:
+            continue
+        overlap_x = mask["x"] < other["x"] + other["w"] and other["x"] < mask["x"] + mask["w"]
+        overlap_y = mask["y"] < other["y"] + other["h"] and other["y"] - title < mask["y"] + mask["h"]
+        assert not (overlap_x and overlap_y), f"RNGR Mask {mask} overlaps node {other}"
+    page.close()
