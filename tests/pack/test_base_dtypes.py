@@ -107,11 +107,13 @@ def test_fine_tune_with_overlays_then_apply_and_loader_then_apply(kind, p3s_fold
     assert isinstance(p3s, model.P3SModel)
 
 
-def test_a_scope_sharing_the_base_trains_checkpointed_and_applies_on_a_bf16_base(p3s_folder):
-    """Scope ``attention`` runs the base's own bf16 modules inside the copy, checkpointed."""
+@pytest.mark.parametrize("scope", ["attention", "lora", "injection", "auto"])
+def test_a_scope_sharing_the_base_trains_checkpointed_and_applies_on_a_bf16_base(scope, p3s_folder):
+    """Scopes that share the base run its own bf16 modules inside the copy, checkpointed; ``auto``
+    is the shipped example's setting."""
     base = make_base("bf16")
     plain = sampled(base)
-    p3s, _, overlays = fine_tune(base, "", "attention", checkpointing=True)
+    p3s, _, overlays = fine_tune(base, "", scope, checkpointing=True)
     assert torch.isfinite(overlays).all()
     out = sampled(apply(base, p3s))
     assert torch.isfinite(out).all() and (out - plain).abs().max() > 0
