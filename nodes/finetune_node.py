@@ -50,7 +50,7 @@ from .p3s_placement import (
     plain_ops_for_training,
     training_clone,
 )
-from .types import CATEGORY_MODEL, P3SModelType
+from .types import CATEGORY_MODEL, P3SModelType, lora_inputs
 
 SCOPE_CHOICES = ("auto", *SCOPES)
 EPOCHS_DONE = "p3s_epochs_done"  # kept on a trained model's __dict__: where a further Fine-tune resumes
@@ -157,23 +157,7 @@ class P3SFineTune(io.ComfyNode):
                     "the copy attend for it on that image (last cross-attention layer, the one L_ac compares). "
                     "Empty = no overlays.",
                 ),
-                io.Int.Input(
-                    "lora_rank",
-                    default=DEFAULT_LORA_RANK,
-                    min=1,
-                    max=1024,
-                    optional=True,
-                    tooltip="Rank of scope lora.",
-                ),
-                io.Float.Input(
-                    "lora_alpha",
-                    default=DEFAULT_LORA_ALPHA,
-                    optional=True,
-                    min=0.01,
-                    max=4096.0,
-                    step=0.01,
-                    tooltip="LoRA scale alpha (the adapters add up(down(x)) * alpha / rank).",
-                ),
+                *lora_inputs(),
                 io.Int.Input(
                     "save_every",
                     default=0,

@@ -7,7 +7,7 @@ from comfy_api.latest import io
 from ..p3s_core.shared_copy import DEFAULT_LORA_ALPHA, DEFAULT_LORA_RANK, SCOPES
 from ..p3s_core.subject_encoder import DEFAULT_ENCODER_CONFIG
 from .p3s_patching import clip_token_width, new_p3s_model
-from .types import CATEGORY, P3SModelType
+from .types import CATEGORY, P3SModelType, lora_inputs
 
 
 class P3SInit(io.ComfyNode):
@@ -40,22 +40,7 @@ class P3SInit(io.ComfyNode):
                     "attention = its attention layers, lora = low-rank adapters (our addition), injection = none "
                     "(only the zero layers and encoder).",
                 ),
-                io.Int.Input(
-                    "lora_rank",
-                    default=DEFAULT_LORA_RANK,
-                    min=1,
-                    max=1024,
-                    optional=True,
-                    tooltip="Rank of the low-rank adapters of scope lora (not used by the other scopes).",
-                ),
-                io.Float.Input(
-                    "lora_alpha",
-                    default=DEFAULT_LORA_ALPHA,
-                    min=0.01,
-                    max=4096.0,
-                    optional=True,
-                    tooltip="LoRA scale alpha of scope lora: the adapters add up(down(x)) * alpha / rank.",
-                ),
+                *lora_inputs(),
             ],
             outputs=[P3SModelType.Output("p3s_model", tooltip="The untrained P3S model, for P3S Fine-tune or Apply.")],
         )

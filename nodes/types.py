@@ -2,6 +2,8 @@
 
 from comfy_api.latest import io
 
+from ..p3s_core.shared_copy import DEFAULT_LORA_ALPHA, DEFAULT_LORA_RANK
+
 CATEGORY = "P3S"
 CATEGORY_SELECT = f"{CATEGORY}/select"
 CATEGORY_APPLY = f"{CATEGORY}/apply"
@@ -16,3 +18,26 @@ P3SModelType = io.Custom("P3S_MODEL")
 CATEGORY_INSPECT = f"{CATEGORY}/inspect"
 # p3s_core.attention_maps.AttentionRecorder: cross-attention maps and L_ac captured while sampling.
 P3SAttentionType = io.Custom("P3S_ATTENTION")
+
+
+def lora_inputs() -> list:
+    """The optional rank and alpha inputs of scope ``lora`` (P3S Init and P3S Fine-tune)."""
+    return [
+        io.Int.Input(
+            "lora_rank",
+            default=DEFAULT_LORA_RANK,
+            min=1,
+            max=1024,
+            optional=True,
+            tooltip="Rank of the low-rank adapters of scope lora (not used by the other scopes).",
+        ),
+        io.Float.Input(
+            "lora_alpha",
+            default=DEFAULT_LORA_ALPHA,
+            min=0.01,
+            max=4096.0,
+            step=0.01,
+            optional=True,
+            tooltip="LoRA scale alpha of scope lora: the adapters add up(down(x)) * alpha / rank.",
+        ),
+    ]

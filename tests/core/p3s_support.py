@@ -6,7 +6,7 @@ import torch
 
 from devtools.pack_modules import import_pack_module
 
-__all__ = ["ENCODER", "copy_batches", "import_pack_module", "randomise_injection", "sample"]
+__all__ = ["ENCODER", "copy_batches", "import_pack_module", "random_training_data", "randomise_injection", "sample"]
 
 # The subject encoder of the tiny test models (token width 16 like their tiny CLIP vision stand-ins).
 ENCODER = {"token_dim": 16, "inner_dim": 16, "heads": 2}
@@ -58,3 +58,18 @@ def randomise_injection(p3s_model, seed: int = 7, scale: float = 0.05) -> None:
     with torch.no_grad():
         for param in p3s_model.injection.parameters():
             param.copy_(torch.randn(param.shape, generator=gen) * scale)
+
+
+def random_training_data(images: int = 2, seed: int = 4, size: int = 8, latents: torch.Tensor | None = None):
+    """Seeded random ``TrainingData`` in the tiny test models' shapes; ``latents`` replaces the random
+    latents (drawn anyway, so the other tensors stay the same)."""
+    training = import_pack_module("p3s_core.training")
+    gen = torch.Generator().manual_seed(seed)
+    noise_latents = torch.randn(images, 4, size, size, generator=gen)
+    return training.TrainingData(
+        latents=noise_latents if latents is None else latents,
+        tokens=torch.randn(images, 17, 16, generator=gen),
+        mask_grids=(torch.rand(images, 4, 4, generator=gen) > 0.5).float(),
+        contexts=torch.randn(images, 7, 32, generator=gen),
+        uncond=torch.randn(1, 7, 32, generator=gen),
+    )

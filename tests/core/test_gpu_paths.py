@@ -8,7 +8,7 @@ import contextlib
 import pytest
 import torch
 
-from .p3s_support import ENCODER, import_pack_module, randomise_injection, sample
+from .p3s_support import ENCODER, import_pack_module, random_training_data, randomise_injection, sample
 
 patching = import_pack_module("nodes.p3s_patching")
 training = import_pack_module("p3s_core.training")
@@ -92,14 +92,7 @@ def test_sampling_wrapper_syncs_once_per_model_call_and_never_in_attention_patch
 
 
 def training_data(images: int = 1, seed: int = 4, size: int = 16):
-    gen = torch.Generator().manual_seed(seed)
-    return training.TrainingData(
-        latents=torch.randn(images, 4, size, size, generator=gen),
-        tokens=torch.randn(images, 17, 16, generator=gen),
-        mask_grids=(torch.rand(images, 4, 4, generator=gen) > 0.5).float(),
-        contexts=torch.randn(images, 7, 32, generator=gen),
-        uncond=torch.randn(1, 7, 32, generator=gen),
-    )
+    return random_training_data(images, seed, size)
 
 
 def saved_activation_bytes_and_forwards(base, scope: str, checkpoint: bool) -> tuple[int, int, int]:

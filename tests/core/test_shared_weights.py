@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from .p3s_support import ENCODER, import_pack_module, randomise_injection, sample
+from .p3s_support import ENCODER, import_pack_module, random_training_data, randomise_injection, sample
 
 patching = import_pack_module("nodes.p3s_patching")
 training = import_pack_module("p3s_core.training")
@@ -16,15 +16,7 @@ shared_copy = import_pack_module("p3s_core.shared_copy")
 SHARING_SCOPES = ("attention", "lora", "injection")
 
 
-def training_data(images: int = 2, seed: int = 4):
-    gen = torch.Generator().manual_seed(seed)
-    return training.TrainingData(
-        latents=torch.randn(images, 4, 8, 8, generator=gen),
-        tokens=torch.randn(images, 17, 16, generator=gen),
-        mask_grids=(torch.rand(images, 4, 4, generator=gen) > 0.5).float(),
-        contexts=torch.randn(images, 7, 32, generator=gen),
-        uncond=torch.randn(1, 7, 32, generator=gen),
-    )
+training_data = random_training_data
 
 
 def storage(tensor: torch.Tensor) -> int:

@@ -8,7 +8,7 @@ import torch
 
 from devtools.tiny_models import tiny_sd15_patcher
 
-from .p3s_support import ENCODER, import_pack_module, sample
+from .p3s_support import ENCODER, import_pack_module, random_training_data, sample
 
 patching = import_pack_module("nodes.p3s_patching")
 training = import_pack_module("p3s_core.training")
@@ -44,16 +44,7 @@ def pattern_latents(images: int) -> torch.Tensor:
     )
 
 
-def training_data(images: int = 2, seed: int = 4, latents: torch.Tensor | None = None):
-    gen = torch.Generator().manual_seed(seed)
-    noise_latents = torch.randn(images, 4, 8, 8, generator=gen)
-    return training.TrainingData(
-        latents=noise_latents if latents is None else latents,
-        tokens=torch.randn(images, 17, 16, generator=gen),
-        mask_grids=(torch.rand(images, 4, 4, generator=gen) > 0.5).float(),
-        contexts=torch.randn(images, 7, 32, generator=gen),
-        uncond=torch.randn(1, 7, 32, generator=gen),
-    )
+training_data = random_training_data
 
 
 def train(base, sigmas, **settings):

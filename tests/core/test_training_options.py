@@ -8,7 +8,7 @@ import torch
 
 from devtools.tiny_models import tiny_sd15_patcher
 
-from .p3s_support import ENCODER, import_pack_module
+from .p3s_support import ENCODER, import_pack_module, random_training_data
 
 patching = import_pack_module("nodes.p3s_patching")
 training = import_pack_module("p3s_core.training")
@@ -27,14 +27,7 @@ def sigmas(base):
 
 
 def data(images: int = 3, seed: int = 4):
-    gen = torch.Generator().manual_seed(seed)
-    return training.TrainingData(
-        latents=torch.randn(images, 4, 8, 8, generator=gen),
-        tokens=torch.randn(images, 17, 16, generator=gen),
-        mask_grids=(torch.rand(images, 4, 4, generator=gen) > 0.5).float(),
-        contexts=torch.randn(images, 7, 32, generator=gen),
-        uncond=torch.randn(1, 7, 32, generator=gen),
-    )
+    return random_training_data(images, seed)
 
 
 def new_p3s(base):
