@@ -6,7 +6,8 @@ API prompts carry the same JSON string that this node parses.
 
 Not an output node: it runs when something uses its points or preview, so a prompt whose other
 nodes are invalid is refused as a whole. Its ``ui`` images (what the widget shows after a run,
-through ``onExecuted``) are sent for any node that runs.
+through ``onExecuted``) are sent for any node that runs, with the point sets it used (``p3s_points``),
+so the widget can draw points that came from the KJ inputs.
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ DISPLAY_MAX_SIDE = 1024
 # Without an image input the preview shows the points on a neutral grey square of this size.
 BLANK_PREVIEW_SIDE = 512
 UI_IMAGES_KEY = "p3s_images"
+# The point sets the run used, for the widget to draw; "kj" lists the kinds of image 1 that came from
+# the kj_positive / kj_negative inputs.
+UI_POINTS_KEY = "p3s_points"
 
 
 class P3SPointsNode(io.ComfyNode):
@@ -105,22 +109,24 @@ class P3SPointsNode(io.ComfyNode):
         kj_height: int = 0,
     ) -> io.NodeOutput:
         selection = parse_points_json(points)
-        if kj_positive or kj_negative:
+        kj_kinds = [kind for kind, text in (("positive", kj_positive), ("negative", kj_negative)) if text]
+        if kj_kinds:
             size = _kj_pixel_size(image, kj_width, kj_height)
             positive = parse_kj_points(kj_positive, "positive", size) if kj_positive else None
             negative = parse_kj_points(kj_negative, "negative", size) if kj_negative else None
             selection = selection.with_first_set(positive, negative)
+        used = {**selection.to_dict(), "kj": kj_kinds}
         if image is None:
             blank = torch.full((BLANK_PREVIEW_SIDE, BLANK_PREVIEW_SIDE, 3), 0.5)
             preview = draw_points(blank, selection.sets[0])[None]
-            return io.NodeOutput(selection, preview)
+            return io.NodeOutput(selection, preview, ui={UI_POINTS_KEY: [used]})
         sets = selection.for_batch(image.shape[0])
         preview = torch.stack([draw_points(frame, point_set) for frame, point_set in zip(image, sets, strict=True)])
         shown = downscale_for_display(image, DISPLAY_MAX_SIDE)
         saved = ui.ImageSaveHelper.save_images(
             shown, filename_prefix="p3s_points", folder_type=io.FolderType.temp, cls=None, compress_level=1
         )
-        return io.NodeOutput(selection, preview, ui={UI_IMAGES_KEY: saved})
+        return io.NodeOutput(selection, preview, ui={UI_IMAGES_KEY: saved, UI_POINTS_KEY: [used]})
 
 
 def _kj_pixel_size(image: torch.Tensor | None, kj_width: int, kj_height: int) -> tuple[int, int] | None:

@@ -84,12 +84,16 @@ class P3SPoints:
         )
         return P3SPoints((new_first, *self.sets[1:]))
 
-    def to_json(self) -> str:
-        """The canonical JSON form (see the module docstring)."""
+    def to_dict(self) -> dict:
+        """The canonical form as plain, JSON-able data (see the module docstring)."""
         images = [
             {"positive": [list(p) for p in s.positive], "negative": [list(p) for p in s.negative]} for s in self.sets
         ]
-        return json.dumps({"version": FORMAT_VERSION, "images": images})
+        return {"version": FORMAT_VERSION, "images": images}
+
+    def to_json(self) -> str:
+        """The canonical JSON form (see the module docstring)."""
+        return json.dumps(self.to_dict())
 
 
 def point_to_pixel(point: Point, width: int, height: int) -> tuple[int, int]:

@@ -17,6 +17,11 @@
 // are remembered in node.properties, so they come back after a reload. Whatever arrives is drawn
 // from a copy of at most DISPLAY_MAX_SIDE pixels, scaled to the node; the node never grows with
 // the image.
+//
+// KJNodes points: after a run, the node's `ui` output ("p3s_points") holds the point sets the node
+// used and which kinds of image 1 came from the kj_positive / kj_negative inputs. Those are drawn
+// as hollow markers (not editable) in place of the widget's own points of that kind, which the run
+// did not use; a run without KJ input, or unlinking the input, brings the widget's own back.
 
 import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
@@ -124,6 +129,7 @@ class PointsEditor {
     this.drag = null;
     this.lastText = null;
     this.lastSourceKey = null;
+    this.kjRun = null; // {images, kj} from the last run's "p3s_points", when KJ inputs supplied points
     this.buildDom();
     // The frontend's own text box stays hidden in both renderers (`hidden` for the canvas,
     // `options.hidden` for Vue nodes); the editor has its own JSON box behind "{ }".
@@ -299,19 +305,39 @@ class PointsEditor {
   }
 
   onExecuted(output) {
+    const used = output?.p3s_points?.[0];
+    this.kjRun = used?.kj?.length ? used : null;
     const images = output?.p3s_images;
-    if (!Array.isArray(images)) return;
+    if (!Array.isArray(images)) {
+      this.render();
+      return;
+    }
     const linked = this.linkedImageRef();
     this.node.properties.p3s_run_images = images.map(({ filename, subfolder, type }) => ({ filename, subfolder, type }));
     this.node.properties.p3s_run_source = linked ? JSON.stringify(linked) : "";
     this.render();
   }
 
+  /** The kinds of the current image that the last run took from still linked KJ inputs, with their points. */
+  kjPoints() {
+    if (!this.kjRun || this.index !== 0) return {};
+    const shown = {};
+    for (const kind of this.kjRun.kj) {
+      const input = this.node.inputs?.find((i) => i.name === `kj_${kind}`);
+      if (input?.link != null) shown[kind] = this.kjRun.images?.[0]?.[kind] ?? [];
+    }
+    return shown;
+  }
+
+  /** What a drawing depends on besides the run: the text, the image sources, the linked KJ inputs. */
+  drawKey() {
+    return `${this.pointsWidget.value}\u0000${this.sources().join("|")}\u0000${Object.keys(this.kjPoints())}`;
+  }
+
   /** Redraw when the text or the image source changed since the last drawing (event handlers call this). */
   refresh() {
     watchWidget(this.linkedImageWidget());
-    const key = `${this.pointsWidget.value}\u0000${this.sources().join("|")}`;
-    if (key !== this.lastText) this.render();
+    if (this.drawKey() !== this.lastText) this.render();
   }
 
   // ----- geometry -----
@@ -351,7 +377,8 @@ class PointsEditor {
     const toView = ([x, y]) => [rect.x + x * rect.w, rect.y + y * rect.h];
     const { x, y } = this.eventPosition(e);
     const set = setAt(model, this.index);
-    const hit = hitTest(set, x, y, HIT_RADIUS, toView);
+    const found = hitTest(set, x, y, HIT_RADIUS, toView);
+    const hit = found && !this.kjPoints()[found.kind] ? found : null; // hidden points stay put
     if (hit && (e.altKey || e.ctrlKey || e.metaKey)) {
       set[hit.kind].splice(hit.i, 1);
       this.write(model);
@@ -391,7 +418,7 @@ class PointsEditor {
   render(draft) {
     const parsed = draft ? { model: draft } : this.read();
     const sources = this.sources();
-    this.lastText = `${this.pointsWidget.value}\u0000${sources.join("|")}`;
+    this.lastText = this.drawKey();
     // The current image may be a new, still empty slot after the last point set.
     const count = Math.max(this.slotCount(parsed.model), this.index + 1);
     const set = parsed.model?.images[this.index] ?? { positive: [], negative: [] };
@@ -400,7 +427,12 @@ class PointsEditor {
     this.prevButton.disabled = this.index === 0;
     // Messages go to the line above the image, never over the markers.
     const state = this.currentEntry()?.state;
-    this.status.textContent = state === "ready" ? "" : MESSAGES[state ?? "none"];
+    const kj = this.kjPoints();
+    const kjKinds = Object.keys(kj);
+    const kjNote = kjKinds.length
+      ? `Hollow: ${kjKinds.join(" and ")} points from kj_${kjKinds.join(" / kj_")} (last run); yours of that kind are not used.`
+      : "";
+    this.status.textContent = [state === "ready" ? "" : MESSAGES[state ?? "none"], kjNote].filter(Boolean).join(" ");
     if (this.jsonBox.style.display !== "none" && document.activeElement !== this.jsonBox) {
       this.jsonBox.value = this.pointsWidget.value ?? "";
     }
@@ -430,8 +462,25 @@ class PointsEditor {
       return;
     }
     for (const kind of ["negative", "positive"]) {
-      set[kind].forEach(([x, y], i) => this.drawMarker(ctx, kind, rect.x + x * rect.w, rect.y + y * rect.h, i + 1));
+      const toView = ([x, y]) => [rect.x + x * rect.w, rect.y + y * rect.h];
+      if (kj[kind]) kj[kind].forEach((p, i) => this.drawKjMarker(ctx, kind, ...toView(p), i + 1));
+      else set[kind].forEach((p, i) => this.drawMarker(ctx, kind, ...toView(p), i + 1));
     }
+  }
+
+  /** A hollow marker: a point the last run took from a KJ input (not editable here). */
+  drawKjMarker(ctx, kind, x, y, number) {
+    const r = MARKER_RADIUS;
+    ctx.beginPath();
+    if (kind === "positive") ctx.arc(x, y, r, 0, Math.PI * 2);
+    else ctx.rect(x - r, y - r, 2 * r, 2 * r);
+    ctx.lineWidth = 6;
+    ctx.strokeStyle = "#000000";
+    ctx.stroke();
+    ctx.lineWidth = 3;
+    ctx.strokeStyle = COLOURS[kind];
+    ctx.stroke();
+    this.drawLabel(ctx, `KJ${number}`, x + r + 3, y - r);
   }
 
   drawMarker(ctx, kind, x, y, number) {
@@ -444,14 +493,18 @@ class PointsEditor {
     else ctx.rect(x - r, y - r, 2 * r, 2 * r);
     ctx.fill();
     ctx.stroke();
+    this.drawLabel(ctx, String(number), x + r + 3, y - r);
+  }
+
+  drawLabel(ctx, text, x, y) {
     ctx.font = "bold 11px sans-serif";
     ctx.textAlign = "left";
     ctx.textBaseline = "middle";
     ctx.lineWidth = 3;
     ctx.strokeStyle = "#000000";
-    ctx.strokeText(String(number), x + r + 3, y - r);
+    ctx.strokeText(text, x, y);
     ctx.fillStyle = COLOURS.outline;
-    ctx.fillText(String(number), x + r + 3, y - r);
+    ctx.fillText(text, x, y);
   }
 
 }

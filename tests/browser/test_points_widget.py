@@ -297,3 +297,88 @@ def test_previews_keep_the_node_size_after_a_run(browser, comfy_server, vue_node
         overlap_y = mask["y"] < other["y"] + other["h"] and other["y"] - title < mask["y"] + mask["h"]
         assert not (overlap_x and overlap_y), f"RNGR Mask {mask} overlaps node {other}"
     page.close()
+
+
+GREEN_RGB = (34, 197, 94)  # the widget's positive marker colour (#22c55e)
+RED_RGB = (239, 68, 68)  # its negative marker colour (#ef4444)
+WIDGET_PIXELS = """([x, y, offsets]) => {
+  const editor = app.graph.getNodeById(2).p3sEditor;
+  const rect = editor.imageRect(editor.currentEntry());
+  const dpr = window.devicePixelRatio || 1;
+  const ctx = editor.canvas.getContext("2d");
+  return offsets.map((dx) => {
+    const px = Math.floor((rect.x + x * rect.w + dx) * dpr);
+    const py = Math.floor((rect.y + y * rect.h) * dpr);
+    return Array.from(ctx.getImageData(px, py, 1, 1).data.slice(0, 3));
+  });
+}"""
+
+
+def widget_pixels(page, normalised: tuple[float, float], offsets=(0,)) -> list[list[int]]:
+    """RGB of the widget canvas at a normalised image point, shifted right by ``offsets`` CSS pixels."""
+    return page.evaluate(WIDGET_PIXELS, [normalised[0], normalised[1], list(offsets)])
+
+
+def near(rgb, colour, tolerance: int = 40) -> bool:
+    return all(abs(a - b) <= tolerance for a, b in zip(rgb, colour, strict=True))
+
+
+RING = (5, 6, 7, 8, 9, -5, -6, -7, -8, -9)  # CSS pixels from a marker's centre across its outline
+
+
+def queue_and_wait(page, server) -> None:
+    earlier = history_ids(server)
+    page.evaluate("async () => { await app.queuePrompt(0, 1); }")
+    entry = wait_for_history(server, exclude=earlier)
+    assert entry["status"]["status_str"] == "success", entry["status"]
+
+
+@pytest.mark.host
+@RENDERERS
+def test_points_from_the_kj_inputs_are_drawn_hollow_in_place_of_the_widgets(browser, comfy_server, vue_nodes):
+    make_reference_image(comfy_server.base_dir / "input" / IMAGE_NAME)
+    own_positive, own_negative = (0.5, 0.5), (0.75, 0.30)  # blue background, orange square
+    kj_point = (0.30 + 0.02 * vue_nodes, 0.50)  # on the yellow disc; per renderer, so no cached run
+    kj_text = json.dumps([{"x": round(kj_point[0] * IMAGE_W), "y": round(kj_point[1] * IMAGE_H)}])
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    open_app(page, comfy_server, vue_nodes)
+    load_workflow(page, json.loads(WORKFLOW.read_text()))
+    own = {"version": 1, "images": [{"positive": [list(own_positive)], "negative": [list(own_negative)]}]}
+    page.evaluate(f"(text) => {NODE}.p3sEditor.writeText(text)", json.dumps(own))
+    wait_for_image(page)
+    assert near(widget_pixels(page, own_positive)[0], GREEN_RGB), "the widget's own point is drawn filled"
+
+    # A string node in KJNodes' Points Editor format (pixels on the image) into kj_positive.
+    page.evaluate(
+        """(text) => {
+          const source = LiteGraph.createNode("PrimitiveString");
+          source.pos = [420, 620];
+          app.graph.add(source);
+          source.widgets.find((w) => w.name === "value").value = text;
+          const points = app.graph.getNodeById(2);
+          source.connect(0, points, points.inputs.findIndex((i) => i.name === "kj_positive"));
+        }""",
+        kj_text,
+    )
+    queue_and_wait(page, comfy_server)
+    page.wait_for_function(f"() => {NODE}.p3sEditor.kjRun?.kj?.includes('positive')", timeout=30_000)
+    wait_for_image(page)
+    centre, *ring = widget_pixels(page, kj_point, (0, *RING))
+    assert any(near(rgb, GREEN_RGB) for rgb in ring), ring
+    assert not near(centre, GREEN_RGB, 80), f"the KJ marker is hollow: {centre}"
+    assert not near(widget_pixels(page, own_positive)[0], GREEN_RGB, 80), "the unused own positive is hidden"
+    assert near(widget_pixels(page, own_negative)[0], RED_RGB), "the own negative, still used, stays filled"
+    assert "kj_positive" in status_text(page)
+
+    # Without the KJ input the next run draws the widget's own points again.
+    page.evaluate(f"() => {NODE}.disconnectInput({NODE}.inputs.findIndex((i) => i.name === 'kj_positive'))")
+    queue_and_wait(page, comfy_server)
+    page.wait_for_function(f"() => {NODE}.p3sEditor.kjRun === null", timeout=30_000)
+    wait_for_image(page)
+    assert near(widget_pixels(page, own_positive)[0], GREEN_RGB)
+    assert not any(near(rgb, GREEN_RGB) for rgb in widget_pixels(page, kj_point, RING))
+    assert status_text(page) == ""
+    assert errors == []
+    page.close()

@@ -333,6 +333,21 @@ def test_kj_strings_land_where_the_editor_put_them():
     assert out.result[0].sets[0].to_pixels(400, 300)[0] == [(93, 46), (31, 17)]
 
 
+def test_the_ui_output_carries_the_points_the_node_used():
+    """The widget draws the run's points from ``ui["p3s_points"]``: KJ points replace image 1's, marked as such."""
+    out = points_node.P3SPointsNode.execute(
+        points=POINTS, image=torch.zeros(1, 300, 400, 3), kj_positive=KJ_PIXELS, kj_width=512, kj_height=512
+    )
+    (sent,) = out.ui["p3s_points"]
+    assert json.loads(json.dumps(sent)) == sent
+    assert sent["kj"] == ["positive"]
+    expected = core.points.parse_kj_points(KJ_PIXELS, "positive", (512, 512))
+    assert [tuple(p) for p in sent["images"][0]["positive"]] == list(expected)
+    assert sent["images"] == out.result[0].to_dict()["images"]
+    plain = points_node.P3SPointsNode.execute(points=POINTS).ui["p3s_points"]
+    assert plain == [{"version": 1, "images": [{"positive": [[0.5, 0.5]], "negative": []}], "kj": []}]
+
+
 def test_attention_words_on_a_chunk_boundary_are_found():
     """A 3-chunk prompt: ComfyUI's SD1.5 tokenizer cuts it at any token, so a word can straddle chunks.
 
