@@ -9,6 +9,9 @@ On the full-size random SD1.5 U-Net (or ``--size tiny``) at a small latent, on t
   copy of the U-Net trained with scope ``injection``;
 - ``file_mb``: the saved file (fp16) of each scope.
 
+Every scope is built with ``--injection-rank`` (default: the pack's); ``injection_rank0`` is
+scope ``injection`` with the paper's full ``C x C`` injection layers, side by side.
+
 Memory in use is the C heap's allocated bytes (``mallinfo2``: arena + mmapped blocks), polled
 every millisecond on a thread while the work runs, so it is each run's own peak even in one
 process (freed memory kept by the allocator does not count). ``full`` training (about 4 U-Nets
@@ -82,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--latent", type=int, default=8, help="latent side (8 = 64 px)")
     parser.add_argument("--steps", type=int, default=2, help="sampling steps per run")
     parser.add_argument("--lora-rank", type=int, default=32)
+    parser.add_argument("--injection-rank", type=int, default=None, help="rank of the injection layers (0 = full)")
     parser.add_argument("--train-full", action="store_true", help="also train scope full (needs ~4 U-Nets)")
     parser.add_argument("--json", action="store_true", help="print only the JSON summary")
     args = parser.parse_args(argv)
@@ -100,6 +104,9 @@ def main(argv: list[str] | None = None) -> int:
     training = import_pack_module("p3s_core.training")
     model_file = import_pack_module("p3s_core.model_file")
     scopes = import_pack_module("p3s_core.shared_copy").SCOPES
+    rank = import_pack_module("p3s_core.injection_layers").DEFAULT_INJECTION_RANK
+    rank = rank if args.injection_rank is None else args.injection_rank
+    runs = [(scope, scope, rank) for scope in scopes] + ([("injection_rank0", "injection", 0)] if rank else [])
     channels, context_dim = SIZES[args.size]
     encoder = {"token_dim": 1024}
     say = (lambda *a: None) if args.json else (lambda *a: print(*a, flush=True))
@@ -141,25 +148,25 @@ def main(argv: list[str] | None = None) -> int:
             training.train_p3s(p3s, unet, sigmas, data, settings)
         return base_bytes + own + meter.peak - meter.start
 
-    for scope in scopes:
+    for name, scope, run_rank in runs:
         with torch.inference_mode():
-            p3s = patching.new_p3s_model(base, encoder, scope, lora_rank=args.lora_rank)
+            p3s = patching.new_p3s_model(base, encoder, scope, lora_rank=args.lora_rank, injection_rank=run_rank)
         for param in p3s.injection.parameters():
             torch.nn.init.normal_(param, std=0.01)
         own = sum(p.numel() * p.element_size() for p in p3s.parameters())
-        ratio[scope] = round((base_bytes + own + sampling_peak(patching.apply_p3s(base, p3s, hint))) / plain_peak, 3)
+        ratio[name] = round((base_bytes + own + sampling_peak(patching.apply_p3s(base, p3s, hint))) / plain_peak, 3)
         with tempfile.TemporaryDirectory() as folder:
-            path = Path(folder) / f"{scope}.safetensors"
+            path = Path(folder) / f"{name}.safetensors"
             model_file.save_p3s_model(path, p3s.state_dict(), p3s.config, dtype="fp16")
-            file_mb[scope] = round(path.stat().st_size / 2**20, 1)
+            file_mb[name] = round(path.stat().st_size / 2**20, 1)
         if scope != "full" or args.train_full:
-            train_gb[scope] = round(training_peak(p3s) / 2**30, 2)
+            train_gb[name] = round(training_peak(p3s) / 2**30, 2)
         elif scope == "full":
             train_gb["today_injection"] = round(training_peak(p3s, "injection") / 2**30, 2)
-        say(f"{scope}: file {file_mb[scope]} MB, sampling {ratio[scope]}x plain, training {train_gb.get(scope)} GB")
+        say(f"{name}: file {file_mb[name]} MB, sampling {ratio[name]}x plain, training {train_gb.get(name)} GB")
         del p3s
         gc.collect()
-    summary = {"file_mb": file_mb, "sampling_peak_ratio": ratio, "training_peak_gb": train_gb}
+    summary = {"injection_rank": rank, "file_mb": file_mb, "sampling_peak_ratio": ratio, "training_peak_gb": train_gb}
     print(json.dumps(summary))
     return 0
 

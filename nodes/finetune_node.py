@@ -15,12 +15,13 @@ from ..p3s_core.attention_maps import TokenGroup, probs_to_maps
 from ..p3s_core.attention_overlay import attention_overlays, label_images
 from ..p3s_core.checkpoints import checkpoint_epochs, checkpoint_path, resume_state_of, save_checkpoint
 from ..p3s_core.errors import P3SInputError
+from ..p3s_core.injection_layers import DEFAULT_INJECTION_RANK, check_injection_rank
 from ..p3s_core.loss_plot import plot_losses
 from ..p3s_core.model_file import P3SModelFile, next_free_path, resolve_model_path, save_p3s_model
 from ..p3s_core.p3s_model import P3SModel
-from ..p3s_core.scope_memory import choose_scope, own_parameter_counts, training_bytes
+from ..p3s_core.scope_memory import choose_scope, own_parameter_counts, p3s_layer_parameters, training_bytes
 from ..p3s_core.shared_copy import DEFAULT_LORA_ALPHA, DEFAULT_LORA_RANK, SCOPES
-from ..p3s_core.subject_encoder import DEFAULT_ENCODER_CONFIG, SubjectEncoder
+from ..p3s_core.subject_encoder import DEFAULT_ENCODER_CONFIG
 from ..p3s_core.training import (
     PRECISIONS,
     ResumeState,
@@ -31,7 +32,6 @@ from ..p3s_core.training import (
     reference_attention,
     train_p3s,
 )
-from ..p3s_core.unet_layout import check_sd15_layout
 from ..p3s_core.validation import MAX_PROMPT_CHARS, MAX_WORDS_CHARS, finite, text_length
 from .attention_patching import word_groups
 from .model_folder import P3S_FOLDER, register_p3s_folder
@@ -50,7 +50,7 @@ from .p3s_placement import (
     plain_ops_for_training,
     training_clone,
 )
-from .types import CATEGORY_MODEL, P3SModelType, lora_inputs
+from .types import CATEGORY_MODEL, P3SModelType, injection_rank_input, lora_inputs
 
 SCOPE_CHOICES = ("auto", *SCOPES)
 EPOCHS_DONE = "p3s_epochs_done"  # kept on a trained model's __dict__: where a further Fine-tune resumes
@@ -167,6 +167,7 @@ class P3SFineTune(io.ComfyNode):
                     tooltip="Every N epochs write a checkpoint <save_name>_e<epoch>.safetensors (float32, with the "
                     "optimiser state, to resume exactly); 0 = none. Checkpoints stay when training is cancelled.",
                 ),
+                injection_rank_input(),
                 P3SModelType.Input(
                     "continue_from",
                     optional=True,
@@ -213,12 +214,14 @@ class P3SFineTune(io.ComfyNode):
         lora_alpha=DEFAULT_LORA_ALPHA,
         save_every=0,
         continue_from=None,
+        injection_rank=DEFAULT_INJECTION_RANK,
     ) -> io.NodeOutput:
         # Every check runs before anything is encoded or trained.
         check_sd15_model(model)
         if scope not in SCOPE_CHOICES:
             raise P3SInputError(f"scope must be one of {SCOPE_CHOICES}, not {scope!r}.")
         finite("lora_alpha", lora_alpha)
+        injection_rank = check_injection_rank(injection_rank)
         settings = TrainSettings(
             epochs, lr, gamma, dropout, batch_size, seed, precision, None, "mean", gradient_checkpointing
         )
@@ -251,10 +254,10 @@ class P3SFineTune(io.ComfyNode):
                 picked = f"scope {scope} of the input model's {p3s.scope} copy"
         else:
             resume = None
-            chosen, picked = _pick_scope(scope, model, data, settings, encoder, int(lora_rank))
+            chosen, picked = _pick_scope(scope, model, data, settings, encoder, int(lora_rank), injection_rank)
             with torch.random.fork_rng(devices=[]):  # the encoder's random init follows the seed
                 torch.manual_seed(seed)
-                p3s = new_p3s_model(model, encoder, chosen, int(lora_rank), float(lora_alpha))
+                p3s = new_p3s_model(model, encoder, chosen, int(lora_rank), float(lora_alpha), injection_rank)
         start_epoch = resume.epoch if resume is not None else 0
         if start_epoch >= epochs:
             raise P3SInputError(
@@ -354,12 +357,12 @@ def _continued_model(model, given) -> tuple[P3SModel, ResumeState]:
     return p3s, ResumeState(int(given.__dict__.get(EPOCHS_DONE, 0)), {})
 
 
-def scope_needs(model, data: TrainingData, settings: TrainSettings, encoder: dict, lora_rank: int) -> dict[str, int]:
+def scope_needs(
+    model, data: TrainingData, settings: TrainSettings, encoder: dict, lora_rank: int, injection_rank: int
+) -> dict[str, int]:
     """Estimated training memory (bytes) of each scope on ``model``'s device (``p3s_core.scope_memory``)."""
     unet = model.model.diffusion_model
-    with torch.device("meta"):
-        encoder_params = sum(p.numel() for p in SubjectEncoder.from_config(encoder).parameters())
-    layers = encoder_params + sum(2 * (s.channels**2 + s.channels) for s in check_sd15_layout(unet))
+    layers = p3s_layer_parameters(unet, encoder, injection_rank)
     to_load = max(int(model.model_size()) - int(model.loaded_size()), 0)
     half = settings.precision != "fp32" and getattr(model.load_device, "type", "") == "cuda"
     pixels = int(data.latents.shape[-1] * data.latents.shape[-2])
@@ -370,12 +373,12 @@ def scope_needs(model, data: TrainingData, settings: TrainSettings, encoder: dic
 
 
 def _pick_scope(
-    scope: str, model, data: TrainingData, settings: TrainSettings, encoder: dict, lora_rank: int
+    scope: str, model, data: TrainingData, settings: TrainSettings, encoder: dict, lora_rank: int, injection_rank: int
 ) -> tuple[str, str]:
     """The scope to build, and a line saying why (``auto``: the richest that fits the free memory)."""
     if scope != "auto":
         return scope, f"scope {scope}"
-    needs = scope_needs(model, data, settings, encoder, lora_rank)
+    needs = scope_needs(model, data, settings, encoder, lora_rank, injection_rank)
     free = int(comfy.model_management.get_free_memory(model.load_device))
     chosen = choose_scope(free, needs)
     fits = "fits" if needs[chosen] <= free else "does not fit either; the lightest"

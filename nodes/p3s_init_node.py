@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
+from ..p3s_core.injection_layers import DEFAULT_INJECTION_RANK
 from ..p3s_core.shared_copy import DEFAULT_LORA_ALPHA, DEFAULT_LORA_RANK, SCOPES
 from ..p3s_core.subject_encoder import DEFAULT_ENCODER_CONFIG
 from .p3s_patching import clip_token_width, new_p3s_model
-from .types import CATEGORY, P3SModelType, lora_inputs
+from .types import CATEGORY, P3SModelType, injection_rank_input, lora_inputs
 
 
 class P3SInit(io.ComfyNode):
@@ -41,6 +42,7 @@ class P3SInit(io.ComfyNode):
                     "(only the zero layers and encoder).",
                 ),
                 *lora_inputs(),
+                injection_rank_input(),
             ],
             outputs=[P3SModelType.Output("p3s_model", tooltip="The untrained P3S model, for P3S Fine-tune or Apply.")],
         )
@@ -53,8 +55,11 @@ class P3SInit(io.ComfyNode):
         scope="full",
         lora_rank=DEFAULT_LORA_RANK,
         lora_alpha=DEFAULT_LORA_ALPHA,
+        injection_rank=DEFAULT_INJECTION_RANK,
     ) -> io.NodeOutput:
         config = dict(DEFAULT_ENCODER_CONFIG)
         if clip_vision is not None:
             config["token_dim"] = clip_token_width(clip_vision)
-        return io.NodeOutput(new_p3s_model(model, config, scope, int(lora_rank), float(lora_alpha)))
+        return io.NodeOutput(
+            new_p3s_model(model, config, scope, int(lora_rank), float(lora_alpha), int(injection_rank))
+        )

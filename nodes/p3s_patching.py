@@ -23,6 +23,7 @@ from ..p3s_core.injection import (
     make_diffusion_wrapper,
     make_injection_patch,
 )
+from ..p3s_core.injection_layers import DEFAULT_INJECTION_RANK
 from ..p3s_core.letterbox import letterbox_pixels
 from ..p3s_core.model_file import split_optimizer_state
 from ..p3s_core.p3s_model import P3SModel, p3s_model_from_tensors
@@ -64,6 +65,7 @@ def new_p3s_model(
     scope: str = "full",
     lora_rank: int = DEFAULT_LORA_RANK,
     lora_alpha: float = DEFAULT_LORA_ALPHA,
+    injection_rank: int = DEFAULT_INJECTION_RANK,
 ) -> P3SModel:
     """An untrained P3S model of ``scope`` over ``model``'s SD1.5 U-Net, placed for it (:func:`place_for_base`).
 
@@ -79,6 +81,7 @@ def new_p3s_model(
         lora_rank,
         lora_alpha,
         dtype=base_compute_dtype(model),
+        injection_rank=injection_rank,
     )
     return place_for_base(p3s, model)
 

@@ -2,6 +2,7 @@
 
 from comfy_api.latest import io
 
+from ..p3s_core.injection_layers import DEFAULT_INJECTION_RANK, MAX_INJECTION_RANK
 from ..p3s_core.shared_copy import DEFAULT_LORA_ALPHA, DEFAULT_LORA_RANK
 
 CATEGORY = "P3S"
@@ -41,3 +42,17 @@ def lora_inputs() -> list:
             tooltip="LoRA scale alpha of scope lora: the adapters add up(down(x)) * alpha / rank.",
         ),
     ]
+
+
+def injection_rank_input() -> io.Int.Input:
+    """The optional rank of a new model's injection layers (P3S Init and P3S Fine-tune)."""
+    return io.Int.Input(
+        "injection_rank",
+        default=DEFAULT_INJECTION_RANK,
+        min=0,
+        max=MAX_INJECTION_RANK,
+        optional=True,
+        tooltip="Rank of the 32 zero-initialised injection layers of a new model (our addition): 64 keeps a "
+        "scope-injection file near 8 MB; 0 = full C x C layers as in the paper (about 47 MB more per file). "
+        "A model given to continue_from keeps its own.",
+    )

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import P3SInputError
+from .injection_layers import injection_delta
 from .p3s_model import P3SModel
 from .unet_layout import ATTENTIONS
 
@@ -200,9 +201,7 @@ def injection_deltas(
             state = captured.get((*site.host_key, attn))
             if state is None:
                 continue
-            layer = p3s.site_layer(site, attn)
-            wt, b = layer.weight.to(state), layer.bias.to(state)
-            deltas[(*site.host_key, attn)] = F.linear(state, wt, b) * weight
+            deltas[(*site.host_key, attn)] = injection_delta(p3s.site_layer(site, attn), state) * weight
     return deltas
 
 

@@ -5,6 +5,7 @@ attention layers to the original model through a zero convolution".
 [reconstructed] The copy is fed ``x_t + hint_conv(hint)``; every transformer block gets one
 zero-initialised ``Linear`` for its attn1 output and one for its attn2 output. All zero layers
 start at zero, so an untrained P3S model leaves the frozen model's output unchanged.
+Our addition: ``injection_rank`` r > 0 makes those layers low-rank (:mod:`.injection_layers`).
 
 Our addition: the model owns only what its ``scope`` trains; the rest of the copy is the base
 U-Net's own modules (see :mod:`.shared_copy`): ``full`` owns a whole U-Net, ``attention`` its
@@ -13,7 +14,8 @@ pass is :meth:`P3SModel.copy_module` of the base U-Net being run.
 
 State-dict keys are stable: ``copy.<U-Net path>.*`` (ComfyUI's ``diffusion_model`` names; a
 LoRA adapter adds ``.down.weight`` / ``.up.weight`` to its layer's path), ``hint_conv.*``,
-``encoder.*``, ``injection.<site>.<attn1|attn2>.*`` (e.g. ``injection.output_11.attn2.weight``).
+``encoder.*``, ``injection.<site>.<attn1|attn2>.*`` (e.g. ``injection.output_11.attn2.weight``;
+``.down.weight`` / ``.up.weight`` / ``.up.bias`` for a low-rank layer).
 ``config`` is a JSON-able dict that, with the base U-Net, rebuilds the same module
 (:func:`p3s_model_from_tensors`).
 """
@@ -27,6 +29,7 @@ from torch import nn
 
 from .base_fingerprint import base_signature, fingerprint, signatures_match
 from .errors import P3SInputError
+from .injection_layers import DEFAULT_INJECTION_RANK, check_injection_rank, output_is_zero, zero_injection_layer
 from .shared_copy import (
     DEFAULT_LORA_ALPHA,
     DEFAULT_LORA_RANK,
@@ -46,13 +49,6 @@ FORMAT_VERSION = 2
 ARCHITECTURE = "p3s-sd15"
 
 
-def _zero_linear(channels: int) -> nn.Linear:
-    layer = nn.Linear(channels, channels)
-    nn.init.zeros_(layer.weight)
-    nn.init.zeros_(layer.bias)
-    return layer
-
-
 def _own_state(base_unet: nn.Module, state: Mapping[str, torch.Tensor] | None) -> Mapping[str, torch.Tensor]:
     return state if state is not None else base_unet.state_dict()
 
@@ -68,9 +64,11 @@ class P3SModel(nn.Module):
         in_channels: int,
         scope: str = "full",
         lora: dict | None = None,
+        injection_rank: int = 0,
     ):
         super().__init__()
         self.scope = check_scope(scope)
+        self.injection_rank = check_injection_rank(injection_rank)
         self.lora = dict(lora) if scope == "lora" else None
         self.copy_paths = list(own_copy)
         self.base_signature: list[float] = []
@@ -85,7 +83,10 @@ class P3SModel(nn.Module):
         nn.init.zeros_(self.hint_conv.bias)
         self.encoder = encoder
         self.injection = nn.ModuleDict(
-            {s.key: nn.ModuleDict({a: _zero_linear(s.channels) for a in ATTENTIONS}) for s in self.sites}
+            {
+                s.key: nn.ModuleDict({a: zero_injection_layer(s.channels, self.injection_rank) for a in ATTENTIONS})
+                for s in self.sites
+            }
         )
 
     @classmethod
@@ -98,14 +99,18 @@ class P3SModel(nn.Module):
         lora_rank: int = DEFAULT_LORA_RANK,
         lora_alpha: float = DEFAULT_LORA_ALPHA,
         dtype: torch.dtype | None = None,
+        injection_rank: int = DEFAULT_INJECTION_RANK,
     ) -> P3SModel:
         """An untrained P3S model of ``scope`` over ``base_unet`` (own weights from ``base_state_dict``).
 
+        ``injection_rank``: 0 = full ``C x C`` injection layers (the paper), r > 0 low-rank ones
+        (our addition, :mod:`.injection_layers`).
         ``base_state_dict``: the base's own (unpatched) weights, by default ``base_unet``'s.
         Own tensors are built on the CPU from those values, never copied from live modules; own
         copy weights take ``dtype`` (default: the base's).
         """
         check_scope(scope)
+        injection_rank = check_injection_rank(injection_rank)
         sites = check_sd15_layout(base_unet)
         if scope == "lora" and not (int(lora_rank) >= 1 and float(lora_alpha) > 0):
             raise P3SInputError(f"LoRA rank must be >= 1 and alpha > 0 (got rank {lora_rank}, alpha {lora_alpha}).")
@@ -123,7 +128,7 @@ class P3SModel(nn.Module):
                 lora = {"rank": int(lora_rank), "alpha": float(lora_alpha)}
                 for path in lora_paths(base_unet):
                     own[path] = LoRAAdapter(base_unet.get_submodule(path), lora["rank"], lora["alpha"])
-            model = cls(own, sites, encoder, int(base_unet.in_channels), scope, lora)
+            model = cls(own, sites, encoder, int(base_unet.in_channels), scope, lora, injection_rank)
         model.base_signature = base_signature(state)
         return model
 
@@ -143,6 +148,7 @@ class P3SModel(nn.Module):
             "encoder": dict(self.encoder.config),
             "sites": [s.key for s in self.sites],
             "scope": self.scope,
+            "injection_rank": self.injection_rank,
         }
         if self.lora is not None:
             config["lora"] = dict(self.lora)
@@ -151,13 +157,13 @@ class P3SModel(nn.Module):
             config["base_fingerprint"] = fingerprint(self.base_signature)
         return config
 
-    def site_layer(self, site: InjectionSite, attn: str) -> nn.Linear:
+    def site_layer(self, site: InjectionSite, attn: str) -> nn.Module:
         """The injection layer of one site and attention (``attn1`` or ``attn2``)."""
         return self.injection[site.key][attn]
 
     def injection_is_zero(self) -> bool:
         """True while every injection layer is still exactly zero (output equals the plain model)."""
-        return all(not p.any() for p in self.injection.parameters())
+        return all(output_is_zero(layer) for site in self.injection.values() for layer in site.values())
 
 
 def check_same_base(config: Mapping, base_state: Mapping[str, torch.Tensor]) -> list[float]:
@@ -217,6 +223,7 @@ def p3s_model_from_tensors(
             lora_rank=int(lora.get("rank", DEFAULT_LORA_RANK)),
             lora_alpha=float(lora.get("alpha", DEFAULT_LORA_ALPHA)),
             dtype=dtype,
+            injection_rank=int(config.get("injection_rank", 0)),
         )
     except P3SInputError as err:
         raise P3SInputError(f"This P3S file does not fit the base model: {err}") from err

@@ -20,13 +20,31 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+import torch
 from torch import nn
 
+from .injection_layers import injection_parameter_count
 from .shared_copy import SCOPES, attention_paths, lora_paths
+from .subject_encoder import SubjectEncoder
+from .unet_layout import ATTENTIONS, check_sd15_layout
 
 ACTIVATION_BYTES_PER_LATENT_PIXEL = 2 * 2**20
 BYTES_PER_OWN_PARAMETER = 16  # float32 weight + gradient + AdamW exp_avg + exp_avg_sq
 MARGIN = 1.15
+
+
+def p3s_layer_parameters(unet: nn.Module, encoder_config: Mapping, injection_rank: int) -> int:
+    """Parameters every scope trains over ``unet``: the encoder, hint ZeroConv and injection layers."""
+    with torch.device("meta"):
+        encoder = sum(p.numel() for p in SubjectEncoder.from_config(dict(encoder_config)).parameters())
+    latent, inputs = int(encoder_config.get("latent_channels", 4)), int(unet.in_channels)
+    hint_conv = latent * inputs + inputs
+    sites = check_sd15_layout(unet)
+    return (
+        encoder
+        + hint_conv
+        + sum(len(ATTENTIONS) * injection_parameter_count(s.channels, injection_rank) for s in sites)
+    )
 
 
 def own_parameter_counts(unet: nn.Module, p3s_layers: int, lora_rank: int) -> dict[str, int]:

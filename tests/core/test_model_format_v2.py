@@ -78,7 +78,7 @@ def write_v1_file(path, p3s) -> None:
 
 
 def test_a_v1_file_with_a_whole_copy_still_loads(base, hint, tmp_path):
-    p3s = patching.new_p3s_model(base, ENCODER, "full")
+    p3s = patching.new_p3s_model(base, ENCODER, "full", injection_rank=0)  # v1: full layers
     randomise_injection(p3s)
     with torch.no_grad():
         p3s.copy.out[2].weight.add_(0.05)

@@ -18,7 +18,7 @@ errors = import_pack_module("p3s_core.errors")
 
 
 def test_p3s_model_has_32_zero_injection_layers_keyed_by_block(base):
-    model = patching.new_p3s_model(base, ENCODER)
+    model = patching.new_p3s_model(base, ENCODER, injection_rank=0)
     keys = model.state_dict().keys()
     injection_weights = sorted(k for k in keys if k.startswith("injection.") and k.endswith(".weight"))
     assert len(injection_weights) == 32
