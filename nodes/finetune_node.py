@@ -127,7 +127,9 @@ class P3SFineTune(io.ComfyNode):
                     "precision",
                     options=list(PRECISIONS),
                     default="auto",
-                    tooltip="auto = bf16 autocast on GPUs that have it (else fp16), fp32 on CPU.",
+                    tooltip="For an fp32 base on a GPU: auto = bf16 autocast where the GPU has native bf16, else fp16 "
+                    "with loss scaling; fp32 = no autocast. A base loaded in fp16/bf16 always computes in its own "
+                    "dtype (trained weights stay fp32). On the CPU: fp32.",
                 ),
                 io.Combo.Input(
                     "scope",
@@ -358,7 +360,12 @@ def _continued_model(model, given) -> tuple[P3SModel, ResumeState]:
 
 
 def scope_needs(
-    model, data: TrainingData, settings: TrainSettings, encoder: dict, lora_rank: int, injection_rank: int
+    model,
+    data: TrainingData,
+    settings: TrainSettings,
+    encoder: dict,
+    lora_rank: int,
+    injection_rank: int = DEFAULT_INJECTION_RANK,
 ) -> dict[str, int]:
     """Estimated training memory (bytes) of each scope on ``model``'s device (``p3s_core.scope_memory``)."""
     unet = model.model.diffusion_model
@@ -373,7 +380,13 @@ def scope_needs(
 
 
 def _pick_scope(
-    scope: str, model, data: TrainingData, settings: TrainSettings, encoder: dict, lora_rank: int, injection_rank: int
+    scope: str,
+    model,
+    data: TrainingData,
+    settings: TrainSettings,
+    encoder: dict,
+    lora_rank: int,
+    injection_rank: int = DEFAULT_INJECTION_RANK,
 ) -> tuple[str, str]:
     """The scope to build, and a line saying why (``auto``: the richest that fits the free memory)."""
     if scope != "auto":
