@@ -25,11 +25,26 @@ class ZeroHint(nn.Module):
         return torch.zeros_like(latent)
 
 
+# The pack's SD1.5 defaults scaled to this U-Net's widths (32-128 instead of 320-1280).
+INJECTION_RANK = 8  # the pack's 64
+LORA_RANK = 4  # the pack's 32
+
+
 def train_p3s_model(
-    unet: nn.Module, data: TrainingData, settings: TrainSettings, zero_hint: bool = False
+    unet: nn.Module,
+    data: TrainingData,
+    settings: TrainSettings,
+    zero_hint: bool = False,
+    injection_rank: int = INJECTION_RANK,
 ) -> tuple[P3SModel, list[float]]:
-    """A fresh P3S model of ``unet`` fine-tuned on ``data``; returns it and its L_LDM per step."""
-    p3s = P3SModel.from_base(unet, ENCODER_CONFIG)
+    """A fresh P3S model of ``unet`` (of ``settings.scope``, else full) fine-tuned on ``data``.
+
+    Returns the model and its L_LDM per step.
+    """
+    scope = settings.scope or "full"
+    p3s = P3SModel.from_base(
+        unet, ENCODER_CONFIG, scope=scope, lora_rank=LORA_RANK, lora_alpha=LORA_RANK, injection_rank=injection_rank
+    )
     if zero_hint:
         p3s.encoder = ZeroHint(p3s.encoder.config)
     history = train_p3s(p3s, unet, training_sigmas(), data, settings)

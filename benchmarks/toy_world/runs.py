@@ -13,7 +13,7 @@ from p3s_core.schedule import WeightSchedule
 from p3s_core.training import TrainSettings
 
 from . import world
-from .methods import dreambooth_like, train_p3s_model
+from .methods import INJECTION_RANK, dreambooth_like, train_p3s_model
 from .metrics import Generator, score
 from .subject import clip_standin_tokens, reference_scenes, training_data
 
@@ -32,6 +32,7 @@ class Run:
     schedule: WeightSchedule | None = None
     sample_hint: str = "references"  # references | zero | other_subject
     reuse: str | None = None  # reuse the trained model of another run (sampling-time ablations)
+    injection_rank: int = INJECTION_RANK  # 0 = the paper's full C x C injection layers
 
 
 def all_runs(quick: bool) -> list[Run]:
@@ -72,6 +73,9 @@ def all_runs(quick: bool) -> list[Run]:
         Run("p3s_lac_all_layers", "lac", settings={"lac_layers": "all"}),
         Run("p3s_injection", "scope", settings={"scope": "injection"}),
         Run("p3s_attention", "scope", settings={"scope": "attention"}),
+        Run("p3s_lora", "scope", settings={"scope": "lora"}),
+        Run("p3s_full_injection_rank0", "rank", injection_rank=0),
+        Run("p3s_injection_rank0", "rank", settings={"scope": "injection"}, injection_rank=0),
         Run("p3s_lr1e-3", "lr", settings={"lr": 1e-3}),
         Run("p3s_lr1e-5", "lr", settings={"lr": 1e-5}),
         Run("p3s_train_zero_hint", "hint", zero_hint=True),
@@ -99,7 +103,7 @@ def execute(
             if run.reuse:
                 p3s, data = trained[run.reuse]
             else:
-                p3s, _ = train_p3s_model(unet, data, settings, zero_hint=run.zero_hint)
+                p3s, _ = train_p3s_model(unet, data, settings, run.zero_hint, run.injection_rank)
                 train_seconds = time.perf_counter() - start
                 trained[run.name] = (p3s, data)
             gen = Generator(unet, _sampling_p3s(p3s, run), _sample_hint(p3s, data, run, encoder), run.schedule)
