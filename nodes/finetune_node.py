@@ -23,6 +23,7 @@ from ..p3s_core.scope_memory import choose_scope, own_parameter_counts, p3s_laye
 from ..p3s_core.shared_copy import DEFAULT_LORA_ALPHA, DEFAULT_LORA_RANK, SCOPES
 from ..p3s_core.subject_encoder import DEFAULT_ENCODER_CONFIG
 from ..p3s_core.training import (
+    DEFAULT_HINT_LR_SCALE,
     PRECISIONS,
     ResumeState,
     TrainHistory,
@@ -32,7 +33,7 @@ from ..p3s_core.training import (
     reference_attention,
     train_p3s,
 )
-from ..p3s_core.validation import MAX_PROMPT_CHARS, MAX_WORDS_CHARS, finite, text_length
+from ..p3s_core.validation import MAX_PROMPT_CHARS, MAX_WORDS_CHARS, finite, in_range, text_length
 from .attention_patching import word_groups
 from .model_folder import P3S_FOLDER, register_p3s_folder
 from .p3s_patching import (
@@ -170,6 +171,17 @@ class P3SFineTune(io.ComfyNode):
                     "optimiser state, to resume exactly); 0 = none. Checkpoints stay when training is cancelled.",
                 ),
                 injection_rank_input(),
+                io.Float.Input(
+                    "hint_lr_scale",
+                    default=DEFAULT_HINT_LR_SCALE,
+                    min=0.01,
+                    max=10000.0,
+                    step=0.01,
+                    optional=True,
+                    tooltip="The subject encoder and hint ZeroConv learn at lr x this (our addition, measured in the "
+                    "toy world: at one learning rate the references' hint changes nothing); 1 = the paper's single "
+                    "learning rate.",
+                ),
                 P3SModelType.Input(
                     "continue_from",
                     optional=True,
@@ -217,6 +229,7 @@ class P3SFineTune(io.ComfyNode):
         save_every=0,
         continue_from=None,
         injection_rank=DEFAULT_INJECTION_RANK,
+        hint_lr_scale=DEFAULT_HINT_LR_SCALE,
     ) -> io.NodeOutput:
         # Every check runs before anything is encoded or trained.
         check_sd15_model(model)
@@ -225,7 +238,17 @@ class P3SFineTune(io.ComfyNode):
         finite("lora_alpha", lora_alpha)
         injection_rank = check_injection_rank(injection_rank)
         settings = TrainSettings(
-            epochs, lr, gamma, dropout, batch_size, seed, precision, None, "mean", gradient_checkpointing
+            epochs,
+            lr,
+            gamma,
+            dropout,
+            batch_size,
+            seed,
+            precision,
+            None,
+            "mean",
+            gradient_checkpointing,
+            hint_lr_scale=in_range("hint_lr_scale", hint_lr_scale, 1e-6),
         )
         target = None
         if save_name.strip():
@@ -243,9 +266,9 @@ class P3SFineTune(io.ComfyNode):
         texts = _captions(instance_prompt, captions or "", reference_images.shape[0])
         word_groups = _word_groups(clip, texts[0], attention_word or "")
         images, mask = _resize(reference_images, subject_mask, resolution)
-        tokens, grids, latents = reference_features(images, mask, vae, clip_vision, model)
+        tokens, grids, latents, latent_masks = reference_features(images, mask, vae, clip_vision, model)
         contexts = match_token_lengths([_encode_text(clip, t) for t in [*texts, ""]])
-        data = TrainingData(latents, tokens, grids, torch.cat(contexts[:-1]), contexts[-1])
+        data = TrainingData(latents, tokens, grids, torch.cat(contexts[:-1]), contexts[-1], latent_masks)
 
         encoder = {**DEFAULT_ENCODER_CONFIG, "token_dim": clip_token_width(clip_vision)}
         if continue_from is not None:

@@ -28,7 +28,7 @@ from ..p3s_core.letterbox import letterbox_pixels
 from ..p3s_core.model_file import split_optimizer_state
 from ..p3s_core.p3s_model import P3SModel, p3s_model_from_tensors
 from ..p3s_core.shared_copy import DEFAULT_LORA_ALPHA, DEFAULT_LORA_RANK
-from ..p3s_core.subject_encoder import mask_to_patch_grid, patch_grid_side
+from ..p3s_core.subject_encoder import mask_to_latent, mask_to_patch_grid, patch_grid_side
 from ..p3s_core.unet_layout import check_sd15_layout
 from ..p3s_core.validation import finite, window
 from .p3s_placement import P3SModelPatcher, base_compute_dtype, place_for_base
@@ -127,8 +127,9 @@ def reference_features(
     vae,
     clip_vision,
     model: comfy.model_patcher.ModelPatcher,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """What the subject encoder reads: CLIP tokens, mask on the patch grid, model-space latents.
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """What the subject encoder reads: CLIP tokens, mask on the patch grid, model-space latents,
+    and the mask at the latents' size.
 
     Pixels go to CLIP letterboxed (padded to a centred square, as the RNGR mask does), and the
     mask goes to the patch grid through the same padding.
@@ -145,7 +146,8 @@ def reference_features(
     tokens = clip_vision.model(pixel_values=pixels, intermediate_output=-2)[1]
     side, _ = patch_grid_side(tokens.shape[1])
     latent = model.model.process_latent_in(vae.encode(images))
-    return tokens, mask_to_patch_grid(mask, side, pad_to_square=True), latent
+    latent_mask = mask_to_latent(mask.to(latent.device), tuple(latent.shape[-2:]))
+    return tokens, mask_to_patch_grid(mask, side, pad_to_square=True), latent, latent_mask
 
 
 def encode_hint(
@@ -157,13 +159,11 @@ def encode_hint(
     model: comfy.model_patcher.ModelPatcher,
 ) -> torch.Tensor:
     """The hint ``[R, 4, H/8, W/8]`` of the reference images, in the model's latent space."""
-    tokens, grid, latent = reference_features(images, mask, vae, clip_vision, model)
+    tokens, grid, latent, latent_mask = reference_features(images, mask, vae, clip_vision, model)
     param = next(p3s.encoder.parameters())
     with torch.no_grad():
         hint = p3s.encoder(
-            tokens.to(param.device, param.dtype),
-            grid.to(param.device, param.dtype),
-            latent.to(param.device, param.dtype),
+            *(t.to(param.device, param.dtype) for t in (tokens, grid, latent, latent_mask)),
         )
     return hint.to(comfy.model_management.intermediate_device())
 

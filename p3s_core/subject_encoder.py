@@ -8,6 +8,10 @@ logit bias on the keys (+b inside, -b outside, SSR-Encoder style). The attended 
 upsampled to the latent size, projected to the latent channels by a zero-initialised
 convolution and added to the VAE latent of the same image: that sum is the **hint**. At
 initialisation the hint is the VAE latent itself.
+
+``hint_region`` (our addition, measured in the toy world): ``subject`` (new models) takes that
+VAE latent times the subject mask at latent size, so the hint shows the subject and nothing of
+its background; ``image`` (files made before the option) the whole latent.
 """
 
 from __future__ import annotations
@@ -26,7 +30,10 @@ DEFAULT_ENCODER_CONFIG = {
     "heads": 8,
     "latent_channels": 4,
     "mask_bias": 2.0,
+    "hint_region": "subject",
 }
+HINT_REGIONS = ("subject", "image")
+LEGACY_HINT_REGION = "image"  # saved encoder configs without the key (made before the option)
 
 
 def patch_grid_side(num_tokens: int) -> tuple[int, bool]:
@@ -61,16 +68,27 @@ def mask_to_patch_grid(mask: torch.Tensor, side: int, pad_to_square: bool) -> to
 class SubjectEncoder(nn.Module):
     """Image-image cross-attention over CLIP patch tokens, biased by the subject mask."""
 
-    def __init__(self, token_dim: int, inner_dim: int, heads: int, latent_channels: int, mask_bias: float):
+    def __init__(
+        self,
+        token_dim: int,
+        inner_dim: int,
+        heads: int,
+        latent_channels: int,
+        mask_bias: float,
+        hint_region: str = LEGACY_HINT_REGION,
+    ):
         super().__init__()
         if inner_dim % heads:
             raise P3SInputError(f"inner_dim {inner_dim} must be a multiple of heads {heads}.")
+        if hint_region not in HINT_REGIONS:
+            raise P3SInputError(f"hint_region must be one of {HINT_REGIONS}, not {hint_region!r}.")
         self.config = {
             "token_dim": token_dim,
             "inner_dim": inner_dim,
             "heads": heads,
             "latent_channels": latent_channels,
             "mask_bias": mask_bias,
+            "hint_region": hint_region,
         }
         self.heads = heads
         self.mask_bias = mask_bias
@@ -85,14 +103,16 @@ class SubjectEncoder(nn.Module):
 
     @classmethod
     def from_config(cls, config: dict) -> SubjectEncoder:
-        """Build from a config dict (missing keys take ``DEFAULT_ENCODER_CONFIG``)."""
-        merged = {**DEFAULT_ENCODER_CONFIG, **config}
+        """Build from a config dict (missing keys take ``DEFAULT_ENCODER_CONFIG``; a missing
+        ``hint_region`` is ``image``, as every config made before the option)."""
+        merged = {**DEFAULT_ENCODER_CONFIG, "hint_region": LEGACY_HINT_REGION, **config}
         return cls(
             int(merged["token_dim"]),
             int(merged["inner_dim"]),
             int(merged["heads"]),
             int(merged["latent_channels"]),
             float(merged["mask_bias"]),
+            str(merged["hint_region"]),
         )
 
     def attend(self, tokens: torch.Tensor, mask_grid: torch.Tensor) -> torch.Tensor:
@@ -118,13 +138,39 @@ class SubjectEncoder(nn.Module):
         out = self.to_out(out.transpose(1, 2).reshape(b, n, -1))
         return out.transpose(1, 2).reshape(b, -1, side, side)
 
-    def forward(self, tokens: torch.Tensor, mask_grid: torch.Tensor, latent: torch.Tensor) -> torch.Tensor:
-        """The hint: ``latent + to_latent(upsample(attend(tokens, mask)))``, shaped like ``latent``."""
+    def forward(
+        self,
+        tokens: torch.Tensor,
+        mask_grid: torch.Tensor,
+        latent: torch.Tensor,
+        latent_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The hint: ``base + to_latent(upsample(attend(tokens, mask)))``, shaped like ``latent``.
+
+        ``base`` is ``latent``, or ``latent * latent_mask`` for ``hint_region`` ``subject``
+        (``latent_mask``: ``[B, h, w]``, the subject mask at the latent's size, see
+        :func:`mask_to_latent`).
+        """
         if latent.shape[0] != tokens.shape[0]:
             raise P3SInputError(
                 f"{tokens.shape[0]} reference images gave CLIP tokens but {latent.shape[0]} latents; "
                 "pass the same images to both."
             )
+        if self.config["hint_region"] == "subject":
+            if latent_mask is None or tuple(latent_mask.shape) != (latent.shape[0], *latent.shape[-2:]):
+                got = None if latent_mask is None else tuple(latent_mask.shape)
+                raise P3SInputError(
+                    f"This P3S model's hint shows the subject only: it needs the subject mask at the latent's "
+                    f"size {(latent.shape[0], *latent.shape[-2:])}, got {got}."
+                )
+            latent = latent * latent_mask.unsqueeze(1).to(latent)
         feats = self.attend(tokens, mask_grid)
         feats = F.interpolate(feats, size=latent.shape[-2:], mode="bilinear", align_corners=False)
         return latent + self.to_latent(feats).to(latent.dtype)
+
+
+def mask_to_latent(mask: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Area-average a ``[B, H, W]`` mask in [0, 1] to the latent's ``(h, w)`` (no letterbox)."""
+    if mask.dim() != 3:
+        raise P3SInputError(f"The subject mask must be [batch, height, width]; got shape {tuple(mask.shape)}.")
+    return F.adaptive_avg_pool2d(mask.float().unsqueeze(1), size).squeeze(1).clamp(0.0, 1.0)

@@ -22,11 +22,15 @@ the same weights as an uninterrupted run.
 
 Options measured in the toy world (docs/toy_world.md) [our additions]:
 
-* ``hint_source``: ``other`` (default) gives each training row the hint of another reference
-  image; ``own`` is the image's own hint, from the clean latent being denoised, which lets
-  training read its target while sampling never can.
-* ``injection_lr``: a learning rate for the zero layers, hint ZeroConv and encoder apart from
-  the copy's (None = ``lr``).
+* ``hint_source``: ``own`` (default) gives each training row its own image's hint; ``other``
+  the hint of another reference image. With the encoder's ``hint_region`` ``subject`` the own
+  hint shows the row's subject and nothing of its background, so the reference path has
+  something to carry; with ``image`` it would also show the very background being denoised.
+* ``hint_lr_scale``: the subject encoder and hint ZeroConv learn at ``lr * hint_lr_scale``
+  (default 100; 1 = one learning rate, the paper). At one learning rate the zero-initialised
+  hint path barely moves in a 240-step fine-tune, and the references' hint changes nothing.
+* ``injection_lr``: a learning rate for the zero injection layers apart from the copy's (None =
+  ``lr``).
 * ``lac_layers``: ``last`` (output block 11, [stated]) or ``all`` 16 cross-attention layers.
 
 Only trained parameters are float32 (master weights); the forward runs in the base's compute
@@ -65,6 +69,7 @@ from .unet_layout import ATTENTIONS, LAST_CROSS_ATTENTION
 from .validation import in_range
 
 HINT_SOURCES = ("other", "own")
+DEFAULT_HINT_LR_SCALE = 100.0
 LAC_LAYERS = ("last", "all")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 NUM_TIMESTEPS = 1000
@@ -85,8 +90,9 @@ class TrainSettings:
     scope: str | None = None
     lac_normalisation: str = "mean"
     gradient_checkpointing: bool = False
-    hint_source: str = "other"
+    hint_source: str = "own"
     injection_lr: float | None = None
+    hint_lr_scale: float = DEFAULT_HINT_LR_SCALE
     lac_layers: str = "last"
 
     def __post_init__(self) -> None:
@@ -102,6 +108,8 @@ class TrainSettings:
             raise P3SInputError(f"lac_layers must be one of {LAC_LAYERS}, not {self.lac_layers!r}.")
         if self.injection_lr is not None and not (self.injection_lr > 0 and math.isfinite(self.injection_lr)):
             raise P3SInputError("injection_lr must be > 0 (or None for the copy's lr).")
+        if not (math.isfinite(self.hint_lr_scale) and self.hint_lr_scale > 0):
+            raise P3SInputError(f"hint_lr_scale is {self.hint_lr_scale:g}: it must be > 0 (1 = the copy's lr).")
         if self.epochs < 1 or self.batch_size < 1:
             raise P3SInputError("epochs and batch_size must be at least 1.")
         if in_range("lr", self.lr) <= 0:
@@ -126,7 +134,8 @@ class TrainingData:
 
     ``latents`` ``[R, 4, h, w]`` (model latent space), ``tokens`` ``[R, N, D]`` (CLIP vision,
     penultimate layer), ``mask_grids`` ``[R, g, g]`` (subject mask on the patch grid),
-    ``contexts`` ``[R, T, C]`` (text per image), ``uncond`` ``[1, T, C]`` (empty prompt).
+    ``contexts`` ``[R, T, C]`` (text per image), ``uncond`` ``[1, T, C]`` (empty prompt),
+    ``latent_masks`` ``[R, h, w]`` (subject mask at latent size, for ``hint_region`` ``subject``).
     """
 
     latents: torch.Tensor
@@ -134,6 +143,7 @@ class TrainingData:
     mask_grids: torch.Tensor
     contexts: torch.Tensor
     uncond: torch.Tensor
+    latent_masks: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         r = self.latents.shape[0]
@@ -141,11 +151,16 @@ class TrainingData:
             raise P3SInputError("Latents, CLIP tokens, masks and captions must have one entry per reference image.")
         if self.uncond.shape[1:] != self.contexts.shape[1:]:
             raise P3SInputError("The empty prompt's conditioning must have the captions' token shape.")
+        if self.latent_masks is not None and tuple(self.latent_masks.shape) != (r, *self.latents.shape[-2:]):
+            raise P3SInputError("The subject masks at latent size must be [images, latent height, latent width].")
 
     def to(self, device: torch.device | str) -> TrainingData:
         """Normal (non-inference) float32 copies on ``device``."""
         with torch.inference_mode(False):
-            moved = {k: v.detach().to(device=device, dtype=torch.float32).clone() for k, v in asdict(self).items()}
+            moved = {
+                k: None if v is None else v.detach().to(device=device, dtype=torch.float32).clone()
+                for k, v in asdict(self).items()
+            }
         return TrainingData(**moved)
 
 
@@ -176,6 +191,7 @@ EpochCallback = Callable[[int, TrainHistory, Callable[[], ResumeState]], None]
 """``on_epoch(epoch, history, state)`` after each epoch; ``state()`` builds the resume state."""
 
 _ADAM_KEYS = ("exp_avg", "exp_avg_sq", "step")
+HINT_PATH = ("encoder.", "hint_conv.")  # the subject encoder and the hint ZeroConv
 
 
 def optimizer_tensors(optimizer: torch.optim.Optimizer, names: dict[int, str]) -> dict[str, torch.Tensor]:
@@ -330,7 +346,8 @@ def train_p3s(
                         loss = losses[0].float() + settings.gamma * losses[1].float()
                         if not torch.isfinite(loss):
                             raise P3SInputError(
-                                f"The training loss became {loss.item()} at step {step}: lower the learning rate, "
+                                f"The training loss became {loss.item()} at step {step}: lower the learning rate "
+                                f"(hint path lr = {settings.lr * settings.hint_lr_scale:g}), "
                                 "or train in fp32 / bf16 instead of fp16."
                             )
                         if scaler is not None:
@@ -411,7 +428,8 @@ def step_losses(
     t = timesteps.float()
 
     hint_rows = rows if hint_rows is None else hint_rows
-    hint = p3s.encoder(data.tokens[hint_rows], data.mask_grids[hint_rows], data.latents[hint_rows])
+    latent_masks = None if data.latent_masks is None else data.latent_masks[hint_rows]
+    hint = p3s.encoder(data.tokens[hint_rows], data.mask_grids[hint_rows], data.latents[hint_rows], latent_masks)
     maps = {} if maps is None else maps
     blocks = [LAST_CROSS_ATTENTION] if lac_layers == "last" else [(s.block, s.block_id) for s in p3s.sites]
     probe = {
@@ -442,9 +460,10 @@ def _map_name(model: str, block: tuple[str, int]) -> str:
 def _hint_rows(rows: torch.Tensor, references: int, source: str, gen: torch.Generator) -> torch.Tensor:
     """Whose hint each row gets: its own (``own``), or another reference's (``other``) [our addition].
 
-    With its own clean latent in the hint, the copy can read the very target it denoises, while
-    sampling only ever sees the references' hints; ``other`` makes the training hint as foreign
-    to the target as it is at sampling (needs 2+ references; with one it falls back to ``own``).
+    With its own latent in the hint the copy can read what it denoises: with ``hint_region``
+    ``image`` that includes the very background, which sampling never gives; with ``subject``
+    only the subject, which is what the references give at sampling. ``other`` makes the
+    hint as foreign to the target as at sampling (needs 2+ references; with one, ``own``).
     """
     if source == "own" or references < 2:
         return rows
@@ -452,11 +471,16 @@ def _hint_rows(rows: torch.Tensor, references: int, source: str, gen: torch.Gene
 
 
 def _parameter_groups(trainable: dict[str, nn.Parameter], settings: TrainSettings) -> list[dict]:
-    """One AdamW group for the copy, one for the zero layers, hint ZeroConv and encoder (``injection_lr``)."""
+    """AdamW groups: the copy (``lr``), the zero layers (``injection_lr``), the hint path (``lr * hint_lr_scale``)."""
+    hint = [p for n, p in trainable.items() if n.startswith(HINT_PATH)]
     copy = [p for n, p in trainable.items() if n.startswith("copy.")]
-    rest = [p for n, p in trainable.items() if not n.startswith("copy.")]
-    groups = [{"params": rest, "lr": settings.injection_lr or settings.lr}]
-    return groups + ([{"params": copy, "lr": settings.lr}] if copy else [])
+    rest = [p for n, p in trainable.items() if not n.startswith(("copy.", *HINT_PATH))]
+    groups = [
+        (rest, settings.injection_lr or settings.lr),
+        (hint, settings.lr * settings.hint_lr_scale),
+        (copy, settings.lr),
+    ]
+    return [{"params": params, "lr": lr} for params, lr in groups if params]
 
 
 def reference_attention(

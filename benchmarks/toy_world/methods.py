@@ -21,7 +21,7 @@ class ZeroHint(nn.Module):
         super().__init__()
         self.config = dict(config)
 
-    def forward(self, tokens: torch.Tensor, mask_grid: torch.Tensor, latent: torch.Tensor) -> torch.Tensor:
+    def forward(self, tokens: torch.Tensor, mask_grid: torch.Tensor, latent: torch.Tensor, latent_mask=None):
         return torch.zeros_like(latent)
 
 
@@ -36,14 +36,16 @@ def train_p3s_model(
     settings: TrainSettings,
     zero_hint: bool = False,
     injection_rank: int = INJECTION_RANK,
+    hint_region: str = "subject",
 ) -> tuple[P3SModel, list[float]]:
     """A fresh P3S model of ``unet`` (of ``settings.scope``, else full) fine-tuned on ``data``.
 
     Returns the model and its L_LDM per step.
     """
     scope = settings.scope or "full"
+    encoder = {**ENCODER_CONFIG, "hint_region": hint_region}
     p3s = P3SModel.from_base(
-        unet, ENCODER_CONFIG, scope=scope, lora_rank=LORA_RANK, lora_alpha=LORA_RANK, injection_rank=injection_rank
+        unet, encoder, scope=scope, lora_rank=LORA_RANK, lora_alpha=LORA_RANK, injection_rank=injection_rank
     )
     if zero_hint:
         p3s.encoder = ZeroHint(p3s.encoder.config)

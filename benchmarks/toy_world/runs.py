@@ -33,6 +33,7 @@ class Run:
     sample_hint: str = "references"  # references | zero | other_subject
     reuse: str | None = None  # reuse the trained model of another run (sampling-time ablations)
     injection_rank: int = INJECTION_RANK  # 0 = the paper's full C x C injection layers
+    hint_region: str = "subject"  # the encoder's: subject (the pack's new models) | image
 
 
 def all_runs(quick: bool) -> list[Run]:
@@ -49,21 +50,13 @@ def all_runs(quick: bool) -> list[Run]:
         Run("p3s_full_injection_zeroed", "hint", reuse="p3s_full", sample_hint="zero_injection"),
         Run("p3s_full_sample_zero_hint", "hint", reuse="p3s_full", sample_hint="zero"),
         Run("p3s_full_sample_other_subject", "hint", reuse="p3s_full", sample_hint="other_subject"),
-        Run("p3s_injection_lr1e-2", "hint", settings={"injection_lr": 1e-2}),
-        Run("p3s_injection_lr1e-2_sample_zero_hint", "hint", reuse="p3s_injection_lr1e-2", sample_hint="zero"),
-        Run(
-            "p3s_injection_lr1e-2_sample_other_subject",
-            "hint",
-            reuse="p3s_injection_lr1e-2",
-            sample_hint="other_subject",
-        ),
-        Run("p3s_injection_lr1e-2_hint_own", "hint", settings={"injection_lr": 1e-2, "hint_source": "own"}),
-        Run(
-            "p3s_injection_lr1e-2_hint_own_sample_zero_hint",
-            "hint",
-            reuse="p3s_injection_lr1e-2_hint_own",
-            sample_hint="zero",
-        ),
+        Run("p3s_hint_lr_scale1", "hint", settings={"hint_lr_scale": 1.0}),
+        Run("p3s_hint_lr_scale1_sample_zero_hint", "hint", reuse="p3s_hint_lr_scale1", sample_hint="zero"),
+        Run("p3s_hint_other", "hint", settings={"hint_source": "other"}),
+        Run("p3s_hint_other_sample_zero_hint", "hint", reuse="p3s_hint_other", sample_hint="zero"),
+        Run("p3s_hint_image", "hint", hint_region="image"),
+        Run("p3s_hint_image_sample_zero_hint", "hint", reuse="p3s_hint_image", sample_hint="zero"),
+        Run("p3s_hint_image_sample_other_subject", "hint", reuse="p3s_hint_image", sample_hint="other_subject"),
         Run("p3s_quadratic_up", "schedule", reuse="p3s_full", schedule=WeightSchedule("quadratic_up", 0.0, 1.0)),
         Run("p3s_quadratic_down", "schedule", reuse="p3s_full", schedule=WeightSchedule("quadratic_down", 1.0, 0.0)),
         Run("p3s_gamma0", "lac", settings={"gamma": 0.0}),
@@ -103,7 +96,7 @@ def execute(
             if run.reuse:
                 p3s, data = trained[run.reuse]
             else:
-                p3s, _ = train_p3s_model(unet, data, settings, run.zero_hint, run.injection_rank)
+                p3s, _ = train_p3s_model(unet, data, settings, run.zero_hint, run.injection_rank, run.hint_region)
                 train_seconds = time.perf_counter() - start
                 trained[run.name] = (p3s, data)
             gen = Generator(unet, _sampling_p3s(p3s, run), _sample_hint(p3s, data, run, encoder), run.schedule)
@@ -153,6 +146,6 @@ def _sample_hint(p3s, data, run: Run, encoder) -> torch.Tensor:
         lat = world.latents(scenes)
         masks = torch.stack([world.object_mask(s) for s in scenes])
         with torch.no_grad():
-            return p3s.encoder(clip_standin_tokens(lat), masks, lat)
+            return p3s.encoder(clip_standin_tokens(lat), masks, lat, masks)
     with torch.no_grad():
-        return p3s.encoder(data.tokens, data.mask_grids, data.latents)
+        return p3s.encoder(data.tokens, data.mask_grids, data.latents, data.latent_masks)

@@ -25,7 +25,7 @@ REFERENCE_BACKGROUNDS = ("black", "gray", "purple", "gray")
 PROMPT = "a photo of sks"
 EDIT_PROMPT = "a photo of sks on a green background"
 TOKEN_DIM = 16
-ENCODER_CONFIG = {"token_dim": TOKEN_DIM, "inner_dim": 16, "heads": 2}
+ENCODER_CONFIG = {"token_dim": TOKEN_DIM, "inner_dim": 16, "heads": 2, "hint_region": "subject"}
 
 
 def reference_scenes(seed: int, with_distractor: bool) -> list[world.Scene]:
@@ -63,7 +63,7 @@ def training_data(scenes: list[world.Scene], encoder: WordEncoder, remove_distra
     lat = world.latents(shown)
     masks = torch.stack([world.object_mask(s, 0) for s in scenes])
     context = encoder.encode([PROMPT] * len(scenes))
-    return TrainingData(lat, clip_standin_tokens(lat), masks, context, encoder.encode([""]))
+    return TrainingData(lat, clip_standin_tokens(lat), masks, context, encoder.encode([""]), masks)
 
 
 def test_scenes(thing: world.Thing, seed: int, count: int = 8) -> list[world.Scene]:

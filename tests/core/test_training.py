@@ -66,7 +66,7 @@ def test_training_lowers_the_loss_and_keeps_the_frozen_unet(base, sigmas):
     start = {k: v.clone() for k, v in p3s.state_dict().items()}
     data = training_data(latents=pattern_latents(2))
     before = training.evaluate_loss(p3s, unet, sigmas, data)
-    settings = training.TrainSettings(epochs=30, lr=1e-2, seed=1)
+    settings = training.TrainSettings(epochs=30, lr=1e-2, seed=1, hint_lr_scale=1.0)
     history = training.train_p3s(p3s, unet, sigmas, data, settings)
     after = training.evaluate_loss(p3s, unet, sigmas, data)
 

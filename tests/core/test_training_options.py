@@ -43,9 +43,9 @@ def test_the_training_hint_comes_from_another_reference_unless_own(base, sigmas,
     targets: list[torch.Tensor] = []
     encoder_forward = p3s.encoder.forward
 
-    def spy_encoder(tokens, mask_grid, latent):
+    def spy_encoder(tokens, mask_grid, latent, latent_mask=None):
         seen_latents.append(latent.detach().clone())
-        return encoder_forward(tokens, mask_grid, latent)
+        return encoder_forward(tokens, mask_grid, latent, latent_mask)
 
     original = training.step_losses
 
@@ -65,23 +65,31 @@ def test_the_training_hint_comes_from_another_reference_unless_own(base, sigmas,
         assert torch.equal(hinted, target) == (source == "own")
 
 
-def test_injection_lr_trains_the_zero_layers_apart_from_the_copy(base, sigmas):
-    unet = base.model.diffusion_model
-    moved = {}
-    for injection_lr in (None, 1e-2):
-        p3s = new_p3s(base)
-        before = {k: v.clone() for k, v in p3s.state_dict().items()}
-        settings = training.TrainSettings(epochs=1, lr=1e-6, injection_lr=injection_lr, dropout=0.0)
-        training.train_p3s(p3s, unet, sigmas, data(), settings)
-        after = p3s.state_dict()
-        moved[injection_lr] = {
-            part: max(float((after[k] - before[k]).abs().max()) for k in before if k.startswith(part))
-            for part in ("injection.", "copy.", "encoder.")
-        }
-    assert moved[None]["injection."] < 1e-4
-    assert moved[1e-2]["injection."] > 1e-3
-    assert moved[1e-2]["encoder."] > 1e-3
-    assert moved[1e-2]["copy."] < 1e-4  # the copy keeps its own (tiny) lr
+def moved_by(base, sigmas, **settings) -> dict[str, float]:
+    """Largest change of any tensor of each part after one epoch at lr 1e-6 and ``settings``."""
+    p3s = new_p3s(base)
+    before = {k: v.clone() for k, v in p3s.state_dict().items()}
+    options = {"epochs": 1, "lr": 1e-6, "dropout": 0.0, "hint_lr_scale": 1.0, **settings}
+    training.train_p3s(p3s, base.model.diffusion_model, sigmas, data(), training.TrainSettings(**options))
+    after = p3s.state_dict()
+    return {
+        part: max(float((after[k] - before[k]).abs().max()) for k in before if k.startswith(part))
+        for part in ("injection.", "copy.", "encoder.", "hint_conv.")
+    }
+
+
+def test_injection_lr_trains_the_zero_layers_apart_from_the_copy_and_the_hint_path(base, sigmas):
+    plain, fast = moved_by(base, sigmas), moved_by(base, sigmas, injection_lr=1e-2)
+    assert plain["injection."] < 1e-4
+    assert fast["injection."] > 1e-3
+    assert fast["copy."] < 1e-4 and fast["encoder."] < 1e-4  # the copy and the hint path keep the tiny lr
+
+
+def test_the_hint_path_learns_at_lr_times_hint_lr_scale(base, sigmas):
+    plain, scaled = moved_by(base, sigmas), moved_by(base, sigmas, hint_lr_scale=1e4)
+    assert plain["encoder."] < 1e-4 and plain["hint_conv."] < 1e-4
+    assert scaled["hint_conv."] > 1e-3 and scaled["encoder."] > 10 * max(plain["encoder."], 1e-6)
+    assert scaled["copy."] < 1e-4 and scaled["injection."] < 1e-4
 
 
 def test_lac_over_all_layers_is_the_mean_over_the_16_cross_attentions(base, sigmas):
@@ -115,3 +123,5 @@ def test_bad_training_options_are_refused():
         training.TrainSettings(lac_layers="first")
     with pytest.raises(errors.P3SInputError, match="injection_lr"):
         training.TrainSettings(injection_lr=0.0)
+    with pytest.raises(errors.P3SInputError, match="hint_lr_scale"):
+        training.TrainSettings(hint_lr_scale=0.0)

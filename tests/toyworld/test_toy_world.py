@@ -40,7 +40,7 @@ def world():
         data = training_data(reference_scenes(seed=3, with_distractor=False), encoder, remove_distractor=False)
         p3s, _ = train_p3s_model(unet, data, runs.DEFAULT_TRAIN)
         with torch.no_grad():
-            hint = p3s.encoder(data.tokens, data.mask_grids, data.latents)
+            hint = p3s.encoder(data.tokens, data.mask_grids, data.latents, data.latent_masks)
         plain, _ = score(Generator(unet), evaluator, encoder, SAMPLES)
         yield {"unet": unet, "evaluator": evaluator, "encoder": encoder, "p3s": p3s, "hint": hint, "plain": plain}
 
