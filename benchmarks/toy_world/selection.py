@@ -1,7 +1,8 @@
 """The references through the pack's selection path: P3S Points -> RNGR Mask -> P3S Inpaint.
 
-Each reference scene is rendered at 224x224 (CLIP's input size), one positive point is put at
-the subject's centre and one negative point at the look-alike's, and the pack's own node
+[our addition, the benchmark's set-up] Each reference scene is rendered at 224x224 (CLIP's
+input size), one positive point is put at the subject's centre and one negative point at the
+look-alike's (what a user would click), and the pack's own node
 classes run in-process (``execute`` of ``P3SPoints``, ``P3SRngrMask`` and ``P3SInpaint``, at
 their default settings): the RNGR node encodes the letterboxed images with
 :class:`ClipVisionStandin` and calls ``p3s_core.rngr_mask.rngr_masks``; P3S Inpaint
@@ -103,7 +104,7 @@ class ClipVisionStandin:
     """[our addition] A CLIP ViT/14 stand-in for ``P3S RNGR Mask``: CLS + 16x16 patch tokens.
 
     Deterministic: each token is a fixed random orthonormal projection (seeded) of the patch's
-    colour statistics (:func:`patch_features`); every layer is the same, no position code.
+    mean colour histogram (:func:`patch_features`); every layer gives the same, no position code.
     """
 
     image_size = RENDER_SIZE
