@@ -2,13 +2,13 @@
 
 [our addition, the benchmark's set-up] Each reference scene is rendered at 224x224 (CLIP's
 input size), one positive point is put at the subject's centre and one negative point at the
-look-alike's (what a user would click), and the pack's own node
-classes run in-process (``execute`` of ``P3SPoints``, ``P3SRngrMask`` and ``P3SInpaint``, at
-their default settings): the RNGR node encodes the letterboxed images with
-:class:`ClipVisionStandin` and calls ``p3s_core.rngr_mask.rngr_masks``; P3S Inpaint
-(``telea``) erases the negative mask. The cleaned image is area-averaged to the world's 8x8
-latent (:func:`image_to_latent`, as ``world.latents`` renders) and the subject mask to the 8x8
-patch grid with ``p3s_core.subject_encoder.mask_to_patch_grid`` (what P3S Apply does).
+look-alike's (what a user would click). The pack's own node classes then run in-process
+(``execute`` of ``P3SPoints``, ``P3SRngrMask`` and ``P3SInpaint``, at their default settings):
+the RNGR node encodes the letterboxed images with :class:`ClipVisionStandin` and calls
+``p3s_core.rngr_mask.rngr_masks``; P3S Inpaint (``telea``) erases the negative mask. The
+cleaned image is area-averaged to the world's 8x8 latent (:func:`image_to_latent`, as
+``world.latents`` renders) and the subject mask to the 8x8 patch grid with
+``p3s_core.subject_encoder.mask_to_patch_grid`` (what P3S Apply does).
 
 ``python -m benchmarks.toy_world.selection [--json]`` prints :func:`selection_report`.
 """
