@@ -4,7 +4,8 @@ Stages, each timed: the base (pretrained once and cached, see ``base.py``), the 
 caption check of the base, then every run (train, sample, score). Writes ``table.md`` and
 ``samples.png`` under ``--out`` (default: ``<cache>/results[-quick]``, or ``results-subset``
 with ``--runs``); ``--json`` prints everything as one JSON object on stdout. ``--runs`` trains
-and scores only the named runs (plus any run whose trained model one of them reuses).
+and scores only the named runs, in the order given (plus any run whose trained model one of
+them reuses, before it).
 """
 
 from __future__ import annotations

@@ -81,17 +81,18 @@ def all_runs(quick: bool) -> list[Run]:
 
 
 def select_runs(runs: list[Run], names: list[str]) -> list[Run]:
-    """The runs called ``names`` (in table order), with the runs whose trained model they reuse."""
+    """The runs called ``names``, in that order, each after the run whose trained model it reuses."""
     known = {run.name: run for run in runs}
     unknown = [name for name in names if name not in known]
     if unknown:
         raise ValueError(f"Unknown run(s) {', '.join(unknown)}; the runs are: {', '.join(known)}.")
-    wanted = set(names)
+    chosen: list[Run] = []
     for name in names:
-        while known[name].reuse:
-            name = known[name].reuse
-            wanted.add(name)
-    return [run for run in runs if run.name in wanted]
+        chain = [known[name]]
+        while chain[-1].reuse:
+            chain.append(known[chain[-1].reuse])
+        chosen += [run for run in reversed(chain) if run not in chosen]
+    return chosen
 
 
 def execute(
