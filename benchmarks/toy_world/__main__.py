@@ -1,9 +1,11 @@
-"""``python -m benchmarks.toy_world [--quick] [--json] [--out DIR]``: the whole toy-world table.
+"""``python -m benchmarks.toy_world [--quick] [--json] [--out DIR] [--runs A,B]``: the toy-world table.
 
 Stages, each timed: the base (pretrained once and cached, see ``base.py``), the evaluator, the
 caption check of the base, then every run (train, sample, score). Writes ``table.md`` and
-``samples.png`` under ``--out`` (default: ``<cache>/results[-quick]``); ``--json`` prints
-everything as one JSON object on stdout.
+``samples.png`` under ``--out`` (default: ``<cache>/results[-quick]``, or ``results-subset``
+with ``--runs``); ``--json`` prints everything as one JSON object on stdout. ``--runs`` trains
+and scores only the named runs, in the order given (plus any run whose trained model one of
+them reuses, before it).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ def _main(argv: list[str] | None) -> dict:
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     parser.add_argument("--out", type=Path, default=None, help="folder for table.md and samples.png")
     parser.add_argument("--samples", type=int, default=None, help="samples per prompt (default 32, quick 16)")
+    parser.add_argument("--runs", default=None, help="comma-separated run names: only these (default: all)")
     args = parser.parse_args(argv)
 
     from . import base, runs
@@ -36,6 +39,13 @@ def _main(argv: list[str] | None) -> dict:
     from .metrics import caption_check
     from .report import markdown_table, sample_grid
     from .text import WordEncoder
+
+    selected = runs.all_runs(args.quick)
+    if args.runs:
+        try:
+            selected = runs.select_runs(selected, [name.strip() for name in args.runs.split(",") if name.strip()])
+        except ValueError as error:
+            parser.error(str(error))
 
     def log(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
@@ -58,10 +68,11 @@ def _main(argv: list[str] | None) -> dict:
 
     start = time.perf_counter()
     samples = args.samples or (16 if args.quick else 32)
-    rows, grids = runs.execute(runs.all_runs(args.quick), unet, evaluator, encoder, samples, None, log)
+    rows, grids = runs.execute(selected, unet, evaluator, encoder, samples, None, log)
     stages["runs"] = time.perf_counter() - start
 
-    out = args.out or base.cache_dir() / ("results-quick" if args.quick else "results")
+    suffix = "-subset" if args.runs else "-quick" if args.quick else ""
+    out = args.out or base.cache_dir() / f"results{suffix}"
     out.mkdir(parents=True, exist_ok=True)
     table = markdown_table(rows)
     (out / "table.md").write_text(table)

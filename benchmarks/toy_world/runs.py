@@ -28,7 +28,7 @@ class Run:
     method: str = "p3s"  # p3s | dreambooth | base
     settings: dict = field(default_factory=dict)
     zero_hint: bool = False
-    references: str = "clean"  # clean | distractor_in | distractor_removed
+    references: str = "clean"  # clean | distractor_in | distractor_removed | distractor_points
     schedule: WeightSchedule | None = None
     sample_hint: str = "references"  # references | zero | other_subject
     reuse: str | None = None  # reuse the trained model of another run (sampling-time ablations)
@@ -62,7 +62,9 @@ def all_runs(quick: bool) -> list[Run]:
         Run("p3s_gamma0", "lac", settings={"gamma": 0.0}),
         Run("p3s_distractor_in", "selectivity", references="distractor_in"),
         Run("p3s_distractor_removed", "selectivity", references="distractor_removed"),
+        Run("p3s_distractor_points", "selectivity", references="distractor_points"),
         Run("dreambooth_distractor_in", "selectivity", method="dreambooth", references="distractor_in"),
+        Run("dreambooth_distractor_points", "selectivity", method="dreambooth", references="distractor_points"),
         Run("p3s_lac_all_layers", "lac", settings={"lac_layers": "all"}),
         Run("p3s_injection", "scope", settings={"scope": "injection"}),
         Run("p3s_attention", "scope", settings={"scope": "attention"}),
@@ -73,6 +75,21 @@ def all_runs(quick: bool) -> list[Run]:
         Run("p3s_lr1e-5", "lr", settings={"lr": 1e-5}),
         Run("p3s_train_zero_hint", "hint", zero_hint=True),
     ]
+
+
+def select_runs(runs: list[Run], names: list[str]) -> list[Run]:
+    """The runs called ``names``, in that order, each after the run whose trained model it reuses."""
+    known = {run.name: run for run in runs}
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        raise ValueError(f"Unknown run(s) {', '.join(unknown)}; the runs are: {', '.join(known)}.")
+    chosen: list[Run] = []
+    for name in names:
+        chain = [known[name]]
+        while chain[-1].reuse:
+            chain.append(known[chain[-1].reuse])
+        chosen += [run for run in reversed(chain) if run not in chosen]
+    return chosen
 
 
 def execute(
@@ -121,7 +138,9 @@ def execute(
 
 def _data(kind: str, encoder):
     scenes = reference_scenes(seed=3, with_distractor=kind != "clean")
-    return training_data(scenes, encoder, remove_distractor=kind == "distractor_removed")
+    return training_data(
+        scenes, encoder, remove_distractor=kind == "distractor_removed", points=kind == "distractor_points"
+    )
 
 
 def _sampling_p3s(p3s, run: Run):

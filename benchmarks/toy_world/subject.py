@@ -3,9 +3,9 @@
 The subject is a yellow striped diamond: a shape the base never saw. The look-alike
 (distractor) is the same striped diamond in blue. References are captioned "a photo of sks";
 the stand-in for CLIP patch tokens is a fixed random projection of each latent pixel plus a
-fixed per-position vector (64 tokens on the 8x8 grid, no CLS), and the subject mask is the
-renderer's exact coverage of the subject: what P3S Points -> RNGR Mask should give
-[our addition: the RNGR path with the CLIP stand-in is not wired into this benchmark].
+fixed per-position vector (64 tokens on the 8x8 grid, no CLS). The subject mask is either the
+renderer's exact coverage of the subject, or (``points=True``) what the pack's P3S Points ->
+RNGR Mask -> P3S Inpaint path gives from one positive and one negative point (``selection.py``).
 """
 
 from __future__ import annotations
@@ -57,11 +57,21 @@ def clip_standin_tokens(latents: torch.Tensor, seed: int = 11) -> torch.Tensor:
     return pixels @ proj + pos
 
 
-def training_data(scenes: list[world.Scene], encoder: WordEncoder, remove_distractor: bool) -> TrainingData:
-    """P3S's training inputs for ``scenes``; the look-alike inpainted away when ``remove_distractor``."""
-    shown = [without_distractor(s) if remove_distractor else s for s in scenes]
-    lat = world.latents(shown)
-    masks = torch.stack([world.object_mask(s, 0) for s in scenes])
+def training_data(
+    scenes: list[world.Scene], encoder: WordEncoder, remove_distractor: bool, points: bool = False
+) -> TrainingData:
+    """P3S's training inputs for ``scenes``.
+
+    ``remove_distractor``: the look-alike ideally inpainted away, exact subject masks. ``points``:
+    latents and masks from the selection path (``selection.selected_references``) instead.
+    """
+    if points:
+        from .selection import selected_references
+
+        lat, masks = selected_references(scenes)
+    else:
+        lat = world.latents([without_distractor(s) if remove_distractor else s for s in scenes])
+        masks = torch.stack([world.object_mask(s, 0) for s in scenes])
     context = encoder.encode([PROMPT] * len(scenes))
     return TrainingData(lat, clip_standin_tokens(lat), masks, context, encoder.encode([""]), masks)
 
