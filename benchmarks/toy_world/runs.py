@@ -71,8 +71,9 @@ def all_runs(quick: bool) -> list[Run]:
         Run("p3s_lora", "scope", settings={"scope": "lora"}),
         Run("p3s_full_injection_rank0", "rank", injection_rank=0),
         Run("p3s_injection_rank0", "rank", settings={"scope": "injection"}, injection_rank=0),
-        Run("p3s_lr1e-3", "lr", settings={"lr": 1e-3}),
-        Run("p3s_lr1e-5", "lr", settings={"lr": 1e-5}),
+        # The hint path stays at its default 1e-2 (lr x hint_lr_scale) while the copy's lr changes.
+        Run("p3s_lr1e-3", "lr", settings={"lr": 1e-3, "hint_lr_scale": 10.0}),
+        Run("p3s_lr1e-5", "lr", settings={"lr": 1e-5, "hint_lr_scale": 1000.0}),
         Run("p3s_train_zero_hint", "hint", zero_hint=True),
     ]
 
