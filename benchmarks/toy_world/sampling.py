@@ -69,6 +69,8 @@ def _model_call(unet, p3s, hint, schedule) -> Callable:
     def executor(x, t, context, y, control, options, **kwargs):
         return unet(x, t, context=context, transformer_options=options)
 
+    executor.class_obj = unet  # as ComfyUI's executor: the U-Net whose modules the copy shares
+
     def injected(x, t, context, options):
         return wrapper(executor, x, t, context, None, None, {**options, "patches": patches})
 
