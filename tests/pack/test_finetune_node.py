@@ -262,3 +262,19 @@ def test_auto_picks_the_richest_scope_that_fits_the_free_memory(p3s_folder, monk
     assert shown[0].startswith("P3S Fine-tune: scope auto -> lora (free ")
     info = loaded(p3s_folder / "auto.safetensors").info
     assert (info.scope, info.training["scope"], info.training["scope_requested"]) == ("lora", "lora", "auto")
+
+
+def test_new_models_hint_the_subject_only_and_train_the_hint_path_faster(p3s_folder):
+    p3s = run("hinted.safetensors", epochs=1).result[0]
+    info = pack_core(node).model_file.load_p3s_model(p3s_folder / "hinted.safetensors")[1]
+    assert p3s.encoder.config["hint_region"] == info.config["encoder"]["hint_region"] == "subject"
+    assert (info.training["hint_source"], info.training["hint_lr_scale"]) == ("own", 100.0)
+    patching = import_pack_module("nodes.p3s_patching")
+    images, mask = references()
+    with torch.inference_mode():
+        model = tiny_sd15_patcher(seed=0)
+        untrained = patching.new_p3s_model(model, {**p3s.encoder.config})
+        hint = patching.encode_hint(untrained, images, mask, StandinVae(), StandinClipVision(), model)
+        _, _, latent, latent_mask = patching.reference_features(images, mask, StandinVae(), StandinClipVision(), model)
+    assert latent_mask.shape == (1, *latent.shape[-2:]) and 0 < float(latent_mask.mean()) < 1
+    assert torch.allclose(hint, latent * latent_mask.unsqueeze(1)), "untrained: the subject's latent, zero elsewhere"
