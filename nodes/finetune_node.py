@@ -402,19 +402,14 @@ def scope_needs(
     }
 
 
-def _pick_scope(
-    scope: str,
-    model,
-    data: TrainingData,
-    settings: TrainSettings,
-    encoder: dict,
-    lora_rank: int,
-    injection_rank: int = DEFAULT_INJECTION_RANK,
-) -> tuple[str, str]:
-    """The scope to build, and a line saying why (``auto``: the richest that fits the free memory)."""
+def _pick_scope(scope: str, model, *needs_args) -> tuple[str, str]:
+    """The scope to build, and a line saying why (``auto``: the richest that fits the free memory).
+
+    ``needs_args``: the rest of :func:`scope_needs`' arguments after ``model``.
+    """
     if scope != "auto":
         return scope, f"scope {scope}"
-    needs = scope_needs(model, data, settings, encoder, lora_rank, injection_rank)
+    needs = scope_needs(model, *needs_args)
     free = int(comfy.model_management.get_free_memory(model.load_device))
     chosen = choose_scope(free, needs)
     fits = "fits" if needs[chosen] <= free else "does not fit either; the lightest"
