@@ -19,7 +19,8 @@ from ..p3s_core.injection_layers import DEFAULT_INJECTION_RANK, check_injection_
 from ..p3s_core.loss_plot import plot_losses
 from ..p3s_core.model_file import P3SModelFile, next_free_path, resolve_model_path, save_p3s_model
 from ..p3s_core.p3s_model import P3SModel
-from ..p3s_core.scope_memory import choose_scope, own_parameter_counts, p3s_layer_parameters, training_bytes
+from ..p3s_core.scope_memory import auto_scope, p3s_layer_parameters
+from ..p3s_core.scope_memory import scope_needs as memory_of_scopes
 from ..p3s_core.shared_copy import DEFAULT_LORA_ALPHA, DEFAULT_LORA_RANK, SCOPES
 from ..p3s_core.subject_encoder import DEFAULT_ENCODER_CONFIG
 from ..p3s_core.training import (
@@ -392,14 +393,16 @@ def scope_needs(
 ) -> dict[str, int]:
     """Estimated training memory (bytes) of each scope on ``model``'s device (``p3s_core.scope_memory``)."""
     unet = model.model.diffusion_model
-    layers = p3s_layer_parameters(unet, encoder, injection_rank)
-    to_load = max(int(model.model_size()) - int(model.loaded_size()), 0)
-    half = settings.precision != "fp32" and getattr(model.load_device, "type", "") == "cuda"
-    pixels = int(data.latents.shape[-1] * data.latents.shape[-2])
-    return {
-        name: training_bytes(count, pixels, settings.batch_size, half, settings.gradient_checkpointing, to_load)
-        for name, count in own_parameter_counts(unet, layers, lora_rank).items()
-    }
+    return memory_of_scopes(
+        unet,
+        p3s_layer_parameters(unet, encoder, injection_rank),
+        lora_rank,
+        int(data.latents.shape[-1] * data.latents.shape[-2]),
+        settings.batch_size,
+        settings.precision != "fp32" and getattr(model.load_device, "type", "") == "cuda",
+        settings.gradient_checkpointing,
+        max(int(model.model_size()) - int(model.loaded_size()), 0),
+    )
 
 
 def _pick_scope(scope: str, model, *needs_args) -> tuple[str, str]:
@@ -409,15 +412,8 @@ def _pick_scope(scope: str, model, *needs_args) -> tuple[str, str]:
     """
     if scope != "auto":
         return scope, f"scope {scope}"
-    needs = scope_needs(model, *needs_args)
     free = int(comfy.model_management.get_free_memory(model.load_device))
-    chosen = choose_scope(free, needs)
-    fits = "fits" if needs[chosen] <= free else "does not fit either; the lightest"
-    line = (
-        f"scope auto -> {chosen} (free {free / 2**30:.2f} GB on {model.load_device}, {chosen} needs about "
-        f"{needs[chosen] / 2**30:.2f} GB: {fits})"
-    )
-    return chosen, line
+    return auto_scope(free, scope_needs(model, *needs_args), model.load_device)
 
 
 def _word_groups(clip, prompt: str, word: str) -> tuple[TokenGroup, ...] | None:

@@ -83,3 +83,31 @@ def choose_scope(free_bytes: int, needs: Mapping[str, int]) -> str:
         if needs[scope] <= free_bytes:
             return scope
     return SCOPES[-1]
+
+
+def scope_needs(
+    unet: nn.Module,
+    layer_parameters: int,
+    lora_rank: int,
+    latent_pixels: int,
+    batch_size: int,
+    half_precision: bool,
+    checkpointing: bool,
+    base_bytes_to_load: int = 0,
+) -> dict[str, int]:
+    """:func:`training_bytes` of every scope over ``unet`` (``layer_parameters``: :func:`p3s_layer_parameters`)."""
+    return {
+        name: training_bytes(count, latent_pixels, batch_size, half_precision, checkpointing, base_bytes_to_load)
+        for name, count in own_parameter_counts(unet, layer_parameters, lora_rank).items()
+    }
+
+
+def auto_scope(free_bytes: int, needs: Mapping[str, int], device: object) -> tuple[str, str]:
+    """``auto``'s pick for ``free_bytes`` on ``device``, and the line that says why."""
+    chosen = choose_scope(free_bytes, needs)
+    fits = "fits" if needs[chosen] <= free_bytes else "does not fit either; the lightest"
+    line = (
+        f"scope auto -> {chosen} (free {free_bytes / 2**30:.2f} GB on {device}, {chosen} needs about "
+        f"{needs[chosen] / 2**30:.2f} GB: {fits})"
+    )
+    return chosen, line
