@@ -98,3 +98,28 @@ def test_a_file_without_a_rank_rebuilds_full_layers(base):
 def test_a_bad_rank_is_refused_with_its_value(base, rank, words):
     with pytest.raises(errors.P3SInputError, match=words):
         patching.new_p3s_model(base, ENCODER, "injection", injection_rank=rank)
+
+
+def effective_weight(layer) -> torch.Tensor:
+    """The ``C x C`` matrix a layer applies (without its bias)."""
+    eye = torch.eye(layer.up.weight.shape[0] if hasattr(layer, "up") else layer.weight.shape[1])
+    bias = layer.up.bias if hasattr(layer, "up") else layer.bias
+    return (layers.injection_delta(layer, eye) - bias).T
+
+
+@pytest.mark.parametrize("rank", [4, 16])
+def test_an_adamw_step_moves_a_low_rank_layer_about_as_far_as_a_full_one(rank):
+    channels, gen = 128, torch.Generator().manual_seed(0)
+    states, target = torch.randn(64, channels, generator=gen), torch.randn(64, channels, generator=gen)
+    moved = {}
+    for r in (0, rank):
+        torch.manual_seed(1)
+        layer = layers.zero_injection_layer(channels, r)
+        before = effective_weight(layer).detach()
+        optimiser = torch.optim.AdamW(layer.parameters(), lr=1e-3)
+        for _ in range(3):
+            optimiser.zero_grad()
+            torch.nn.functional.mse_loss(layers.injection_delta(layer, states), target).backward()
+            optimiser.step()
+        moved[r] = float((effective_weight(layer).detach() - before).norm())
+    assert 0.25 < moved[rank] / moved[0] < 4.0, moved
