@@ -9,8 +9,9 @@ On the full-size random SD1.5 U-Net (or ``--size tiny``) at a small latent, on t
   copy of the U-Net trained with scope ``injection``;
 - ``file_mb``: the saved file (fp16) of each scope.
 
-Every scope is built with ``--injection-rank`` (default: the pack's); ``injection_rank0`` is
-scope ``injection`` with the paper's full ``C x C`` injection layers, side by side.
+Every scope is built with ``--injection-rank`` (default: the pack's, -1: full layers for scope
+``injection``, rank 64 for the others); ``injection_rank64`` is scope ``injection`` with
+rank-64 layers, side by side.
 
 Memory in use is the C heap's allocated bytes (``mallinfo2``: arena + mmapped blocks), polled
 every millisecond on a thread while the work runs, so it is each run's own peak even in one
@@ -106,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     scopes = import_pack_module("p3s_core.shared_copy").SCOPES
     rank = import_pack_module("p3s_core.injection_layers").DEFAULT_INJECTION_RANK
     rank = rank if args.injection_rank is None else args.injection_rank
-    runs = [(scope, scope, rank) for scope in scopes] + ([("injection_rank0", "injection", 0)] if rank else [])
+    runs = [(scope, scope, rank) for scope in scopes] + [("injection_rank64", "injection", 64)]
     channels, context_dim = SIZES[args.size]
     encoder = {"token_dim": 1024}
     say = (lambda *a: None) if args.json else (lambda *a: print(*a, flush=True))

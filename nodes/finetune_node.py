@@ -395,7 +395,7 @@ def scope_needs(
     unet = model.model.diffusion_model
     return memory_of_scopes(
         unet,
-        p3s_layer_parameters(unet, encoder, injection_rank),
+        {scope: p3s_layer_parameters(unet, encoder, injection_rank, scope) for scope in SCOPES},
         lora_rank,
         int(data.latents.shape[-1] * data.latents.shape[-2]),
         settings.batch_size,

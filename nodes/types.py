@@ -49,10 +49,11 @@ def injection_rank_input() -> io.Int.Input:
     return io.Int.Input(
         "injection_rank",
         default=DEFAULT_INJECTION_RANK,
-        min=0,
+        min=-1,
         max=MAX_INJECTION_RANK,
         optional=True,
-        tooltip="Rank of the 32 zero-initialised injection layers of a new model (our addition): 64 keeps a "
-        "scope-injection file near 8 MB; 0 = full C x C layers as in the paper (about 47 MB more per file). "
-        "A model given to continue_from keeps its own.",
+        tooltip="Rank of the 32 zero-initialised injection layers of a new model (our addition). -1 = auto: "
+        "full C x C layers (the paper's) for scope injection, where they are all the model learns, and rank 64 "
+        "for the other scopes (41 MB less per file). 0 = full layers; 64 makes a scope-injection file 8 MB at "
+        "some cost in identity. A model given to continue_from keeps its own.",
     )

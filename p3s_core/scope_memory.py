@@ -23,7 +23,7 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
-from .injection_layers import injection_parameter_count
+from .injection_layers import injection_parameter_count, resolve_injection_rank
 from .shared_copy import SCOPES, attention_paths, lora_paths
 from .subject_encoder import SubjectEncoder
 from .unet_layout import ATTENTIONS, check_sd15_layout
@@ -33,8 +33,9 @@ BYTES_PER_OWN_PARAMETER = 16  # float32 weight + gradient + AdamW exp_avg + exp_
 MARGIN = 1.15
 
 
-def p3s_layer_parameters(unet: nn.Module, encoder_config: Mapping, injection_rank: int) -> int:
-    """Parameters every scope trains over ``unet``: the encoder, hint ZeroConv and injection layers."""
+def p3s_layer_parameters(unet: nn.Module, encoder_config: Mapping, injection_rank: int, scope: str) -> int:
+    """Parameters a model of ``scope`` trains beside its copy: the encoder, hint ZeroConv, injection layers."""
+    injection_rank = resolve_injection_rank(injection_rank, scope)
     with torch.device("meta"):
         encoder = sum(p.numel() for p in SubjectEncoder.from_config(dict(encoder_config)).parameters())
     latent, inputs = int(encoder_config.get("latent_channels", 4)), int(unet.in_channels)
@@ -47,8 +48,8 @@ def p3s_layer_parameters(unet: nn.Module, encoder_config: Mapping, injection_ran
     )
 
 
-def own_parameter_counts(unet: nn.Module, p3s_layers: int, lora_rank: int) -> dict[str, int]:
-    """Parameters a P3S model of each scope owns over ``unet`` (``p3s_layers``: injection + encoder)."""
+def own_parameter_counts(unet: nn.Module, p3s_layers: Mapping[str, int], lora_rank: int) -> dict[str, int]:
+    """Parameters a P3S model of each scope owns over ``unet`` (``p3s_layers``: per scope, injection + encoder)."""
     full = sum(p.numel() for p in unet.parameters())
     attention = sum(p.numel() for path in attention_paths(unet) for p in unet.get_submodule(path).parameters())
     lora = 0
@@ -60,7 +61,7 @@ def own_parameter_counts(unet: nn.Module, p3s_layers: int, lora_rank: int) -> di
             kernel = layer.kernel_size[0] * layer.kernel_size[1]
             lora += lora_rank * (layer.in_channels * kernel + layer.out_channels)
     copy = {"full": full, "attention": attention, "lora": lora, "injection": 0}
-    return {scope: copy[scope] + p3s_layers for scope in SCOPES}
+    return {scope: copy[scope] + p3s_layers[scope] for scope in SCOPES}
 
 
 def training_bytes(
@@ -87,7 +88,7 @@ def choose_scope(free_bytes: int, needs: Mapping[str, int]) -> str:
 
 def scope_needs(
     unet: nn.Module,
-    layer_parameters: int,
+    layer_parameters: Mapping[str, int],
     lora_rank: int,
     latent_pixels: int,
     batch_size: int,
@@ -95,7 +96,8 @@ def scope_needs(
     checkpointing: bool,
     base_bytes_to_load: int = 0,
 ) -> dict[str, int]:
-    """:func:`training_bytes` of every scope over ``unet`` (``layer_parameters``: :func:`p3s_layer_parameters`)."""
+    """:func:`training_bytes` of every scope over ``unet`` (``layer_parameters``: per scope,
+    :func:`p3s_layer_parameters`)."""
     return {
         name: training_bytes(count, latent_pixels, batch_size, half_precision, checkpointing, base_bytes_to_load)
         for name, count in own_parameter_counts(unet, layer_parameters, lora_rank).items()

@@ -32,7 +32,7 @@ class Run:
     schedule: WeightSchedule | None = None
     sample_hint: str = "references"  # references | zero | other_subject
     reuse: str | None = None  # reuse the trained model of another run (sampling-time ablations)
-    injection_rank: int = INJECTION_RANK  # 0 = the paper's full C x C injection layers
+    injection_rank: int = INJECTION_RANK  # -1 = the pack's auto; 0 = the paper's full C x C layers
     hint_region: str = "subject"  # the encoder's: subject (the pack's new models) | image
 
 
@@ -70,7 +70,7 @@ def all_runs(quick: bool) -> list[Run]:
         Run("p3s_attention", "scope", settings={"scope": "attention"}),
         Run("p3s_lora", "scope", settings={"scope": "lora"}),
         Run("p3s_full_injection_rank0", "rank", injection_rank=0),
-        Run("p3s_injection_rank0", "rank", settings={"scope": "injection"}, injection_rank=0),
+        Run("p3s_injection_rank8", "rank", settings={"scope": "injection"}, injection_rank=8),
         # The hint path stays at its default 1e-2 (lr x hint_lr_scale) while the copy's lr changes.
         Run("p3s_lr1e-3", "lr", settings={"lr": 1e-3, "hint_lr_scale": 10.0}),
         Run("p3s_lr1e-5", "lr", settings={"lr": 1e-5, "hint_lr_scale": 1000.0}),

@@ -39,7 +39,7 @@ def test_layers_and_keys_follow_the_rank_and_the_estimate_counts_them(base, rank
             assert {prefix + "weight", prefix + "bias"} <= keys
     assert p3s.config["injection_rank"] == rank
     unet = base.model.diffusion_model
-    assert scope_memory.p3s_layer_parameters(unet, ENCODER, rank) == own_layer_parameters(p3s)
+    assert scope_memory.p3s_layer_parameters(unet, ENCODER, rank, "injection") == own_layer_parameters(p3s)
 
 
 def test_low_rank_layers_are_smaller_than_full_ones(base):
@@ -94,7 +94,7 @@ def test_a_file_without_a_rank_rebuilds_full_layers(base):
     assert set(loaded.state_dict()) == set(p3s.state_dict())
 
 
-@pytest.mark.parametrize(("rank", "words"), [(-1, "between 0"), (5000, "between 0"), (2.5, "whole number")])
+@pytest.mark.parametrize(("rank", "words"), [(-2, "between -1"), (5000, "between -1"), (2.5, "whole number")])
 def test_a_bad_rank_is_refused_with_its_value(base, rank, words):
     with pytest.raises(errors.P3SInputError, match=words):
         patching.new_p3s_model(base, ENCODER, "injection", injection_rank=rank)
@@ -123,3 +123,11 @@ def test_an_adamw_step_moves_a_low_rank_layer_about_as_far_as_a_full_one(rank):
             optimiser.step()
         moved[r] = float((effective_weight(layer).detach() - before).norm())
     assert 0.25 < moved[rank] / moved[0] < 4.0, moved
+
+
+@pytest.mark.parametrize(("scope", "rank"), [("injection", 0), ("lora", 64), ("attention", 64), ("full", 64)])
+def test_auto_rank_is_full_for_scope_injection_and_low_for_the_others(base, scope, rank):
+    p3s = patching.new_p3s_model(base, ENCODER, scope)  # injection_rank -1 by default
+    assert p3s.injection_rank == rank == p3s.config["injection_rank"]
+    unet = base.model.diffusion_model
+    assert scope_memory.p3s_layer_parameters(unet, ENCODER, -1, scope) == own_layer_parameters(p3s)
