@@ -63,7 +63,7 @@ def resolve_injection_rank(rank: int, scope: str) -> int:
     """The rank a model of ``scope`` gets for ``injection_rank`` (-1: 0 for ``injection``, else 64).
 
     In scope ``injection`` the zero layers (with the encoder) are all the model learns; there
-    low rank cost identity in the toy world (0.75 at the rank that stands for 64, 0.94 full),
+    low rank cost identity in the toy world (0.69 at the rank that stands for 64, 0.93 full),
     while over a trained copy it made no difference (docs/toy_world.md).
     """
     rank = check_injection_rank(rank)
