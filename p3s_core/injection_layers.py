@@ -11,7 +11,7 @@ gradients reach ``up`` from the first step (one zero factor, as in LoRA), and th
 SD1.5 shrink from 24.8 M to 3.2 M parameters at r = 64, which is what makes an ``injection``
 file a few MB. The factor ``sqrt(C / r)`` (rank-stabilised, as rsLoRA scales by
 ``1 / sqrt(r)``) makes an AdamW step change the layer's effective ``C x C`` weight by about as
-much as a step of the full layer: without it a rank-8 layer of width 128 learned about 7x
+much as a step of the full layer: without it a rank-8 layer of width 128 learned about 5x
 slower, and scope ``injection`` lost half its identity in the toy world. A site whose width
 is not above r keeps the full layer (it would be no smaller). ``injection_rank`` -1 (the
 default) is full layers for scope ``injection`` and r = 64 for the others
