@@ -15,6 +15,7 @@ from p3s_core.training import TrainSettings
 from . import world
 from .methods import INJECTION_RANK, dreambooth_like, train_p3s_model
 from .metrics import Generator, score
+from .selection import selected_references
 from .subject import clip_standin_tokens, reference_scenes, training_data
 
 DEFAULT_TRAIN = TrainSettings(epochs=60, lr=1e-4, seed=0)
@@ -139,9 +140,8 @@ def execute(
 
 def _data(kind: str, encoder):
     scenes = reference_scenes(seed=3, with_distractor=kind != "clean")
-    return training_data(
-        scenes, encoder, remove_distractor=kind == "distractor_removed", points=kind == "distractor_points"
-    )
+    selected = selected_references(scenes) if kind == "distractor_points" else None
+    return training_data(scenes, encoder, remove_distractor=kind == "distractor_removed", selected=selected)
 
 
 def _sampling_p3s(p3s, run: Run):

@@ -58,17 +58,18 @@ def clip_standin_tokens(latents: torch.Tensor, seed: int = 11) -> torch.Tensor:
 
 
 def training_data(
-    scenes: list[world.Scene], encoder: WordEncoder, remove_distractor: bool, points: bool = False
+    scenes: list[world.Scene],
+    encoder: WordEncoder,
+    remove_distractor: bool,
+    selected: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> TrainingData:
     """P3S's training inputs for ``scenes``.
 
-    ``remove_distractor``: the look-alike ideally inpainted away, exact subject masks. ``points``:
-    latents and masks from the selection path (``selection.selected_references``) instead.
+    ``remove_distractor``: the look-alike ideally inpainted away, exact subject masks.
+    ``selected``: ``(latents, masks)`` from the selection path instead (``selection.py``).
     """
-    if points:
-        from .selection import selected_references
-
-        lat, masks = selected_references(scenes)
+    if selected is not None:
+        lat, masks = selected
     else:
         lat = world.latents([without_distractor(s) if remove_distractor else s for s in scenes])
         masks = torch.stack([world.object_mask(s, 0) for s in scenes])

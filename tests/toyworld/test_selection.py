@@ -70,7 +70,7 @@ def test_the_checks_reject_the_path_without_its_negative_point_or_inpainting(sce
 
 def test_the_training_data_carries_the_selected_references(scenes, chosen):
     encoder = WordEncoder()
-    data = training_data(scenes, encoder, remove_distractor=False, points=True)
+    data = training_data(scenes, encoder, remove_distractor=False, selected=selection.selected_references(scenes))
     torch.testing.assert_close(data.latents, chosen.latents())
     torch.testing.assert_close(data.mask_grids, chosen.mask_grids())
     assert data.mask_grids.shape == (len(scenes), world.LATENT_SIZE, world.LATENT_SIZE)
