@@ -34,7 +34,7 @@ from ..p3s_core.training import (
     reference_attention,
     train_p3s,
 )
-from ..p3s_core.validation import MAX_PROMPT_CHARS, MAX_WORDS_CHARS, finite, in_range, text_length
+from ..p3s_core.validation import MAX_PROMPT_CHARS, MAX_WORDS_CHARS, finite, text_length
 from .attention_patching import word_groups
 from .model_folder import P3S_FOLDER, register_p3s_folder
 from .p3s_patching import (
@@ -249,7 +249,7 @@ class P3SFineTune(io.ComfyNode):
             None,
             "mean",
             gradient_checkpointing,
-            hint_lr_scale=in_range("hint_lr_scale", hint_lr_scale, 1e-6),
+            hint_lr_scale=hint_lr_scale,
         )
         target = None
         if save_name.strip():
@@ -395,7 +395,7 @@ def scope_needs(
     unet = model.model.diffusion_model
     return memory_of_scopes(
         unet,
-        {scope: p3s_layer_parameters(unet, encoder, injection_rank, scope) for scope in SCOPES},
+        p3s_layer_parameters(unet, encoder, injection_rank),
         lora_rank,
         int(data.latents.shape[-1] * data.latents.shape[-2]),
         settings.batch_size,

@@ -59,8 +59,8 @@ def check_injection_rank(rank: int) -> int:
     return int(rank)
 
 
-def resolve_injection_rank(rank: int, scope: str) -> int:
-    """The rank a model of ``scope`` gets for ``injection_rank`` (-1: 0 for ``injection``, else 64).
+def resolve_injection_rank(rank: int, scope: str, low_rank: int = LOW_INJECTION_RANK) -> int:
+    """The rank a model of ``scope`` gets for ``injection_rank`` (-1: 0 for ``injection``, else ``low_rank``).
 
     In scope ``injection`` the zero layers (with the encoder) are all the model learns; there
     low rank cost identity in the toy world (0.69 at the rank that stands for 64, 0.93 full),
@@ -69,7 +69,7 @@ def resolve_injection_rank(rank: int, scope: str) -> int:
     rank = check_injection_rank(rank)
     if rank != AUTO_INJECTION_RANK:
         return rank
-    return 0 if scope == "injection" else LOW_INJECTION_RANK
+    return 0 if scope == "injection" else low_rank
 
 
 def uses_low_rank(channels: int, rank: int) -> bool:

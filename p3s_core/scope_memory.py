@@ -33,19 +33,19 @@ BYTES_PER_OWN_PARAMETER = 16  # float32 weight + gradient + AdamW exp_avg + exp_
 MARGIN = 1.15
 
 
-def p3s_layer_parameters(unet: nn.Module, encoder_config: Mapping, injection_rank: int, scope: str) -> int:
-    """Parameters a model of ``scope`` trains beside its copy: the encoder, hint ZeroConv, injection layers."""
-    injection_rank = resolve_injection_rank(injection_rank, scope)
+def p3s_layer_parameters(unet: nn.Module, encoder_config: Mapping, injection_rank: int) -> dict[str, int]:
+    """Per scope, the parameters a model trains beside its copy: encoder, hint ZeroConv, injection layers."""
     with torch.device("meta"):
         encoder = sum(p.numel() for p in SubjectEncoder.from_config(dict(encoder_config)).parameters())
     latent, inputs = int(encoder_config.get("latent_channels", 4)), int(unet.in_channels)
     hint_conv = latent * inputs + inputs
     sites = check_sd15_layout(unet)
-    return (
-        encoder
-        + hint_conv
-        + sum(len(ATTENTIONS) * injection_parameter_count(s.channels, injection_rank) for s in sites)
-    )
+    counts = {}
+    for scope in SCOPES:
+        rank = resolve_injection_rank(injection_rank, scope)
+        injection = sum(len(ATTENTIONS) * injection_parameter_count(s.channels, rank) for s in sites)
+        counts[scope] = encoder + hint_conv + injection
+    return counts
 
 
 def own_parameter_counts(unet: nn.Module, p3s_layers: Mapping[str, int], lora_rank: int) -> dict[str, int]:

@@ -108,7 +108,7 @@ class TrainSettings:
             raise P3SInputError(f"lac_layers must be one of {LAC_LAYERS}, not {self.lac_layers!r}.")
         if self.injection_lr is not None and not (self.injection_lr > 0 and math.isfinite(self.injection_lr)):
             raise P3SInputError("injection_lr must be > 0 (or None for the copy's lr).")
-        if not (math.isfinite(self.hint_lr_scale) and self.hint_lr_scale > 0):
+        if in_range("hint_lr_scale", self.hint_lr_scale) <= 0:
             raise P3SInputError(f"hint_lr_scale is {self.hint_lr_scale:g}: it must be > 0 (1 = the copy's lr).")
         if self.epochs < 1 or self.batch_size < 1:
             raise P3SInputError("epochs and batch_size must be at least 1.")

@@ -225,6 +225,7 @@ CASES = [
     Case("fine-tune lr inf", "finetune", {"lr": math.inf}, "lr is inf"),
     Case("fine-tune dropout NaN", "finetune", {"dropout": math.nan}, "dropout is nan"),
     Case("fine-tune gamma < 0", "finetune", {"gamma": -1.0}, "gamma is -1, outside [0, inf]"),
+    Case("fine-tune hint_lr_scale NaN", "finetune", {"hint_lr_scale": math.nan}, "hint_lr_scale is nan"),
     Case("fine-tune injection_rank < -1", "finetune", {"injection_rank": -3}, "injection_rank must be between -1"),
     Case("fine-tune word missing", "finetune", {"attention_word": "cat"}, "'cat' not found in the prompt"),
     Case("fine-tune captions count", "finetune", {"captions": "one\ntwo"}, "2 captions for 1 reference images"),
