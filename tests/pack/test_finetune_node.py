@@ -228,7 +228,8 @@ def test_auto_picks_the_richest_scope_that_fits_the_free_memory(p3s_folder, monk
     )  # fmt: skip  (the latent of the 64 px references that run() trains on)
     settings = core.training.TrainSettings()
     encoder = {**core.subject_encoder.DEFAULT_ENCODER_CONFIG, "token_dim": TOKEN_WIDTH}
-    needs = node.scope_needs(model, data, settings, encoder, 4)
+    run_steps = core.finetune_run
+    needs = run_steps.scope_needs(model, data, settings, encoder, 4)
     assert needs["full"] > needs["attention"] > needs["lora"] > needs["injection"] > 0
     asked = []
     real = comfy.model_management.get_free_memory
@@ -243,8 +244,7 @@ def test_auto_picks_the_richest_scope_that_fits_the_free_memory(p3s_folder, monk
         monkeypatch.setattr(comfy.model_management, "get_free_memory", get_free_memory)
 
     def picks(free: int) -> tuple[str, str]:
-        mock_free(free)
-        return node._pick_scope("auto", model, data, settings, encoder, 4)
+        return run_steps.pick_scope("auto", free, model, data, settings, encoder, 4)
 
     assert picks(needs["full"])[0] == "full"
     assert picks(needs["full"] - 1)[0] == "attention"
@@ -252,13 +252,14 @@ def test_auto_picks_the_richest_scope_that_fits_the_free_memory(p3s_folder, monk
     assert picks(needs["lora"] - 1)[0] == "injection"
     chosen, line = picks(0)
     assert chosen == "injection" and "does not fit either" in line
-    assert asked and all(dev == model.load_device for dev in asked), "free memory of the model's device"
+    assert run_steps.pick_scope("lora", None, model, data, settings, encoder, 4)[0] == "lora"
 
     shown = []
     monkeypatch.setattr(node, "_show_loss", shown.append)
     mock_free((needs["lora"] + needs["attention"]) // 2)
     p3s = run("auto.safetensors", epochs=1, scope="auto", lora_rank=4).result[0]
     assert p3s.scope == "lora"
+    assert asked and all(dev == model.load_device for dev in asked), "free memory of the model's device"
     assert shown[0].startswith("P3S Fine-tune: scope auto -> lora (free ")
     info = loaded(p3s_folder / "auto.safetensors").info
     assert (info.scope, info.training["scope"], info.training["scope_requested"]) == ("lora", "lora", "auto")
