@@ -7,11 +7,13 @@ On the full-size random SD1.5 U-Net (or ``--size tiny``) at a small latent, on t
 - ``training_peak_gb``: peak memory in use during training steps of each scope (weights,
   gradients, AdamW state, activations), and ``today_injection``: the format-1 behaviour, a whole
   copy of the U-Net trained with scope ``injection``;
-- ``file_mb``: the saved file (fp16) of each scope.
+- ``file_mb``: the saved file (fp16) of each scope;
+- ``injection_training_saving_unets``: ``(today_injection - injection)`` training peak in
+  U-Nets' weights (the target: at least 1).
 
-Every scope is built with ``--injection-rank`` (default: the pack's, -1: full layers for scope
-``injection``, rank 64 for the others); ``injection_rank64`` is scope ``injection`` with
-rank-64 layers, side by side.
+Every scope is built with ``--injection-rank`` (default: the pack's, -1: rank 64 in every
+scope); ``injection_full_layers`` is scope ``injection`` with the paper's full ``C x C``
+layers, side by side.
 
 Memory in use is the C heap's allocated bytes (``mallinfo2``: arena + mmapped blocks), polled
 every millisecond on a thread while the work runs, so it is each run's own peak even in one
@@ -107,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     scopes = import_pack_module("p3s_core.shared_copy").SCOPES
     rank = import_pack_module("p3s_core.injection_layers").DEFAULT_INJECTION_RANK
     rank = rank if args.injection_rank is None else args.injection_rank
-    runs = [(scope, scope, rank) for scope in scopes] + [("injection_rank64", "injection", 64)]
+    runs = [(scope, scope, rank) for scope in scopes] + [("injection_full_layers", "injection", 0)]
     channels, context_dim = SIZES[args.size]
     encoder = {"token_dim": 1024}
     say = (lambda *a: None) if args.json else (lambda *a: print(*a, flush=True))
@@ -131,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
 
     plain_peak = base_bytes + sampling_peak(base)
     say(f"plain sampling: {plain_peak / 2**30:.2f} GB (U-Net weights {base_bytes / 2**30:.2f} GB)")
-    file_mb, ratio, train_gb = {}, {}, {}
+    file_mb, ratio, train_gb, train_bytes = {}, {}, {}, {}
     data = training.TrainingData(
         torch.randn(1, 4, args.latent, args.latent, generator=gen),
         torch.randn(1, 257, 1024, generator=gen),
@@ -161,13 +163,23 @@ def main(argv: list[str] | None = None) -> int:
             model_file.save_p3s_model(path, p3s.state_dict(), p3s.config, dtype="fp16")
             file_mb[name] = round(path.stat().st_size / 2**20, 1)
         if scope != "full" or args.train_full:
-            train_gb[name] = round(training_peak(p3s) / 2**30, 2)
-        elif scope == "full":
-            train_gb["today_injection"] = round(training_peak(p3s, "injection") / 2**30, 2)
+            train_bytes[name] = training_peak(p3s)
+        if scope == "full":
+            train_bytes["today_injection"] = training_peak(p3s, "injection")
+        train_gb = {key: round(value / 2**30, 2) for key, value in train_bytes.items()}
         say(f"{name}: file {file_mb[name]} MB, sampling {ratio[name]}x plain, training {train_gb.get(name)} GB")
         del p3s
         gc.collect()
-    summary = {"injection_rank": rank, "file_mb": file_mb, "sampling_peak_ratio": ratio, "training_peak_gb": train_gb}
+    # How many U-Nets' weights an injection training step saves against format 1's whole copy.
+    saved = (train_bytes["today_injection"] - train_bytes["injection"]) / base_bytes
+    say(f"injection training: {saved:.3f} U-Nets' weights below today's")
+    summary = {
+        "injection_rank": rank,
+        "file_mb": file_mb,
+        "sampling_peak_ratio": ratio,
+        "training_peak_gb": train_gb,
+        "injection_training_saving_unets": round(saved, 3),
+    }
     print(json.dumps(summary))
     return 0
 

@@ -73,7 +73,7 @@ class P3SModel(nn.Module):
     ):
         super().__init__()
         self.scope = check_scope(scope)
-        self.injection_rank = resolve_injection_rank(injection_rank, self.scope)
+        self.injection_rank = resolve_injection_rank(injection_rank)
         self.lora = dict(lora) if scope == "lora" else None
         self.copy_paths = list(own_copy)
         self.base_signature: list[float] = []
@@ -109,13 +109,13 @@ class P3SModel(nn.Module):
         """An untrained P3S model of ``scope`` over ``base_unet`` (own weights from ``base_state_dict``).
 
         ``injection_rank``: 0 = full ``C x C`` injection layers (the paper), r > 0 low-rank ones,
-        -1 = per scope (our addition, :mod:`.injection_layers`).
+        -1 = the pack's rank 64 (our addition, :mod:`.injection_layers`).
         ``base_state_dict``: the base's own (unpatched) weights, by default ``base_unet``'s.
         Own tensors are built on the CPU from those values, never copied from live modules; own
         copy weights take ``dtype`` (default: the base's).
         """
         check_scope(scope)
-        injection_rank = resolve_injection_rank(injection_rank, scope)
+        injection_rank = resolve_injection_rank(injection_rank)
         sites = check_sd15_layout(base_unet)
         if scope == "lora" and not (int(lora_rank) >= 1 and float(lora_alpha) > 0):
             raise P3SInputError(f"LoRA rank must be >= 1 and alpha > 0 (got rank {lora_rank}, alpha {lora_alpha}).")

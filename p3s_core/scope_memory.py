@@ -39,13 +39,9 @@ def p3s_layer_parameters(unet: nn.Module, encoder_config: Mapping, injection_ran
         encoder = sum(p.numel() for p in SubjectEncoder.from_config(dict(encoder_config)).parameters())
     latent, inputs = int(encoder_config.get("latent_channels", 4)), int(unet.in_channels)
     hint_conv = latent * inputs + inputs
-    sites = check_sd15_layout(unet)
-    counts = {}
-    for scope in SCOPES:
-        rank = resolve_injection_rank(injection_rank, scope)
-        injection = sum(len(ATTENTIONS) * injection_parameter_count(s.channels, rank) for s in sites)
-        counts[scope] = encoder + hint_conv + injection
-    return counts
+    rank = resolve_injection_rank(injection_rank)
+    injection = sum(len(ATTENTIONS) * injection_parameter_count(s.channels, rank) for s in check_sd15_layout(unet))
+    return dict.fromkeys(SCOPES, encoder + hint_conv + injection)
 
 
 def own_parameter_counts(unet: nn.Module, p3s_layers: Mapping[str, int], lora_rank: int) -> dict[str, int]:

@@ -31,6 +31,8 @@ Options measured in the toy world (docs/toy_world.md) [our additions]:
   hint path barely moves in a 240-step fine-tune, and the references' hint changes nothing.
 * ``injection_lr``: a learning rate for the zero injection layers apart from the copy's (None =
   ``lr``).
+* ``low_rank_lr_scale``: low-rank injection layers learn at that rate times this (default 3,
+  :data:`.injection_layers.LOW_RANK_LR_SCALE`; 1 = the same as full layers).
 * ``lac_layers``: ``last`` (output block 11, [stated]) or ``all`` 16 cross-attention layers.
 
 Only trained parameters are float32 (master weights); the forward runs in the base's compute
@@ -54,6 +56,7 @@ from torch import nn
 from .checkpointing import checkpointed
 from .errors import P3SInputError
 from .injection import injection_deltas, make_attention_probe, make_injection_patch, run_copy
+from .injection_layers import LOW_RANK_LR_SCALE, low_rank_parameters
 from .losses import NORMALISATIONS, attention_consistency_loss, ldm_loss
 from .p3s_model import P3SModel
 from .precision import (
@@ -94,6 +97,7 @@ class TrainSettings:
     injection_lr: float | None = None
     hint_lr_scale: float = DEFAULT_HINT_LR_SCALE
     lac_layers: str = "last"
+    low_rank_lr_scale: float = LOW_RANK_LR_SCALE
 
     def __post_init__(self) -> None:
         if self.scope is not None and self.scope not in SCOPES:
@@ -110,6 +114,10 @@ class TrainSettings:
             raise P3SInputError("injection_lr must be > 0 (or None for the copy's lr).")
         if in_range("hint_lr_scale", self.hint_lr_scale) <= 0:
             raise P3SInputError(f"hint_lr_scale is {self.hint_lr_scale:g}: it must be > 0 (1 = the copy's lr).")
+        if in_range("low_rank_lr_scale", self.low_rank_lr_scale) <= 0:
+            raise P3SInputError(
+                f"low_rank_lr_scale is {self.low_rank_lr_scale:g}: it must be > 0 (1 = the full layers' lr)."
+            )
         if self.epochs < 1 or self.batch_size < 1:
             raise P3SInputError("epochs and batch_size must be at least 1.")
         if in_range("lr", self.lr) <= 0:
@@ -313,7 +321,9 @@ def train_p3s(
                 casting_weights(p3s),
                 frozen_context() if frozen_context is not None else contextlib.nullcontext(),
             ):
-                optimizer = make_optimizer(_parameter_groups(trainable, settings), settings.lr)
+                optimizer = make_optimizer(
+                    _parameter_groups(trainable, settings, low_rank_parameters(p3s)), settings.lr
+                )
                 if resume is not None and resume.optimizer:
                     load_optimizer_tensors(optimizer, resume.optimizer, trainable)
                 scaler = precision.scaler(device)
@@ -470,13 +480,16 @@ def _hint_rows(rows: torch.Tensor, references: int, source: str, gen: torch.Gene
     return (rows + torch.randint(1, references, rows.shape, generator=gen)) % references
 
 
-def _parameter_groups(trainable: dict[str, nn.Parameter], settings: TrainSettings) -> list[dict]:
-    """AdamW groups: the copy (``lr``), the zero layers (``injection_lr``), the hint path (``lr * hint_lr_scale``)."""
+def _parameter_groups(trainable: dict[str, nn.Parameter], settings: TrainSettings, low_rank: set[int]) -> list[dict]:
+    """AdamW groups: the copy (``lr``), the zero layers (``injection_lr``; low-rank ones, ids in
+    ``low_rank``, times ``low_rank_lr_scale``), the hint path (``lr * hint_lr_scale``)."""
     hint = [p for n, p in trainable.items() if n.startswith(HINT_PATH)]
     copy = [p for n, p in trainable.items() if n.startswith("copy.")]
     rest = [p for n, p in trainable.items() if not n.startswith(("copy.", *HINT_PATH))]
+    injection_lr = settings.injection_lr or settings.lr
     groups = [
-        (rest, settings.injection_lr or settings.lr),
+        ([p for p in rest if id(p) not in low_rank], injection_lr),
+        ([p for p in rest if id(p) in low_rank], injection_lr * settings.low_rank_lr_scale),
         (hint, settings.lr * settings.hint_lr_scale),
         (copy, settings.lr),
     ]

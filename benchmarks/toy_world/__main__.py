@@ -5,7 +5,8 @@ caption check of the base, then every run (train, sample, score). Writes ``table
 ``samples.png`` under ``--out`` (default: ``<cache>/results[-quick]``, or ``results-subset``
 with ``--runs``); ``--json`` prints everything as one JSON object on stdout. ``--runs`` trains
 and scores only the named runs, in the order given (plus any run whose trained model one of
-them reuses, before it).
+them reuses, before it). ``--seeds N`` trains every run with training seeds 0..N-1 and
+reports each metric's mean over them, with identity's range (``seeds.md``, ``seed_rows``).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ def _main(argv: list[str] | None) -> dict:
     parser.add_argument("--out", type=Path, default=None, help="folder for table.md and samples.png")
     parser.add_argument("--samples", type=int, default=None, help="samples per prompt (default 32, quick 16)")
     parser.add_argument("--runs", default=None, help="comma-separated run names: only these (default: all)")
+    parser.add_argument("--seeds", type=int, default=1, help="training seeds per run (mean and range over them)")
     args = parser.parse_args(argv)
 
     from . import base, runs
@@ -68,7 +70,9 @@ def _main(argv: list[str] | None) -> dict:
 
     start = time.perf_counter()
     samples = args.samples or (16 if args.quick else 32)
-    rows, grids = runs.execute(selected, unet, evaluator, encoder, samples, None, log)
+    if args.seeds < 1:
+        parser.error("--seeds must be at least 1")
+    rows, grids = runs.execute(runs.seeded_runs(selected, args.seeds), unet, evaluator, encoder, samples, None, log)
     stages["runs"] = time.perf_counter() - start
 
     suffix = "-subset" if args.runs else "-quick" if args.quick else ""
@@ -76,6 +80,10 @@ def _main(argv: list[str] | None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     table = markdown_table(rows)
     (out / "table.md").write_text(table)
+    seed_rows = runs.seed_summary(rows) if args.seeds > 1 else None
+    if seed_rows:
+        table = markdown_table(seed_rows, ("seeds", "identity_min", "identity_max"))
+        (out / "seeds.md").write_text(table)
     sample_grid(grids, out / "samples.png")
     result = {
         "quick": args.quick,
@@ -84,6 +92,7 @@ def _main(argv: list[str] | None) -> dict:
         "caption_check": captions,
         "caption_check_passed": captions["colour"] >= 0.8 and captions["background"] >= 0.8,
         "rows": rows,
+        "seed_rows": seed_rows,
         "stage_seconds": stages,
         "table_md": str(out / "table.md"),
         "samples_png": str(out / "samples.png"),

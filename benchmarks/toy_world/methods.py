@@ -27,7 +27,7 @@ class ZeroHint(nn.Module):
 
 
 # The pack's SD1.5 defaults scaled to this U-Net's widths (32-128 instead of 320-1280).
-INJECTION_RANK = AUTO_INJECTION_RANK  # the pack's auto: full layers for scope injection, LOW_INJECTION_RANK otherwise
+INJECTION_RANK = AUTO_INJECTION_RANK  # the pack's -1: LOW_INJECTION_RANK in every scope
 LOW_INJECTION_RANK = 8  # the pack's 64
 LORA_RANK = 4  # the pack's 32
 
@@ -45,7 +45,7 @@ def train_p3s_model(
     Returns the model and its L_LDM per step.
     """
     scope = settings.scope or "full"
-    injection_rank = resolve_injection_rank(injection_rank, scope, LOW_INJECTION_RANK)
+    injection_rank = resolve_injection_rank(injection_rank, LOW_INJECTION_RANK)
     encoder = {**ENCODER_CONFIG, "hint_region": hint_region}
     p3s = P3SModel.from_base(
         unet, encoder, scope=scope, lora_rank=LORA_RANK, lora_alpha=LORA_RANK, injection_rank=injection_rank

@@ -23,18 +23,20 @@ COLUMNS = (
 )
 
 
-def markdown_table(rows: list[dict]) -> str:
-    head = "| run | group | " + " | ".join(COLUMNS) + " |"
-    rule = "|" + "---|" * (len(COLUMNS) + 2)
+def markdown_table(rows: list[dict], extra: tuple[str, ...] = ()) -> str:
+    """The rows as a markdown table of :data:`COLUMNS` (``extra`` columns after identity)."""
+    columns = (COLUMNS[0], *extra, *COLUMNS[1:])
+    head = "| run | group | " + " | ".join(columns) + " |"
+    rule = "|" + "---|" * (len(columns) + 2)
     lines = [head, rule]
     for row in rows:
-        cells = [_fmt(row[c], c) for c in COLUMNS]
+        cells = [_fmt(row[c], c) for c in columns]
         lines.append(f"| {row['run']} | {row['group']} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
 def _fmt(value: float, column: str) -> str:
-    if column == "train_s":
+    if column in ("train_s", "seeds"):
         return f"{value:.0f}"
     if column == "identity_gap":
         return f"{value:+.4f}"

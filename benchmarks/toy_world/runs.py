@@ -71,7 +71,8 @@ def all_runs(quick: bool) -> list[Run]:
         Run("p3s_attention", "scope", settings={"scope": "attention"}),
         Run("p3s_lora", "scope", settings={"scope": "lora"}),
         Run("p3s_full_injection_rank0", "rank", injection_rank=0),
-        Run("p3s_injection_rank8", "rank", settings={"scope": "injection"}, injection_rank=8),
+        Run("p3s_injection_rank0", "rank", settings={"scope": "injection"}, injection_rank=0),
+        Run("p3s_injection_low_rank_lr1", "rank", settings={"scope": "injection", "low_rank_lr_scale": 1.0}),
         # The hint path stays at its default 1e-2 (lr x hint_lr_scale) while the copy's lr changes.
         Run("p3s_lr1e-3", "lr", settings={"lr": 1e-3, "hint_lr_scale": 10.0}),
         Run("p3s_lr1e-5", "lr", settings={"lr": 1e-5, "hint_lr_scale": 1000.0}),
@@ -92,6 +93,47 @@ def select_runs(runs: list[Run], names: list[str]) -> list[Run]:
             chain.append(known[chain[-1].reuse])
         chosen += [run for run in reversed(chain) if run not in chosen]
     return chosen
+
+
+SEED_MARK = "@seed"
+
+
+def seeded_runs(runs: list[Run], seeds: int) -> list[Run]:
+    """Each trained run once per training seed 0..``seeds``-1 (``<name>@seed<k>``), a sampling-time
+    ablation after its own seed's model; the base (nothing trained) once."""
+    if seeds <= 1:
+        return list(runs)
+    out = [run for run in runs if run.method == "base"]
+    for seed in range(seeds):
+        for run in runs:
+            if run.method == "base":
+                continue
+            out.append(
+                replace(
+                    run,
+                    name=f"{run.name}{SEED_MARK}{seed}",
+                    settings={**run.settings, "seed": seed},
+                    reuse=f"{run.reuse}{SEED_MARK}{seed}" if run.reuse else None,
+                )
+            )
+    return out
+
+
+def seed_summary(rows: list[dict]) -> list[dict]:
+    """Rows of :func:`seeded_runs` merged per run: every metric's mean over the seeds, ``seeds``
+    their count, and ``<metric>_min`` / ``<metric>_max`` of ``identity``."""
+    merged: dict[str, list[dict]] = {}
+    for row in rows:
+        merged.setdefault(row["run"].split(SEED_MARK)[0], []).append(row)
+    summary = []
+    for name, group in merged.items():
+        numbers = [key for key, value in group[0].items() if isinstance(value, int | float)]
+        row = {"run": name, "group": group[0]["group"], "seeds": len(group)}
+        row.update({key: sum(r[key] for r in group) / len(group) for key in numbers})
+        row["identity_min"] = min(r["identity"] for r in group)
+        row["identity_max"] = max(r["identity"] for r in group)
+        summary.append(row)
+    return summary
 
 
 def execute(

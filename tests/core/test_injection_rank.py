@@ -69,6 +69,32 @@ def test_training_a_low_rank_model_moves_its_up_side_and_changes_sampling(base, 
     assert not torch.equal(sample(patching.apply_p3s(base, p3s, hint)), plain_output)
 
 
+def one_step_moves(base, sigmas, **settings) -> tuple[float, float]:
+    """``(largest up-weight change, largest hint-conv change)`` after one AdamW step of a rank-8 model."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        p3s = patching.new_p3s_model(base, ENCODER, "injection", injection_rank=RANK)
+    hint_before = p3s.hint_conv.weight.detach().clone()
+    settings = training.TrainSettings(epochs=1, lr=1e-3, seed=1, **settings)
+    training.train_p3s(p3s, base.model.diffusion_model, sigmas, random_training_data(images=1), settings)
+    up = max(float(layer.up.weight.detach().abs().max()) for site in p3s.injection.values() for layer in site.values())
+    return up, float((p3s.hint_conv.weight.detach() - hint_before).abs().max())
+
+
+def test_low_rank_layers_learn_at_low_rank_lr_scale_times_the_rate(base, sigmas):
+    up_default, hint_default = one_step_moves(base, sigmas)
+    up_one, hint_one = one_step_moves(base, sigmas, low_rank_lr_scale=1.0)
+    # AdamW's first step moves each weight by its learning rate (up starts at zero).
+    assert up_one == pytest.approx(1e-3, rel=0.01)
+    assert up_default == pytest.approx(1e-3 * layers.LOW_RANK_LR_SCALE, rel=0.01)
+    assert hint_default == pytest.approx(hint_one, rel=1e-6)  # the hint path keeps its own rate
+
+
+def test_a_bad_low_rank_lr_scale_is_refused():
+    with pytest.raises(errors.P3SInputError, match="low_rank_lr_scale"):
+        training.TrainSettings(low_rank_lr_scale=0.0)
+
+
 def test_a_low_rank_file_round_trips_and_rebuilds_the_same_output(base, hint, tmp_path):
     p3s = patching.new_p3s_model(base, ENCODER, "injection", injection_rank=RANK)
     gen = torch.Generator().manual_seed(3)
@@ -125,9 +151,9 @@ def test_an_adamw_step_moves_a_low_rank_layer_about_as_far_as_a_full_one(rank):
     assert 0.25 < moved[rank] / moved[0] < 4.0, moved
 
 
-@pytest.mark.parametrize(("scope", "rank"), [("injection", 0), ("lora", 64), ("attention", 64), ("full", 64)])
-def test_auto_rank_is_full_for_scope_injection_and_low_for_the_others(base, scope, rank):
+@pytest.mark.parametrize("scope", ["injection", "lora", "attention", "full"])
+def test_the_default_rank_is_64_in_every_scope(base, scope):
     p3s = patching.new_p3s_model(base, ENCODER, scope)  # injection_rank -1 by default
-    assert p3s.injection_rank == rank == p3s.config["injection_rank"]
+    assert p3s.injection_rank == layers.LOW_INJECTION_RANK == 64 == p3s.config["injection_rank"]
     unet = base.model.diffusion_model
     assert scope_memory.p3s_layer_parameters(unet, ENCODER, -1)[scope] == own_layer_parameters(p3s)
