@@ -2,24 +2,11 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from pathlib import Path
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from .json_module import run_module_json
 
 
 def test_bench_weights_prints_file_sampling_and_training_figures_per_scope():
-    done = subprocess.run(
-        [sys.executable, "-m", "benchmarks.bench_weights", "--size", "tiny", "--json"],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    result = json.loads(done.stdout.strip().splitlines()[-1])
+    result = run_module_json("benchmarks.bench_weights", "--size", "tiny", "--json")
     scopes = {"full", "attention", "lora", "injection", "injection_full_layers"}
     assert set(result["file_mb"]) == set(result["sampling_peak_ratio"]) == scopes
     assert set(result["training_peak_gb"]) == scopes - {"full"} | {"today_injection"}

@@ -2,24 +2,11 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from pathlib import Path
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from .json_module import run_module_json
 
 
 def test_gpu_suite_runs_on_the_cpu_with_the_tiny_model():
-    done = subprocess.run(
-        [sys.executable, "-m", "benchmarks.gpu_suite", "--cpu", "--tiny", "--json"],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    result = json.loads(done.stdout.strip().splitlines()[-1])
+    result = run_module_json("benchmarks.gpu_suite", "--cpu", "--tiny", "--json")
     assert result["failures"] == []
     rows = result["rows"]
     matrix = {(r["base"], r["maker"]) for r in rows["dtype matrix"]}
