@@ -50,13 +50,14 @@ def test_finetune_trains_and_saves_a_loadable_model(comfy_server: ComfyServer, c
     assert training["prompts"] == ["a photo of sks disc"]
     assert math.isfinite(training["final_loss"]) and training["final_loss"] > 0
     injection = [v for k, v in tensors.items() if k.startswith("injection.")]
-    assert len(injection) == 16 * 2 * 2, "weight and bias of attn1 and attn2 per block"
+    assert len(injection) == 16 * 2 * 3, "down, up and up bias of attn1 and attn2 per block (rank 64)"
+    assert info.config["injection_rank"] == 64
     assert any(v.any() for v in injection), "the zero layers learned"
     # Scope "injection" (format 2): the copy is the base U-Net itself, so the file holds no copy,
     # and it names the base it was trained on.
     assert not [k for k in tensors if k.startswith("copy.")], "an injection-scope file stores no U-Net copy"
     assert info.scope == "injection" and len(info.base_fingerprint) == 16
-    assert path.stat().st_size < 60 * 2**20, "the injection layers, hint conv and encoder only"
+    assert path.stat().st_size < 10 * 2**20, "the rank-64 injection layers, hint conv and encoder only"
     assert name in client.get_json("/models/p3s"), "P3S Loader lists the new file"
     assert not leftovers(comfy_server)
 
