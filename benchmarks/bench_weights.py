@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
 
     plain_peak = base_bytes + sampling_peak(base)
     say(f"plain sampling: {plain_peak / 2**30:.2f} GB (U-Net weights {base_bytes / 2**30:.2f} GB)")
-    file_mb, ratio, train_gb, train_bytes = {}, {}, {}, {}
+    file_mb, ratio, train_bytes = {}, {}, {}
     data = training.TrainingData(
         torch.randn(1, 4, args.latent, args.latent, generator=gen),
         torch.randn(1, 257, 1024, generator=gen),
@@ -166,13 +166,14 @@ def main(argv: list[str] | None = None) -> int:
             train_bytes[name] = training_peak(p3s)
         if scope == "full":
             train_bytes["today_injection"] = training_peak(p3s, "injection")
-        train_gb = {key: round(value / 2**30, 2) for key, value in train_bytes.items()}
-        say(f"{name}: file {file_mb[name]} MB, sampling {ratio[name]}x plain, training {train_gb.get(name)} GB")
+        trained = f"{train_bytes[name] / 2**30:.2f} GB" if name in train_bytes else "not run"
+        say(f"{name}: file {file_mb[name]} MB, sampling {ratio[name]}x plain, training {trained}")
         del p3s
         gc.collect()
     # How many U-Nets' weights an injection training step saves against format 1's whole copy.
     saved = (train_bytes["today_injection"] - train_bytes["injection"]) / base_bytes
     say(f"injection training: {saved:.3f} U-Nets' weights below today's")
+    train_gb = {key: round(value / 2**30, 2) for key, value in train_bytes.items()}
     summary = {
         "injection_rank": rank,
         "file_mb": file_mb,

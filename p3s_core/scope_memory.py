@@ -33,19 +33,19 @@ BYTES_PER_OWN_PARAMETER = 16  # float32 weight + gradient + AdamW exp_avg + exp_
 MARGIN = 1.15
 
 
-def p3s_layer_parameters(unet: nn.Module, encoder_config: Mapping, injection_rank: int) -> dict[str, int]:
-    """Per scope, the parameters a model trains beside its copy: encoder, hint ZeroConv, injection layers."""
+def p3s_layer_parameters(unet: nn.Module, encoder_config: Mapping, injection_rank: int) -> int:
+    """The parameters a model of any scope trains beside its copy: encoder, hint ZeroConv, injection layers."""
     with torch.device("meta"):
         encoder = sum(p.numel() for p in SubjectEncoder.from_config(dict(encoder_config)).parameters())
     latent, inputs = int(encoder_config.get("latent_channels", 4)), int(unet.in_channels)
     hint_conv = latent * inputs + inputs
     rank = resolve_injection_rank(injection_rank)
     injection = sum(len(ATTENTIONS) * injection_parameter_count(s.channels, rank) for s in check_sd15_layout(unet))
-    return dict.fromkeys(SCOPES, encoder + hint_conv + injection)
+    return encoder + hint_conv + injection
 
 
-def own_parameter_counts(unet: nn.Module, p3s_layers: Mapping[str, int], lora_rank: int) -> dict[str, int]:
-    """Parameters a P3S model of each scope owns over ``unet`` (``p3s_layers``: per scope, injection + encoder)."""
+def own_parameter_counts(unet: nn.Module, p3s_layers: int, lora_rank: int) -> dict[str, int]:
+    """Parameters a P3S model of each scope owns over ``unet`` (``p3s_layers``: injection + encoder + hint conv)."""
     full = sum(p.numel() for p in unet.parameters())
     attention = sum(p.numel() for path in attention_paths(unet) for p in unet.get_submodule(path).parameters())
     lora = 0
@@ -57,7 +57,7 @@ def own_parameter_counts(unet: nn.Module, p3s_layers: Mapping[str, int], lora_ra
             kernel = layer.kernel_size[0] * layer.kernel_size[1]
             lora += lora_rank * (layer.in_channels * kernel + layer.out_channels)
     copy = {"full": full, "attention": attention, "lora": lora, "injection": 0}
-    return {scope: copy[scope] + p3s_layers[scope] for scope in SCOPES}
+    return {scope: copy[scope] + p3s_layers for scope in SCOPES}
 
 
 def training_bytes(
@@ -84,7 +84,7 @@ def choose_scope(free_bytes: int, needs: Mapping[str, int]) -> str:
 
 def scope_needs(
     unet: nn.Module,
-    layer_parameters: Mapping[str, int],
+    layer_parameters: int,
     lora_rank: int,
     latent_pixels: int,
     batch_size: int,
@@ -92,7 +92,7 @@ def scope_needs(
     checkpointing: bool,
     base_bytes_to_load: int = 0,
 ) -> dict[str, int]:
-    """:func:`training_bytes` of every scope over ``unet`` (``layer_parameters``: per scope,
+    """:func:`training_bytes` of every scope over ``unet`` (``layer_parameters``:
     :func:`p3s_layer_parameters`)."""
     return {
         name: training_bytes(count, latent_pixels, batch_size, half_precision, checkpointing, base_bytes_to_load)

@@ -39,7 +39,7 @@ def test_layers_and_keys_follow_the_rank_and_the_estimate_counts_them(base, rank
             assert {prefix + "weight", prefix + "bias"} <= keys
     assert p3s.config["injection_rank"] == rank
     unet = base.model.diffusion_model
-    assert scope_memory.p3s_layer_parameters(unet, ENCODER, rank)["injection"] == own_layer_parameters(p3s)
+    assert scope_memory.p3s_layer_parameters(unet, ENCODER, rank) == own_layer_parameters(p3s)
 
 
 def test_low_rank_layers_are_smaller_than_full_ones(base):
@@ -156,4 +156,4 @@ def test_the_default_rank_is_64_in_every_scope(base, scope):
     p3s = patching.new_p3s_model(base, ENCODER, scope)  # injection_rank -1 by default
     assert p3s.injection_rank == layers.LOW_INJECTION_RANK == 64 == p3s.config["injection_rank"]
     unet = base.model.diffusion_model
-    assert scope_memory.p3s_layer_parameters(unet, ENCODER, -1)[scope] == own_layer_parameters(p3s)
+    assert scope_memory.p3s_layer_parameters(unet, ENCODER, -1) == own_layer_parameters(p3s)
