@@ -45,16 +45,25 @@ def train_p3s_model(
     Returns the model and its L_LDM per step.
     """
     scope = settings.scope or "full"
-    injection_rank = resolve_injection_rank(injection_rank, LOW_INJECTION_RANK)
-    encoder = {**ENCODER_CONFIG, "hint_region": hint_region}
-    p3s = P3SModel.from_base(
-        unet, encoder, scope=scope, lora_rank=LORA_RANK, lora_alpha=LORA_RANK, injection_rank=injection_rank
-    )
+    p3s = new_p3s_model(unet, scope, injection_rank, hint_region, settings.seed)
     if zero_hint:
         p3s.encoder = ZeroHint(p3s.encoder.config)
     history = train_p3s(p3s, unet, training_sigmas(), data, settings)
     p3s.eval()
     return p3s, history.ldm
+
+
+def new_p3s_model(unet: nn.Module, scope: str, injection_rank: int, hint_region: str, seed: int) -> P3SModel:
+    """An untrained P3S model whose random initialisation (encoder, low-rank ``down`` factors)
+    follows ``seed`` alone, not the rows trained before it in the process (as P3S Fine-tune
+    seeds it)."""
+    injection_rank = resolve_injection_rank(injection_rank, LOW_INJECTION_RANK)
+    encoder = {**ENCODER_CONFIG, "hint_region": hint_region}
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return P3SModel.from_base(
+            unet, encoder, scope=scope, lora_rank=LORA_RANK, lora_alpha=LORA_RANK, injection_rank=injection_rank
+        )
 
 
 def dreambooth_like(unet: nn.Module, data: TrainingData, settings: TrainSettings) -> tuple[nn.Module, list[float]]:

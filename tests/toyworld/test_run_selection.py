@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from benchmarks.toy_world import runs
 
@@ -44,3 +45,16 @@ def test_the_seed_summary_is_the_mean_per_run_with_identitys_range():
     assert summary[1]["identity"] == pytest.approx(0.7)
     assert (summary[1]["identity_min"], summary[1]["identity_max"], summary[1]["seeds"]) == (0.5, 0.9, 2)
     assert summary[1]["train_s"] == 15
+
+
+def test_a_runs_model_initialisation_follows_its_seed_not_the_rows_before_it():
+    from benchmarks.toy_world.base import CONTEXT_DIM, new_unet
+    from benchmarks.toy_world.methods import new_p3s_model
+
+    unet = new_unet(0, CONTEXT_DIM)
+    first = new_p3s_model(unet, "injection", -1, "subject", seed=0).state_dict()
+    torch.rand(1000)  # what training another row first would draw from the global stream
+    again = new_p3s_model(unet, "injection", -1, "subject", seed=0).state_dict()
+    other = new_p3s_model(unet, "injection", -1, "subject", seed=1).state_dict()
+    assert all(torch.equal(first[key], again[key]) for key in first)
+    assert not all(torch.equal(first[key], other[key]) for key in first)
