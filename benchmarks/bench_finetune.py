@@ -33,13 +33,15 @@ def run_one(scope: str, channels: int, latent: int, steps: int, checkpointing: b
 
     torch.set_num_threads(1)
     patching = import_pack_module("nodes.p3s_patching")
-    training = import_pack_module("p3s_core.training")
+    training_loop = import_pack_module("p3s_core.training.loop")
+    training_optimiser = import_pack_module("p3s_core.training.optimiser")
+    training_settings = import_pack_module("p3s_core.training.settings")
     context = 32 if channels < 320 else 768
     base = tiny_sd15_patcher(model_channels=channels, context_dim=context)
     rss_models = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     p3s = patching.new_p3s_model(base, {"token_dim": 16, "inner_dim": 16, "heads": 2})
     gen = torch.Generator().manual_seed(0)
-    data = training.TrainingData(
+    data = training_settings.TrainingData(
         torch.randn(2, 4, latent, latent, generator=gen),
         torch.randn(2, 17, 16, generator=gen),
         torch.ones(2, 4, 4),
@@ -54,15 +56,15 @@ def run_one(scope: str, channels: int, latent: int, steps: int, checkpointing: b
         times.append(now - last[0])
         last[0] = now
 
-    settings = training.TrainSettings(
+    settings = training_settings.TrainSettings(
         epochs=max(1, steps // 2), lr=1e-5, scope=scope, gradient_checkpointing=checkpointing
     )
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
-    training.train_p3s(
+    training_loop.train_p3s(
         p3s, base.model.diffusion_model, base.get_model_object("model_sampling").sigmas, data, settings, on_step
     )
-    trainable = sum(p.numel() for p in training.trainable_parameters(p3s, scope).values())
+    trainable = sum(p.numel() for p in training_optimiser.trainable_parameters(p3s, scope).values())
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return {
         "scope": scope,

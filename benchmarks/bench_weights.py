@@ -104,10 +104,11 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(1)
     patching = import_pack_module("nodes.p3s_patching")
-    training = import_pack_module("p3s_core.training")
-    model_file = import_pack_module("p3s_core.model_file")
-    scopes = import_pack_module("p3s_core.shared_copy").SCOPES
-    rank = import_pack_module("p3s_core.injection_layers").DEFAULT_INJECTION_RANK
+    training_loop = import_pack_module("p3s_core.training.loop")
+    training_settings = import_pack_module("p3s_core.training.settings")
+    model_file = import_pack_module("p3s_core.model.model_file")
+    scopes = import_pack_module("p3s_core.model.shared_copy").SCOPES
+    rank = import_pack_module("p3s_core.model.injection_layers").DEFAULT_INJECTION_RANK
     rank = rank if args.injection_rank is None else args.injection_rank
     runs = [(scope, scope, rank) for scope in scopes] + [("injection_full_layers", "injection", 0)]
     channels, context_dim = SIZES[args.size]
@@ -134,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     plain_peak = base_bytes + sampling_peak(base)
     say(f"plain sampling: {plain_peak / 2**30:.2f} GB (U-Net weights {base_bytes / 2**30:.2f} GB)")
     file_mb, ratio, train_bytes = {}, {}, {}
-    data = training.TrainingData(
+    data = training_settings.TrainingData(
         torch.randn(1, 4, args.latent, args.latent, generator=gen),
         torch.randn(1, 257, 1024, generator=gen),
         torch.ones(1, 16, 16),
@@ -146,9 +147,9 @@ def main(argv: list[str] | None = None) -> int:
 
     def training_peak(p3s, scope=None) -> int:
         own = sum(p.numel() * p.element_size() for p in p3s.parameters())
-        settings = training.TrainSettings(epochs=2, lr=1e-5, scope=scope)
+        settings = training_settings.TrainSettings(epochs=2, lr=1e-5, scope=scope)
         with PeakMeter() as meter:
-            training.train_p3s(p3s, unet, sigmas, data, settings)
+            training_loop.train_p3s(p3s, unet, sigmas, data, settings)
         return base_bytes + own + meter.peak - meter.start
 
     for name, scope, run_rank in runs:

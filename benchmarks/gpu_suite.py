@@ -162,17 +162,21 @@ def sample(args, model, steps: int, positive=None, negative=None):
 def pack():
     from devtools.pack_modules import import_pack_module
 
-    return import_pack_module("nodes.p3s_patching"), import_pack_module("p3s_core.training")
+    return (
+        import_pack_module("nodes.p3s_patching"),
+        import_pack_module("p3s_core.training.settings"),
+        import_pack_module("p3s_core.training.loop"),
+    )
 
 
 def training_data(args, images: int = 1):
     import torch
 
-    _, training = pack()
+    _, training_settings, _ = pack()
     _, context, side = dims(args)
     token_dim = TINY_ENCODER["token_dim"] if args.tiny else ENCODER["token_dim"]
     gen = torch.Generator().manual_seed(4)
-    return training.TrainingData(
+    return training_settings.TrainingData(
         torch.randn(images, 4, side, side, generator=gen),
         torch.randn(images, 257, token_dim, generator=gen),
         (torch.rand(images, 16, 16, generator=gen) > 0.5).float(),
@@ -196,7 +200,7 @@ def train(args, base, scope: str, steps: int = 1, checkpointing: bool = False, p
     """A P3S model of ``scope`` trained ``steps`` steps the way P3S Fine-tune does; returns it and the history."""
     import torch
 
-    patching, training = pack()
+    patching, training_settings, training_loop = pack()
     from devtools.pack_modules import import_pack_module
 
     placement = import_pack_module("nodes.p3s_placement")
@@ -204,12 +208,12 @@ def train(args, base, scope: str, steps: int = 1, checkpointing: bool = False, p
     frozen = placement.training_clone(base)
     placement.load_for_training(frozen)
     unet = frozen.model.diffusion_model
-    settings = training.TrainSettings(  # two images, batch 1: two optimiser steps per epoch
+    settings = training_settings.TrainSettings(  # two images, batch 1: two optimiser steps per epoch
         epochs=max(1, math.ceil(steps / 2)), lr=1e-4, precision=precision, scope=scope,
         gradient_checkpointing=checkpointing,
     )  # fmt: skip
     with torch.inference_mode():
-        history = training.train_p3s(
+        history = training_loop.train_p3s(
             p3s, unet, base.get_model_object("model_sampling").sigmas, training_data(args, 2), settings,
             device=frozen.load_device, compute_dtype=placement.base_compute_dtype(base),
             frozen_context=lambda: placement.plain_ops_for_training(unet), **kw,
@@ -230,10 +234,10 @@ def dtype_matrix(suite: Suite) -> None:
     import torch
 
     args = suite.args
-    patching, _ = pack()
+    patching, _, _ = pack()
     from devtools.pack_modules import import_pack_module
 
-    model_file = import_pack_module("p3s_core.model_file")
+    model_file = import_pack_module("p3s_core.model.model_file")
     for name, (storage, compute, _) in BASES.items():
         base = build_base(args, storage, compute)
         plain = sample(args, base, 2)
@@ -275,7 +279,7 @@ def vram_mode(suite: Suite) -> None:
     import torch
 
     args = suite.args
-    patching, _ = pack()
+    patching, _, _ = pack()
     base = build_base(args, "float32" if args.cpu else "float16", None)
     plain = sample(args, base, 2)
     with suite.guarded(f"vram {args.vram}"):
@@ -407,7 +411,7 @@ def sampling_speed(suite: Suite) -> None:
     from devtools.tiny_models import controlnet_for, with_control
 
     args = suite.args
-    patching, _ = pack()
+    patching, _, _ = pack()
     base = build_base(args, "float32" if args.cpu else "float16", None)
     steps = 4 if args.tiny else 20
     p3s = patching.new_p3s_model(base, encoder(args), "full")
@@ -496,7 +500,7 @@ def memory_baseline(suite: Suite) -> None:
         mm.unload_all_models()
         mm.soft_empty_cache()
         after_cancel = torch.cuda.memory_allocated() if cuda else 0
-        patching, _ = pack()
+        patching, _, _ = pack()
         p3s = patching.new_p3s_model(base, encoder(args), "full")
         sample(args, patching.apply_p3s(base, p3s, hint(args)), 2)
         mm.unload_all_models()

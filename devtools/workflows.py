@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from p3s_core.shared_copy import DEFAULT_LORA_ALPHA, DEFAULT_LORA_RANK
+from p3s_core.model.shared_copy import DEFAULT_LORA_ALPHA, DEFAULT_LORA_RANK
 
 EXAMPLES_API = Path(__file__).resolve().parent.parent / "example_workflows" / "api"
 FULL_PIPELINE_API = EXAMPLES_API / "p3s_full_pipeline.api.json"

@@ -5,23 +5,18 @@ from __future__ import annotations
 import torch
 from comfy_api.latest import io, ui
 
-from ..p3s_core.attention_maps import (
-    DEFAULT_BLOCK,
-    DEFAULT_MAX_SIDE,
-    AttentionRecorder,
-    CaptureSettings,
-)
-from ..p3s_core.attention_overlay import attention_overlays, label_images, parse_step_items
+from ..p3s_core.bases.sd15 import ATTENTION_MAP_LAYERS
 from ..p3s_core.errors import P3SInputError
-from ..p3s_core.loss_plot import plot_step_values
-from ..p3s_core.losses import NORMALISATIONS
-from ..p3s_core.tokens import parse_words
-from ..p3s_core.unet_layout import SD15_TRANSFORMER_BLOCKS
+from ..p3s_core.inspection.attention_maps import DEFAULT_BLOCK, DEFAULT_MAX_SIDE, AttentionRecorder, CaptureSettings
+from ..p3s_core.inspection.attention_overlay import attention_overlays, label_images, parse_step_items
+from ..p3s_core.inspection.loss_plot import plot_step_values
+from ..p3s_core.inspection.tokens import parse_words
+from ..p3s_core.training.losses import NORMALISATIONS
 from ..p3s_core.validation import MAX_PROMPT_CHARS, MAX_WORDS_CHARS, text_length
 from .attention_patching import attach_attention_capture, word_groups
 from .types import CATEGORY_INSPECT, P3SAttentionType
 
-LAYERS = [f"{name}_{i}" for name, i in SD15_TRANSFORMER_BLOCKS]
+LAYERS = ATTENTION_MAP_LAYERS
 PLOT_WIDTH, PLOT_HEIGHT = 512, 320
 
 

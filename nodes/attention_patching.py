@@ -14,10 +14,10 @@ import comfy.ldm.modules.attention
 import comfy.model_patcher
 import comfy.patcher_extension
 
-from ..p3s_core.attention_maps import AttentionRecorder, TokenGroup, make_attn2_capture, make_reset_wrapper
 from ..p3s_core.errors import P3SInputError
-from ..p3s_core.injection import COPY_PATCHES_REPLACE_KEY
-from ..p3s_core.tokens import token_groups
+from ..p3s_core.inspection.attention_maps import AttentionRecorder, TokenGroup, make_attn2_capture, make_reset_wrapper
+from ..p3s_core.inspection.tokens import token_groups
+from ..p3s_core.sampling.injection import COPY_PATCHES_REPLACE_KEY
 
 WRAPPER_KEY_PREFIX = "p3s_attention"
 

@@ -10,33 +10,33 @@ import folder_paths
 import torch
 from comfy_api.latest import io
 
-from ..p3s_core.attention_maps import TokenGroup
-from ..p3s_core.finetune_inputs import reference_texts, resize_references
-from ..p3s_core.finetune_run import (
+from ..p3s_core.inspection.attention_maps import TokenGroup
+from ..p3s_core.inspection.loss_plot import plot_losses
+from ..p3s_core.inspection.reference_overlays import reference_overlays
+from ..p3s_core.model.injection_layers import DEFAULT_INJECTION_RANK, check_injection_rank
+from ..p3s_core.model.shared_copy import DEFAULT_LORA_ALPHA, DEFAULT_LORA_RANK
+from ..p3s_core.model.subject_encoder import DEFAULT_ENCODER_CONFIG
+from ..p3s_core.training.finetune_inputs import reference_texts, resize_references
+from ..p3s_core.training.finetune_run import (
     EPOCHS_DONE,
     SCOPE_CHOICES,
     check_scope_choice,
     continued_model,
     continued_scope,
     pick_scope,
-    reference_overlays,
     save_plan,
     save_target,
     start_epoch,
     training_record,
 )
-from ..p3s_core.injection_layers import DEFAULT_INJECTION_RANK, check_injection_rank
-from ..p3s_core.loss_plot import plot_losses
-from ..p3s_core.shared_copy import DEFAULT_LORA_ALPHA, DEFAULT_LORA_RANK
-from ..p3s_core.subject_encoder import DEFAULT_ENCODER_CONFIG
-from ..p3s_core.training import (
+from ..p3s_core.training.loop import train_p3s
+from ..p3s_core.training.settings import (
     DEFAULT_HINT_LR_SCALE,
     PRECISIONS,
     TrainHistory,
     TrainingData,
     TrainSettings,
     match_token_lengths,
-    train_p3s,
 )
 from ..p3s_core.validation import finite
 from .attention_patching import word_groups

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
-from ..p3s_core.inpaint import INPAINT_METHODS, inpaint
+from ..p3s_core.selection.inpaint import INPAINT_METHODS, inpaint
 from .types import CATEGORY_SELECT
 
 

@@ -7,12 +7,13 @@ import json
 import folder_paths
 from comfy_api.latest import io
 
+from ..p3s_core.bases.registry import DEFAULT_BASE
 from ..p3s_core.errors import P3SInputError
-from ..p3s_core.model_file import P3SModelFile, load_p3s_model, resolve_model_path
+from ..p3s_core.model.model_file import P3SModelFile, load_p3s_model, resolve_model_path
 from .model_folder import P3S_FOLDER, register_p3s_folder
 from .types import CATEGORY_MODEL, P3SModelType
 
-BASE = "sd15"
+BASE = DEFAULT_BASE
 
 
 class P3SLoaderNode(io.ComfyNode):

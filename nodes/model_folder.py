@@ -6,7 +6,7 @@ import os
 
 import folder_paths
 
-from ..p3s_core.model_file import EXTENSION
+from ..p3s_core.model.model_file import EXTENSION
 
 P3S_FOLDER = "p3s"
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
-from ..p3s_core.injection import REFERENCE_MODES
-from ..p3s_core.model_file import P3SModelFile
+from ..p3s_core.model.model_file import P3SModelFile
+from ..p3s_core.sampling.injection import REFERENCE_MODES
 from .p3s_patching import (
     apply_p3s,
     check_injection_settings,

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
-from ..p3s_core.injection_layers import DEFAULT_INJECTION_RANK
-from ..p3s_core.shared_copy import DEFAULT_LORA_ALPHA, DEFAULT_LORA_RANK, SCOPES
-from ..p3s_core.subject_encoder import DEFAULT_ENCODER_CONFIG
+from ..p3s_core.model.injection_layers import DEFAULT_INJECTION_RANK
+from ..p3s_core.model.shared_copy import DEFAULT_LORA_ALPHA, DEFAULT_LORA_RANK, SCOPES
+from ..p3s_core.model.subject_encoder import DEFAULT_ENCODER_CONFIG
 from .p3s_patching import clip_token_width, new_p3s_model
 from .types import CATEGORY, P3SModelType, injection_rank_input, lora_inputs
 

@@ -15,21 +15,17 @@ import comfy.patcher_extension
 import comfy.supported_models
 import torch
 
+from ..p3s_core.bases.sd15 import check_sd15_layout
 from ..p3s_core.batches import match_mask_batch
 from ..p3s_core.errors import P3SInputError
-from ..p3s_core.injection import (
-    InjectionSettings,
-    WeightSchedule,
-    make_diffusion_wrapper,
-    make_injection_patch,
-)
-from ..p3s_core.injection_layers import DEFAULT_INJECTION_RANK
-from ..p3s_core.letterbox import letterbox_pixels
-from ..p3s_core.model_file import split_optimizer_state
-from ..p3s_core.p3s_model import P3SModel, p3s_model_from_tensors
-from ..p3s_core.shared_copy import DEFAULT_LORA_ALPHA, DEFAULT_LORA_RANK
-from ..p3s_core.subject_encoder import mask_to_latent, mask_to_patch_grid, patch_grid_side
-from ..p3s_core.unet_layout import check_sd15_layout
+from ..p3s_core.model.injection_layers import DEFAULT_INJECTION_RANK
+from ..p3s_core.model.injection_pass import make_injection_patch
+from ..p3s_core.model.model_file import split_optimizer_state
+from ..p3s_core.model.p3s_model import P3SModel, p3s_model_from_tensors
+from ..p3s_core.model.shared_copy import DEFAULT_LORA_ALPHA, DEFAULT_LORA_RANK
+from ..p3s_core.model.subject_encoder import mask_to_latent, mask_to_patch_grid, patch_grid_side
+from ..p3s_core.sampling.injection import InjectionSettings, WeightSchedule, make_diffusion_wrapper
+from ..p3s_core.selection.letterbox import letterbox_pixels
 from ..p3s_core.validation import finite, window
 from .p3s_placement import P3SModelPatcher, base_compute_dtype, place_for_base
 
@@ -69,7 +65,7 @@ def new_p3s_model(
 ) -> P3SModel:
     """An untrained P3S model of ``scope`` over ``model``'s SD1.5 U-Net, placed for it (:func:`place_for_base`).
 
-    Whatever the scope does not train stays the U-Net's own modules (see ``p3s_core.shared_copy``).
+    Whatever the scope does not train stays the U-Net's own modules (see ``p3s_core.model.shared_copy``).
     Own weights are in the base's compute dtype (never fp8) on the offload device.
     """
     unet = check_sd15_model(model)

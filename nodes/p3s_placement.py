@@ -30,7 +30,7 @@ import comfy.ops
 import torch
 from torch import nn
 
-from ..p3s_core.p3s_model import P3SModel
+from ..p3s_core.model.p3s_model import P3SModel
 
 COMPUTE_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 _CAST_OPS = {

@@ -16,8 +16,8 @@ import torch
 from comfy_api.latest import io, ui
 
 from ..p3s_core.errors import P3SInputError
-from ..p3s_core.points import parse_kj_points, parse_points_json
-from ..p3s_core.preview import downscale_for_display, draw_points
+from ..p3s_core.inspection.preview import downscale_for_display, draw_points
+from ..p3s_core.selection.points import parse_kj_points, parse_points_json
 from .types import CATEGORY_SELECT, P3SPointsType
 
 EXAMPLE_POINTS = '{"version": 1, "images": [{"positive": [[0.5, 0.5]], "negative": []}]}'

@@ -7,9 +7,9 @@ import torch
 from comfy_api.latest import io, ui
 
 from ..p3s_core.errors import P3SInputError
-from ..p3s_core.heatmap import render_heatmap
-from ..p3s_core.letterbox import letterbox_pixels
-from ..p3s_core.rngr_mask import RngrSettings, rngr_masks
+from ..p3s_core.inspection.heatmap import render_heatmap
+from ..p3s_core.selection.letterbox import letterbox_pixels
+from ..p3s_core.selection.rngr_mask import RngrSettings, rngr_masks
 from .types import CATEGORY_SELECT, P3SPointsType
 
 

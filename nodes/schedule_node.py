@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from comfy_api.latest import io, ui
 
-from ..p3s_core.schedule import CURVES, MAX_WEIGHT, WeightSchedule, parse_control_points_json
-from ..p3s_core.schedule_plot import plot_schedule
+from ..p3s_core.inspection.schedule_plot import plot_schedule
+from ..p3s_core.sampling.schedule import CURVES, MAX_WEIGHT, WeightSchedule, parse_control_points_json
 from .types import CATEGORY_APPLY, P3SScheduleType
 
 PLOT_WIDTH, PLOT_HEIGHT = 512, 320

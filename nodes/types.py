@@ -2,22 +2,22 @@
 
 from comfy_api.latest import io
 
-from ..p3s_core.injection_layers import DEFAULT_INJECTION_RANK, MAX_INJECTION_RANK
-from ..p3s_core.shared_copy import DEFAULT_LORA_ALPHA, DEFAULT_LORA_RANK
+from ..p3s_core.model.injection_layers import DEFAULT_INJECTION_RANK, MAX_INJECTION_RANK
+from ..p3s_core.model.shared_copy import DEFAULT_LORA_ALPHA, DEFAULT_LORA_RANK
 
 CATEGORY = "P3S"
 CATEGORY_SELECT = f"{CATEGORY}/select"
 CATEGORY_APPLY = f"{CATEGORY}/apply"
 CATEGORY_MODEL = f"{CATEGORY}/model"
 
-# p3s_core.points.P3SPoints: one normalised point set per reference image.
+# p3s_core.selection.points.P3SPoints: one normalised point set per reference image.
 P3SPointsType = io.Custom("P3S_POINTS")
-# p3s_core.schedule.WeightSchedule: injection weight over denoising progress.
+# p3s_core.sampling.schedule.WeightSchedule: injection weight over denoising progress.
 P3SScheduleType = io.Custom("P3S_SCHEDULE")
-# p3s_core.p3s_model.P3SModel (from P3S Init) or p3s_core.model_file.P3SModelFile (from P3S Loader).
+# p3s_core.model.p3s_model.P3SModel (from P3S Init) or p3s_core.model.model_file.P3SModelFile (from P3S Loader).
 P3SModelType = io.Custom("P3S_MODEL")
 CATEGORY_INSPECT = f"{CATEGORY}/inspect"
-# p3s_core.attention_maps.AttentionRecorder: cross-attention maps and L_ac captured while sampling.
+# p3s_core.inspection.attention_maps.AttentionRecorder: cross-attention maps and L_ac captured while sampling.
 P3SAttentionType = io.Custom("P3S_ATTENTION")
 
 

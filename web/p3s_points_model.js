@@ -1,5 +1,5 @@
 // The point selection of the P3S Points node as plain data: parse, edit, serialise.
-// The JSON is the node's `points` widget value (see p3s_core/points.py):
+// The JSON is the node's `points` widget value (see p3s_core/selection/points.py):
 //   {"version": 1, "images": [{"positive": [[x, y], ...], "negative": [[x, y], ...]}, ...]}
 // with x, y normalised to [0, 1]. No DOM or ComfyUI code here.
 

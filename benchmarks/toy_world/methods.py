@@ -1,4 +1,4 @@
-"""The methods compared: P3S (through ``p3s_core.training.train_p3s``) and a DreamBooth-like baseline."""
+"""The methods compared: P3S (through ``p3s_core.training.loop.train_p3s``) and a DreamBooth-like baseline."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ import copy
 import torch
 from torch import nn
 
-from p3s_core.injection_layers import AUTO_INJECTION_RANK, resolve_injection_rank
-from p3s_core.p3s_model import P3SModel
-from p3s_core.training import TrainingData, TrainSettings, train_p3s
+from p3s_core.model.injection_layers import AUTO_INJECTION_RANK, resolve_injection_rank
+from p3s_core.model.p3s_model import P3SModel
+from p3s_core.training.loop import train_p3s
+from p3s_core.training.settings import TrainingData, TrainSettings
 
 from .host import NUM_TIMESTEPS, noised, training_sigmas
 from .subject import ENCODER_CONFIG

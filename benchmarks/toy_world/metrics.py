@@ -6,7 +6,9 @@
   held-out subject scenes, same fixed noises and timesteps; > 0 = the model prefers the subject.
 * editability: share of samples of "a photo of sks on a green background" on green.
 * selectivity: share of "a photo of sks" samples in which the look-alike's colour (blue) shows
-  (>= 3 pixels nearest blue); lower is more selective.
+  (>= 3 pixels nearest blue); lower is more selective. ``lookalike_read`` / ``subject_read``:
+  share of samples the evaluator reads as the look-alike / the subject (colour, pattern and
+  shape together: a joint score, whose floor is low for every pair).
 * diversity: mean pairwise RMS distance between the "a photo of sks" samples.
 """
 
@@ -21,6 +23,8 @@ from . import world
 from .sampling import euler_sample, predict_noise
 from .subject import DISTRACTOR, EDIT_PROMPT, PROMPT, SUBJECT, test_scenes
 from .text import WordEncoder
+
+THING_ATTRIBUTES = ("colour", "pattern", "shape")
 
 
 @dataclass
@@ -60,14 +64,17 @@ def score(
     seed: int = 2024,
     steps: int = 20,
     cfg: float = 7.5,
+    subject: world.Thing = SUBJECT,
+    lookalike: world.Thing = DISTRACTOR,
 ) -> tuple[dict, torch.Tensor]:
-    """All metrics of ``gen``; also returns its "a photo of sks" samples (for the PNG grid)."""
+    """All metrics of ``gen`` for ``subject`` and its ``lookalike``; also returns its "a photo of
+    sks" samples (for the PNG grid)."""
     shots = gen.sample(PROMPT, samples, encoder, seed, steps, cfg)
     edits = gen.sample(EDIT_PROMPT, samples, encoder, seed + 1, steps, cfg)
     read, read_edit = evaluator.predict(shots), evaluator.predict(edits)
-    match = {k: _rate(read[k], getattr(SUBJECT, k)) for k in ("colour", "pattern", "shape")}
-    subject_x = world.latents(test_scenes(SUBJECT, seed=77))
-    distractor_x = world.latents(test_scenes(DISTRACTOR, seed=77))
+    match = {k: _rate(read[k], getattr(subject, k)) for k in THING_ATTRIBUTES}
+    subject_x = world.latents(test_scenes(subject, seed=77))
+    distractor_x = world.latents(test_scenes(lookalike, seed=77))
     err_subject = gen.denoise_error(subject_x, PROMPT, encoder, seed=5)
     err_distractor = gen.denoise_error(distractor_x, PROMPT, encoder, seed=5)
     flat = shots.flatten(1)
@@ -80,8 +87,10 @@ def score(
         "identity_gap": err_distractor - err_subject,
         "subject_error": err_subject,
         "edit_green": _rate(read_edit["background"], "green"),
-        "edit_identity": sum(_rate(read_edit[k], getattr(SUBJECT, k)) for k in ("colour", "pattern", "shape")) / 3,
-        "distractor_seen": float(judge.colour_presence(shots, DISTRACTOR.colour).float().mean()),
+        "edit_identity": sum(_rate(read_edit[k], getattr(subject, k)) for k in THING_ATTRIBUTES) / 3,
+        "distractor_seen": float(judge.colour_presence(shots, lookalike.colour).float().mean()),
+        "lookalike_read": read_as(read, lookalike),
+        "subject_read": read_as(read, subject),
         "diversity": float(pairwise.sum() / (samples * (samples - 1))),
     }
     return metrics, shots
@@ -101,6 +110,12 @@ def caption_check(
             hits[k] += sum(v == truth[k] for v in read[k])
     total = per_prompt * len(world.HELD_OUT)
     return {k: v / total for k, v in hits.items()}
+
+
+def read_as(read: dict[str, list[str]], thing: world.Thing) -> float:
+    """Share of samples the evaluator reads as ``thing``: its colour, pattern and shape together."""
+    hits = [all(read[k][i] == getattr(thing, k) for k in THING_ATTRIBUTES) for i in range(len(read["colour"]))]
+    return sum(hits) / len(hits)
 
 
 def _rate(values: list[str], wanted: str) -> float:

@@ -9,8 +9,8 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
-from p3s_core.schedule import WeightSchedule
-from p3s_core.training import TrainSettings
+from p3s_core.sampling.schedule import WeightSchedule
+from p3s_core.training.settings import TrainSettings
 
 from . import world
 from .methods import INJECTION_RANK, dreambooth_like, train_p3s_model

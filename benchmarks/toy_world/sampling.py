@@ -12,9 +12,10 @@ from collections.abc import Callable
 
 import torch
 
-from p3s_core.injection import InjectionSettings, make_diffusion_wrapper, make_injection_patch
-from p3s_core.p3s_model import P3SModel
-from p3s_core.schedule import WeightSchedule
+from p3s_core.model.injection_pass import make_injection_patch
+from p3s_core.model.p3s_model import P3SModel
+from p3s_core.sampling.injection import InjectionSettings, make_diffusion_wrapper
+from p3s_core.sampling.schedule import WeightSchedule
 
 from .host import training_sigmas
 

@@ -5,10 +5,10 @@ input size), one positive point is put at the subject's centre and one negative 
 look-alike's (what a user would click). The pack's own node classes then run in-process
 (``execute`` of ``P3SPoints``, ``P3SRngrMask`` and ``P3SInpaint``, at their default settings):
 the RNGR node encodes the letterboxed images with :class:`ClipVisionStandin` and calls
-``p3s_core.rngr_mask.rngr_masks``; P3S Inpaint (``telea``) erases the negative mask. The
+``p3s_core.selection.rngr_mask.rngr_masks``; P3S Inpaint (``telea``) erases the negative mask. The
 cleaned image is area-averaged to the world's 8x8 latent (:func:`image_to_latent`, as
 ``world.latents`` renders) and the subject mask to the 8x8 patch grid with
-``p3s_core.subject_encoder.mask_to_patch_grid`` (what P3S Apply does).
+``p3s_core.model.subject_encoder.mask_to_patch_grid`` (what P3S Apply does).
 
 ``python -m benchmarks.toy_world.selection [--json]`` prints :func:`selection_report`.
 """
@@ -26,8 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from p3s_core.points import make_points
-from p3s_core.subject_encoder import mask_to_patch_grid
+from p3s_core.model.subject_encoder import mask_to_patch_grid
+from p3s_core.selection.points import make_points
 
 from . import world
 from .subject import reference_scenes, without_distractor

@@ -14,7 +14,7 @@ from dataclasses import replace
 
 import torch
 
-from p3s_core.training import TrainingData
+from p3s_core.training.settings import TrainingData
 
 from . import world
 from .text import WordEncoder
@@ -28,18 +28,20 @@ TOKEN_DIM = 16
 ENCODER_CONFIG = {"token_dim": TOKEN_DIM, "inner_dim": 16, "heads": 2, "hint_region": "subject"}
 
 
-def reference_scenes(seed: int, with_distractor: bool) -> list[world.Scene]:
-    """4 scenes of the subject (and the look-alike beside it, sides alternating), jittered."""
+def reference_scenes(
+    seed: int, with_distractor: bool, subject: world.Thing = SUBJECT, lookalike: world.Thing = DISTRACTOR
+) -> list[world.Scene]:
+    """4 scenes of ``subject`` (and ``lookalike`` beside it, sides alternating), jittered."""
     gen = torch.Generator().manual_seed(seed)
     scenes = []
     for i, background in enumerate(REFERENCE_BACKGROUNDS):
         if not with_distractor:
-            scenes.append(world.Scene(background, (world.jittered(SUBJECT, gen),)))
+            scenes.append(world.Scene(background, (world.jittered(subject, gen),)))
             continue
         left, right = (0.28, 0.72) if i % 2 == 0 else (0.72, 0.28)
-        subject = world.jittered(replace(SUBJECT, cx=left, radius=0.22), gen, shift=0.03)
-        other = world.jittered(replace(DISTRACTOR, cx=right, radius=0.22), gen, shift=0.03)
-        scenes.append(world.Scene(background, (subject, other)))
+        first = world.jittered(replace(subject, cx=left, radius=0.22), gen, shift=0.03)
+        other = world.jittered(replace(lookalike, cx=right, radius=0.22), gen, shift=0.03)
+        scenes.append(world.Scene(background, (first, other)))
     return scenes
 
 

@@ -16,7 +16,7 @@ from host_helpers import (
     wait_for_history,
 )
 
-from p3s_core.preview import NEGATIVE_RGB, POSITIVE_RGB
+from p3s_core.inspection.preview import NEGATIVE_RGB, POSITIVE_RGB
 
 P3S_JSON = json.dumps({"version": 1, "images": [{"positive": [[0.5, 0.5]], "negative": []}]})
 

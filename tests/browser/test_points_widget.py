@@ -28,8 +28,8 @@ from host_helpers import (
 from devtools.comfy_host import REPO_ROOT, ComfyServer
 from devtools.sample_scene import write_twin_scene
 from devtools.standin_models import write_clip_vision_standin
-from p3s_core.points import parse_points_json
-from p3s_core.preview import NEGATIVE_RGB, POSITIVE_RGB
+from p3s_core.inspection.preview import NEGATIVE_RGB, POSITIVE_RGB
+from p3s_core.selection.points import parse_points_json
 
 WORKFLOW = Path(__file__).with_name("points_workflow.json")
 CLIP_STANDIN = "p3s_standin_vit_l14.safetensors"

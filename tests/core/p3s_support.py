@@ -63,10 +63,10 @@ def randomise_injection(p3s_model, seed: int = 7, scale: float = 0.05) -> None:
 def random_training_data(images: int = 2, seed: int = 4, size: int = 8, latents: torch.Tensor | None = None):
     """Seeded random ``TrainingData`` in the tiny test models' shapes; ``latents`` replaces the random
     latents (drawn anyway, so the other tensors stay the same)."""
-    training = import_pack_module("p3s_core.training")
+    training_settings = import_pack_module("p3s_core.training.settings")
     gen = torch.Generator().manual_seed(seed)
     noise_latents = torch.randn(images, 4, size, size, generator=gen)
-    return training.TrainingData(
+    return training_settings.TrainingData(
         latents=noise_latents if latents is None else latents,
         tokens=torch.randn(images, 17, 16, generator=gen),
         mask_grids=(torch.rand(images, 4, 4, generator=gen) > 0.5).float(),

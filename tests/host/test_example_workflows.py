@@ -26,7 +26,7 @@ from devtools.api_client import ComfyAPIError, ComfyClient
 from devtools.comfy_host import PACK_LINK_NAME, REPO_ROOT, ComfyServer
 from devtools.sample_scene import LEFT_CENTRE, RIGHT_CENTRE, disc_mask
 from devtools.workflows import SETTING_INPUTS, SMALL_PIPELINE, example_api
-from p3s_core.model_file import KEY_FORMAT, KEY_TRAINING
+from p3s_core.model.model_file import KEY_FORMAT, KEY_TRAINING
 
 from .conftest import SCENE_NAME
 

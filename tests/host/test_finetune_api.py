@@ -16,7 +16,7 @@ from devtools.api_client import ComfyClient
 from devtools.comfy_host import ComfyServer
 from devtools.sample_scene import twin_points_json
 from devtools.workflows import finetune_workflow, selection_workflow
-from p3s_core.model_file import load_p3s_model
+from p3s_core.model.model_file import load_p3s_model
 
 from .conftest import CHECKPOINT_NAME, CLIP_NAME, SCENE_NAME
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+from core.inspection.test_attention_overlay import TokenizerClip
 from core.p3s_support import sample
-from core.test_attention_overlay import TokenizerClip
 
 from devtools.pack_modules import import_pack_module, pack_core
 from devtools.tiny_models import tiny_sd15_patcher

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 import pytest
 import torch
-from core.test_attention_overlay import TokenizerClip
+from core.inspection.test_attention_overlay import TokenizerClip
 
 from devtools.pack_modules import import_pack_module, pack_core
 from devtools.tiny_models import tiny_sd15_patcher
@@ -120,7 +120,7 @@ def masks(batch: int = 1) -> torch.Tensor:
 
 
 def point_sets(count: int):
-    return core.points.make_points([([(0.5, 0.5)], [])] * count)
+    return core.selection.points.make_points([([(0.5, 0.5)], [])] * count)
 
 
 def finetune_inputs(model) -> dict:
@@ -322,12 +322,12 @@ def test_bad_input_fails_before_expensive_steps_with_a_clear_message(case: Case,
 def test_kj_strings_land_where_the_editor_put_them():
     """Pixels picked on a 512x512 editor canvas, the same points normalised, and the image P3S gets."""
     size = (512, 512)
-    from_pixels = core.points.parse_kj_points(KJ_PIXELS, "positive", size)
+    from_pixels = core.selection.points.parse_kj_points(KJ_PIXELS, "positive", size)
     assert from_pixels == ((120 / 512, 80 / 512), (40 / 512, 30 / 512))
-    assert core.points.parse_kj_points(KJ_NORMALISED, "positive", None) == ((120 / 512, 80 / 512),)
+    assert core.selection.points.parse_kj_points(KJ_NORMALISED, "positive", None) == ((120 / 512, 80 / 512),)
     # The canvas' own widget value (JSON.stringify, floats while dragging) reads the same way.
     widget = json.dumps([{"x": 120.4, "y": 79.6}], separators=(",", ":"))
-    assert core.points.parse_kj_points(widget, "positive", size) == ((120.4 / 512, 79.6 / 512),)
+    assert core.selection.points.parse_kj_points(widget, "positive", size) == ((120.4 / 512, 79.6 / 512),)
     out = points_node.P3SPointsNode.execute(
         points=POINTS, image=torch.zeros(1, 300, 400, 3), kj_positive=KJ_PIXELS, kj_width=512, kj_height=512
     )
@@ -343,7 +343,7 @@ def test_the_ui_output_carries_the_points_the_node_used():
     (sent,) = out.ui["p3s_points"]
     assert json.loads(json.dumps(sent)) == sent
     assert sent["kj"] == ["positive"]
-    expected = core.points.parse_kj_points(KJ_PIXELS, "positive", (512, 512))
+    expected = core.selection.points.parse_kj_points(KJ_PIXELS, "positive", (512, 512))
     assert [tuple(p) for p in sent["images"][0]["positive"]] == list(expected)
     assert sent["images"] == out.result[0].to_dict()["images"]
     plain = points_node.P3SPointsNode.execute(points=POINTS).ui["p3s_points"]
@@ -363,7 +363,9 @@ def test_attention_words_on_a_chunk_boundary_are_found():
     (group,) = glue.word_groups(clip, prompt, ["zebrafish"])
     assert group.columns == (75, 78, 152, 155), "last column of a chunk, first after the next start token"
     flat = [t for chunk in chunks for t in chunk]
-    assert core.tokens.find_sequence(flat, glue.word_token_ids(clip, "zebrafish")) == [], "joined chunks miss it"
+    assert core.inspection.tokens.find_sequence(flat, glue.word_token_ids(clip, "zebrafish")) == [], (
+        "joined chunks miss it"
+    )
     with torch.inference_mode():
         _, recorder = attention.P3SAttentionMaps.execute(
             tiny_sd15_patcher(seed=0), clip, prompt, "zebrafish, dog", "output_11", "mean", 8

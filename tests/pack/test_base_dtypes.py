@@ -103,7 +103,7 @@ def test_fine_tune_with_overlays_then_apply_and_loader_then_apply(kind, p3s_fold
     from_file = sampled(apply(base, loaded))
     assert torch.isfinite(from_file).all()
     assert (from_file - plain).abs().max() > 0
-    model = pack_core(finetune).p3s_model
+    model = pack_core(finetune).model.p3s_model
     assert isinstance(p3s, model.P3SModel)
 
 

@@ -110,7 +110,7 @@ def test_node_trains_in_inference_mode_and_saves_a_loadable_model(p3s_folder):
     assert torch.equal(overlays[0], overlays[2])
     assert plot.shape == (1, 320, 512, 3)
     assert not p3s.injection_is_zero(), "the zero layers learned"
-    model_file = pack_core(node).model_file
+    model_file = pack_core(node).model.model_file
     tensors, info = model_file.load_p3s_model(p3s_folder / "sub" / "disc.safetensors")
     assert (info.training["epochs"], info.training["images"], info.training["scope"]) == (2, 1, "injection")
     assert info.training["prompts"] == ["a photo of sks disc"]
@@ -168,7 +168,7 @@ def test_attention_overlays_of_a_word_on_the_first_reference(p3s_folder):
 
 
 def loaded(path):
-    model_file = pack_core(node).model_file
+    model_file = pack_core(node).model.model_file
     tensors, info = model_file.load_p3s_model(path)
     return model_file.P3SModelFile(tensors, info, name=path.name)
 
@@ -219,16 +219,16 @@ def test_auto_picks_the_richest_scope_that_fits_the_free_memory(p3s_folder, monk
 
     core = pack_core(node)
     model = tiny_sd15_patcher(seed=0)
-    data = core.training.TrainingData(
+    data = core.training.settings.TrainingData(
         torch.zeros(1, 4, 5, 8),
         torch.zeros(1, 17, 16),
         torch.zeros(1, 4, 4),
         torch.zeros(1, 7, 32),
         torch.zeros(1, 7, 32),
     )  # fmt: skip  (the latent of the 64 px references that run() trains on)
-    settings = core.training.TrainSettings()
-    encoder = {**core.subject_encoder.DEFAULT_ENCODER_CONFIG, "token_dim": TOKEN_WIDTH}
-    run_steps = core.finetune_run
+    settings = core.training.settings.TrainSettings()
+    encoder = {**core.model.subject_encoder.DEFAULT_ENCODER_CONFIG, "token_dim": TOKEN_WIDTH}
+    run_steps = core.training.finetune_run
     needs = run_steps.scope_needs(model, data, settings, encoder, 4)
     assert needs["full"] > needs["attention"] > needs["lora"] > needs["injection"] > 0
     asked = []
@@ -267,7 +267,7 @@ def test_auto_picks_the_richest_scope_that_fits_the_free_memory(p3s_folder, monk
 
 def test_new_models_hint_the_subject_only_and_train_the_hint_path_faster(p3s_folder):
     p3s = run("hinted.safetensors", epochs=1).result[0]
-    info = pack_core(node).model_file.load_p3s_model(p3s_folder / "hinted.safetensors")[1]
+    info = pack_core(node).model.model_file.load_p3s_model(p3s_folder / "hinted.safetensors")[1]
     assert p3s.encoder.config["hint_region"] == info.config["encoder"]["hint_region"] == "subject"
     assert (info.training["hint_source"], info.training["hint_lr_scale"]) == ("own", 100.0)
     patching = import_pack_module("nodes.p3s_patching")

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from devtools.pack_modules import import_pack_module, pack_core
-from p3s_core.model_file import save_p3s_model
+from p3s_core.model.model_file import save_p3s_model
 
 CONFIG = {"copy": "full_unet", "blocks": 16}
 
@@ -72,7 +72,7 @@ def test_loader_loads_tensors_and_info(comfy_tmp_dirs, loader_module):
     loader_module.P3SLoaderNode.GET_SCHEMA()  # registers the folder, as ComfyUI does on start
     out = loader_module.P3SLoaderNode.execute(model_name="dogs/fido.safetensors")
     model, info_text = out.args
-    assert isinstance(model, pack_core(loader_module).model_file.P3SModelFile)
+    assert isinstance(model, pack_core(loader_module).model.model_file.P3SModelFile)
     assert model.name == "dogs/fido.safetensors"
     assert model.tensors.keys() == tensors.keys()
     assert all(torch.equal(model.tensors[k], v) for k, v in tensors.items())

@@ -19,7 +19,7 @@ def test_single_module_import_uses_the_pack_copy_of_p3s_core():
     module = import_pack_module("nodes.schedule_node")
     assert module.__name__ == "p3s_pack_parts.nodes.schedule_node"
     assert pack_core(module).__name__ == "p3s_pack_parts.p3s_core"
-    assert module.WeightSchedule is pack_core(module).schedule.WeightSchedule
+    assert module.WeightSchedule is pack_core(module).sampling.schedule.WeightSchedule
 
 
 @pytest.mark.skipif(

@@ -50,11 +50,11 @@ def test_every_p3s_parameter_is_loaded_or_cast_per_op_after_comfyui_loads_it(bas
         assert cast > 0, "the emulated card is too small for all of it"
     x = torch.randn(2, 4, 8, 8, device=META)
     hint = torch.randn(2, 4, 8, 8)  # the hint stays where the encoder made it (intermediate device)
-    options = {core.precision.ATTENTION_OVERRIDE_KEY: core.precision.attention_override}
-    captured = core.injection.run_copy(
+    options = {core.training.precision.ATTENTION_OVERRIDE_KEY: core.training.precision.attention_override}
+    captured = core.model.injection_pass.run_copy(
         p3s, x, torch.ones(2, device=META), torch.randn(2, 7, 32, device=META), hint, options
     )
-    deltas = core.injection.injection_deltas(p3s, captured, 1.0)
+    deltas = core.model.injection_pass.injection_deltas(p3s, captured, 1.0)
     assert len(deltas) == 32 and all(d.device == META for d in deltas.values())
 
 
@@ -92,8 +92,8 @@ def test_loader_on_an_fp8_base_keeps_the_files_values(base, tmp_path):
         for param in trained.parameters():
             param.add_(torch.randn(param.shape, generator=torch.Generator().manual_seed(1)).to(param.dtype) * 1e-3)
     path = tmp_path / "subject.safetensors"
-    core.model_file.save_p3s_model(path, trained.state_dict(), trained.config, {})
-    tensors, info = core.model_file.load_p3s_model(path)
+    core.model.model_file.save_p3s_model(path, trained.state_dict(), trained.config, {})
+    tensors, info = core.model.model_file.load_p3s_model(path)
     loaded = patching.p3s_model_from_file(fp8, tensors, info.config)
     key = "copy.input_blocks.1.1.transformer_blocks.0.attn2.to_q.weight"
     assert loaded.state_dict()[key].dtype == torch.bfloat16
@@ -129,7 +129,7 @@ def test_fast_ops_fall_back_to_cast_ops_while_training():
             module.__class__ = FastLinear
     p3s = patching.new_p3s_model(model, ENCODER, "injection")
     gen = torch.Generator().manual_seed(4)
-    data = core.training.TrainingData(
+    data = core.training.settings.TrainingData(
         torch.randn(1, 4, 8, 8, generator=gen),
         torch.randn(1, 17, 16, generator=gen),
         torch.ones(1, 4, 4),
@@ -137,10 +137,10 @@ def test_fast_ops_fall_back_to_cast_ops_while_training():
         torch.randn(1, 7, 32, generator=gen),
     )
     sigmas = model.get_model_object("model_sampling").sigmas
-    settings = core.training.TrainSettings(epochs=1, lr=1e-3)
+    settings = core.training.settings.TrainSettings(epochs=1, lr=1e-3)
     with pytest.raises(RuntimeError, match="no backward"):
-        core.training.train_p3s(p3s, unet, sigmas, data, settings)
-    history = core.training.train_p3s(
+        core.training.loop.train_p3s(p3s, unet, sigmas, data, settings)
+    history = core.training.loop.train_p3s(
         p3s, unet, sigmas, data, settings, frozen_context=lambda: placement.plain_ops_for_training(unet)
     )
     assert len(history.total) == 1 and not p3s.injection_is_zero()

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from devtools.pack_modules import import_pack_module, pack_core
-from p3s_core.schedule import WeightSchedule
-from p3s_core.schedule_plot import plot_schedule
+from p3s_core.inspection.schedule_plot import plot_schedule
+from p3s_core.sampling.schedule import WeightSchedule
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +32,7 @@ def test_schema_declares_types_category_and_tooltips(node_module):
         "steps",
         "custom_points",
     }
-    assert every["curve"][1]["options"] == list(pack_core(node_module).schedule.CURVES)
+    assert every["curve"][1]["options"] == list(pack_core(node_module).sampling.schedule.CURVES)
     assert "custom_points" in inputs["optional"]
     for name, (_, options) in every.items():
         assert options.get("tooltip"), f"{name} has no tooltip"

@@ -17,7 +17,7 @@ from benchmarks.toy_world import selection, world
 from benchmarks.toy_world.host import setup_torch
 from benchmarks.toy_world.subject import reference_scenes, training_data
 from benchmarks.toy_world.text import WordEncoder
-from p3s_core.letterbox import letterbox_pixels
+from p3s_core.selection.letterbox import letterbox_pixels
 
 # Measured (seed 3, node defaults): subject IoU 0.58-0.62, look-alike under the negative mask
 # 0.994-1.000, under the subject mask 0.004-0.044, latent RMS error to the ideal inpainting
