@@ -1,7 +1,7 @@
 """``P3S Points``: the user's point selection as ``P3S_POINTS``, plus a preview of it.
 
 The ``points`` STRING widget is the single source of truth: the point-picking canvas in
-``web/p3s_points.js`` reads and writes it, so the workflow JSON (``widgets_values``) and
+``web/p3s_points_editor.js`` reads and writes it, so the workflow JSON (``widgets_values``) and
 API prompts carry the same JSON string that this node parses.
 
 Not an output node: it runs when something uses its points or preview, so a prompt whose other

@@ -3,6 +3,7 @@ what ComfyUI loads and no tests or dev tools; the registry metadata is complete.
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -44,6 +45,10 @@ def test_the_node_archive_holds_what_comfyui_loads_and_no_tests():
     assert not top & {"tests", "devtools", "benchmarks", "p3s_batch", ".ci", "Makefile"}, sorted(top)
     assert {"__init__.py", "nodes", "p3s_core", "web", "locales", "example_workflows", "LICENSE"} <= top
     assert {"web/p3s_points.js", "locales/en/nodeDefs.json", "web/docs/P3SPoints.md"} <= set(files)
+    for path in files:  # every ES module a widget imports from the pack ships beside it
+        if path.startswith("web/") and path.endswith(".js"):
+            for module in re.findall(r'from "\./([\w./-]+\.js)"', (REPO_ROOT / path).read_text()):
+                assert f"web/{module}" in files, (path, module)
     for path in files:  # nothing in the archive imports what the archive leaves out
         if path.endswith(".py"):
             text = (REPO_ROOT / path).read_text()
