@@ -7,6 +7,7 @@ from comfy_api.latest import ComfyExtension, io
 from .attention_nodes import P3SAttentionMaps, P3SAttentionOverlays
 from .example_inputs import install_example_inputs
 from .finetune_node import P3SFineTune
+from .framing_node import P3SFrameSubject
 from .inpaint_node import P3SInpaint
 from .loader_node import P3SLoaderNode
 from .model_folder import register_p3s_folder
@@ -25,6 +26,7 @@ class P3SExtension(ComfyExtension):
             P3SPointsNode,
             P3SRngrMask,
             P3SInpaint,
+            P3SFrameSubject,
             P3SScheduleNode,
             P3SLoaderNode,
             P3SInit,

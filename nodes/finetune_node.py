@@ -16,6 +16,7 @@ from ..p3s_core.inspection.reference_overlays import reference_overlays
 from ..p3s_core.model.injection_layers import DEFAULT_INJECTION_RANK, check_injection_rank
 from ..p3s_core.model.shared_copy import DEFAULT_LORA_ALPHA, DEFAULT_LORA_RANK
 from ..p3s_core.model.subject_encoder import DEFAULT_ENCODER_CONFIG
+from ..p3s_core.selection.framing import DEFAULT_MARGIN, frame_references
 from ..p3s_core.training.finetune_inputs import reference_texts, resize_references
 from ..p3s_core.training.finetune_run import (
     EPOCHS_DONE,
@@ -40,6 +41,7 @@ from ..p3s_core.training.settings import (
 )
 from ..p3s_core.validation import finite
 from .attention_patching import word_groups
+from .framing_node import frame_inputs
 from .model_folder import P3S_FOLDER, register_p3s_folder
 from .p3s_patching import (
     check_reference_batches,
@@ -158,6 +160,24 @@ class P3SFineTune(io.ComfyNode):
                     tooltip="Continue training this P3S model (from Init, Loader or a previous Fine-tune) up to "
                     "epochs in total; a checkpoint resumes exactly. The input model is not changed.",
                 ),
+                io.Boolean.Input(
+                    "frame_subject",
+                    default=False,
+                    optional=True,
+                    tooltip="Crop each reference to a square around its subject before training (our addition; as "
+                    "P3S Frame Subject does), so a subject that is small or beside look-alikes fills the image.",
+                ),
+                *frame_inputs(optional=True),
+                io.Float.Input(
+                    "background_loss_weight",
+                    default=1.0,
+                    min=0.0,
+                    max=1.0,
+                    step=0.05,
+                    optional=True,
+                    tooltip="Weight of the denoising loss outside the subject mask (our addition): below 1, what is "
+                    "left of look-alikes and backgrounds is learned less than the subject; 1 = the paper's loss.",
+                ),
             ],
             outputs=[
                 P3SModelType.Output("p3s_model", tooltip="The trained subject model; connect to P3S Apply."),
@@ -200,6 +220,9 @@ class P3SFineTune(io.ComfyNode):
         continue_from=None,
         injection_rank=DEFAULT_INJECTION_RANK,
         hint_lr_scale=DEFAULT_HINT_LR_SCALE,
+        frame_subject=False,
+        frame_margin=DEFAULT_MARGIN,
+        background_loss_weight=1.0,
     ) -> io.NodeOutput:
         # Every check runs before anything is encoded or trained.
         check_sd15_model(model)
@@ -218,13 +241,17 @@ class P3SFineTune(io.ComfyNode):
             "mean",
             gradient_checkpointing,
             hint_lr_scale=hint_lr_scale,
+            background_loss_weight=background_loss_weight,
         )
         folders = folder_paths.get_folder_paths(P3S_FOLDER) if save_name.strip() else []
         target = save_target(folders, save_name, save_every, overwrite)
-        check_reference_batches(reference_images, subject_mask)
+        masks = check_reference_batches(reference_images, subject_mask)
         texts = reference_texts(instance_prompt, captions or "", attention_word or "", reference_images.shape[0])
         word_groups = _word_groups(clip, texts[0], attention_word or "")
-        images, mask = resize_references(reference_images, subject_mask, resolution)
+        if frame_subject:
+            images, mask, _ = frame_references(reference_images[..., :3], masks, resolution, frame_margin)
+        else:
+            images, mask = resize_references(reference_images, subject_mask, resolution)
         tokens, grids, latents, latent_masks = reference_features(images, mask, vae, clip_vision, model)
         contexts = match_token_lengths([clip.encode_from_tokens(clip.tokenize(t)) for t in [*texts, ""]])
         data = TrainingData(latents, tokens, grids, torch.cat(contexts[:-1]), contexts[-1], latent_masks)

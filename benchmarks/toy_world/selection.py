@@ -42,15 +42,22 @@ INPAINT_INPUTS = {"method": "telea", "radius": 5, "fill": 0.5}
 
 
 HUE_BINS = 12
-FEATURES = HUE_BINS + 2
+GREY_LEVELS = (0.05, 0.5, 0.95)  # the world's black, gray and white
+ORIENTATIONS = 4
+FEATURES = HUE_BINS + len(GREY_LEVELS) + 1 + ORIENTATIONS
+STRIPE_CONTEXT = 3  # patches: the neighbourhood whose vertical light-dark changes tell stripes
+SHAPE_CONTEXT = 9  # patches: the neighbourhood whose edge directions tell the object's outline
+STRIPE_WEIGHT = 1.0
+SHAPE_WEIGHT = 0.5
 
 
 def colour_histogram(rgb: torch.Tensor) -> torch.Tensor:
-    """``[B, 3, H, W]`` in [0, 1] -> ``[B, 14, H, W]``: each pixel's soft hue bin and brightness.
+    """``[B, 3, H, W]`` in [0, 1] -> ``[B, 15, H, W]``: each pixel's soft hue bin or grey level.
 
     [our addition] A pixel spreads its saturation (HSV's, free of brightness) over 12 hue bins
-    with a von Mises kernel, the rest of its weight (1 - saturation) goes to an achromatic bin,
-    and the last channel is its brightness (weighted 0.3).
+    with a von Mises kernel, and the rest of its weight (1 - saturation) over three grey levels
+    (black, gray, white) by its brightness, so that a white object differs from a gray or black
+    background as it does for CLIP.
     """
     high, low = rgb.amax(dim=1), rgb.amin(dim=1)
     delta = (high - low).clamp_min(1e-6)
@@ -64,17 +71,40 @@ def colour_histogram(rgb: torch.Tensor) -> torch.Tensor:
     kernel = torch.exp(4.0 * (torch.cos(angle.unsqueeze(1) - centres.view(1, -1, 1, 1)) - 1))
     kernel = kernel / kernel.sum(dim=1, keepdim=True)
     chromatic = saturation.unsqueeze(1) * kernel
-    return torch.cat([chromatic, (1 - saturation).unsqueeze(1), 0.3 * high.unsqueeze(1)], dim=1)
+    levels = torch.tensor(GREY_LEVELS, dtype=rgb.dtype).view(1, -1, 1, 1)
+    grey = torch.exp(-(((high.unsqueeze(1) - levels) / 0.2) ** 2))
+    grey = grey / grey.sum(dim=1, keepdim=True)
+    return torch.cat([chromatic, (1 - saturation).unsqueeze(1) * grey], dim=1)
+
+
+def _context(values: torch.Tensor, patches: int) -> torch.Tensor:
+    """``[B, C, h, w]`` per-patch values averaged over a ``patches`` x ``patches`` neighbourhood."""
+    return F.avg_pool2d(values, patches, stride=1, padding=patches // 2, count_include_pad=False)
 
 
 def patch_features(rgb: torch.Tensor) -> torch.Tensor:
-    """``[B, 3, H, W]`` in [0, 1] -> ``[B, (H/14)(W/14), 14]``: the mean colour histogram per 14-px patch.
+    """``[B, 3, H, W]`` in [0, 1] -> ``[B, (H/14)(W/14), 20]``: per 14-px patch, its colour and context.
 
-    [our addition] Hue and saturation do not change with brightness, so a striped object's dark
-    and light stripes agree, while yellow, blue and an unsaturated background fall in different
-    bins (near-orthogonal features).
+    [our addition] A stand-in for what CLIP's patch tokens carry: the patch's mean colour
+    histogram (hue, or grey level: brightness-free for colours, so a striped object's dark and
+    light stripes agree), how much the light changes from row to row in the patch's 3-patch
+    neighbourhood (stripes), and the directions of the edges in its 9-patch neighbourhood (the
+    outline of the object it belongs to; real patch tokens see the whole image through
+    attention). The stripes weigh about as much as the colour, the edge directions half as much.
     """
-    return F.avg_pool2d(colour_histogram(rgb), PATCH).flatten(2).transpose(1, 2)
+    colour = F.avg_pool2d(colour_histogram(rgb), PATCH)
+    light = rgb.mean(dim=1, keepdim=True)
+    rows = (light[..., 1:, :] - light[..., :-1, :]).abs()
+    stripes = _context(F.avg_pool2d(F.pad(rows, (0, 0, 0, 1)), PATCH), STRIPE_CONTEXT) * 20.0
+    gy, gx = light[..., 1:, :-1] - light[..., :-1, :-1], light[..., :-1, 1:] - light[..., :-1, :-1]
+    magnitude, direction = torch.sqrt(gx**2 + gy**2), torch.atan2(gy, gx) % torch.pi
+    bins = torch.arange(ORIENTATIONS, dtype=rgb.dtype).view(1, -1, 1, 1) * (torch.pi / ORIENTATIONS)
+    votes = magnitude * torch.exp(4.0 * (torch.cos(2 * (direction - bins)) - 1))
+    edges = F.avg_pool2d(F.pad(votes, (0, 1, 0, 1)), PATCH)
+    edges = _context(edges, SHAPE_CONTEXT)
+    edges = edges / edges.sum(dim=1, keepdim=True).clamp_min(1e-6) * (edges.sum(dim=1, keepdim=True) > 1e-4)
+    features = torch.cat([colour, STRIPE_WEIGHT * stripes.clamp(max=1.0), SHAPE_WEIGHT * edges], dim=1)
+    return features.flatten(2).transpose(1, 2)
 
 
 class _StandinVisionModel(nn.Module):

@@ -34,6 +34,8 @@ Options measured in the toy world (docs/toy_world.md) [our additions]:
 * ``low_rank_lr_scale``: low-rank injection layers learn at that rate times this (default 3,
   :data:`..model.injection_layers.LOW_RANK_LR_SCALE`; 1 = the same as full layers).
 * ``lac_layers``: ``last`` (output block 11, [stated]) or ``all`` 16 cross-attention layers.
+* ``background_loss_weight``: ``L_LDM`` outside the subject mask weighs this much (1 = the
+  paper's loss), so that what is left of look-alikes and backgrounds is learned less.
 
 Only trained parameters are float32 (master weights); the forward runs in the base's compute
 dtype, or under autocast for an fp32 base on CUDA (:mod:`.precision`). Gradients are
@@ -86,6 +88,11 @@ def train_p3s(
     ``frozen_context``: entered around training by the host, e.g. to swap ops without backward
     for plain ones. Trained parameters are float32 on ``device`` afterwards.
     """
+    if settings.background_loss_weight != 1.0 and data.latent_masks is None:
+        raise P3SInputError(
+            "background_loss_weight below 1 weights the loss by the subject masks at latent size, which this "
+            "training data lacks: pass latent_masks, or set background_loss_weight to 1."
+        )
     device = torch.device(device or next(unet.parameters()).device)
     precision = training_precision(settings.precision, device, compute_dtype or unet_compute_dtype(unet))
     history = TrainHistory()
@@ -143,6 +150,7 @@ def train_p3s(
                                 precision=precision,
                                 hint_rows=hint_rows,
                                 lac_layers=settings.lac_layers,
+                                background_loss_weight=settings.background_loss_weight,
                             )
                         loss = losses[0].float() + settings.gamma * losses[1].float()
                         if not torch.isfinite(loss):

@@ -24,13 +24,31 @@ from ..errors import P3SInputError
 NORMALISATIONS = ("mean", "sum")
 
 
-def ldm_loss(noise_pred: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-    """``L_LDM``: mean squared error between predicted and true noise, in float32 [stated]."""
+def ldm_loss(noise_pred: torch.Tensor, noise: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """``L_LDM``: mean squared error between predicted and true noise, in float32 [stated].
+
+    ``weight`` ``[B, h, w]`` (our addition, see :func:`subject_weight`): each latent pixel's
+    share of the loss, the mean taken over the weights so that the loss keeps its scale.
+    """
     if noise_pred.shape != noise.shape:
         raise P3SInputError(
             f"Noise prediction {tuple(noise_pred.shape)} does not match the noise {tuple(noise.shape)}."
         )
-    return F.mse_loss(noise_pred.float(), noise.float())
+    if weight is None:
+        return F.mse_loss(noise_pred.float(), noise.float())
+    squared = (noise_pred.float() - noise.float()) ** 2
+    weight = weight.float().unsqueeze(1).expand_as(squared)
+    return (squared * weight).sum() / weight.sum().clamp_min(torch.finfo(torch.float32).tiny)
+
+
+def subject_weight(latent_masks: torch.Tensor, background: float) -> torch.Tensor:
+    """Per-pixel weights of ``L_LDM``: 1 on the subject, ``background`` outside it (our addition).
+
+    ``latent_masks`` ``[B, h, w]`` in [0, 1] (the subject masks at latent size, soft at their
+    edges); the weight is ``m + background * (1 - m)``, so 1 everywhere is the paper's loss.
+    What is left of look-alikes and backgrounds then weighs less than the subject.
+    """
+    return latent_masks + background * (1.0 - latent_masks)
 
 
 def attention_consistency_loss(

@@ -44,6 +44,7 @@ class TrainSettings:
     hint_lr_scale: float = DEFAULT_HINT_LR_SCALE
     lac_layers: str = "last"
     low_rank_lr_scale: float = LOW_RANK_LR_SCALE
+    background_loss_weight: float = 1.0
 
     def __post_init__(self) -> None:
         if self.scope is not None and self.scope not in SCOPES:
@@ -64,6 +65,7 @@ class TrainSettings:
             raise P3SInputError(
                 f"low_rank_lr_scale is {self.low_rank_lr_scale:g}: it must be > 0 (1 = the full layers' lr)."
             )
+        in_range("background_loss_weight", self.background_loss_weight, 0.0, 1.0)
         if self.epochs < 1 or self.batch_size < 1:
             raise P3SInputError("epochs and batch_size must be at least 1.")
         if in_range("lr", self.lr) <= 0:

@@ -16,7 +16,7 @@ from ..bases.sd15 import LAST_CROSS_ATTENTION
 from ..bases.unet_sites import ATTENTIONS
 from ..model.injection_pass import injection_deltas, make_attention_probe, make_injection_patch, run_copy
 from ..model.p3s_model import P3SModel
-from .losses import attention_consistency_loss, ldm_loss
+from .losses import attention_consistency_loss, ldm_loss, subject_weight
 from .precision import (
     ATTENTION_OVERRIDE_KEY,
     TrainingPrecision,
@@ -51,6 +51,7 @@ def step_losses(
     lac_layers: str = "last",
     copy_net: nn.Module | None = None,
     precision: TrainingPrecision | None = None,
+    background_loss_weight: float = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(L_LDM, L_ac)`` for one batch (float32); the caller combines them.
 
@@ -62,6 +63,8 @@ def step_losses(
     16 cross-attention layers (the paper's Table IV alternative) [reconstructed].
     ``copy_net``: the copy's module over ``unet`` (:meth:`P3SModel.copy_module`), built if None.
     ``precision``: the dtype the U-Nets' inputs are cast to (:func:`training_precision`).
+    ``background_loss_weight`` < 1 weights ``L_LDM`` outside the rows' subject masks by it
+    (:func:`.losses.subject_weight`, our addition); 1 = the paper's loss.
     """
     device = data.latents.device
     x0 = data.latents[rows]
@@ -91,7 +94,10 @@ def step_losses(
         ATTENTION_OVERRIDE_KEY: attention_override,
     }
     noise_pred = unet(x_in, t, context=context, transformer_options=options)
-    l_ldm = ldm_loss(noise_pred.float(), noise)
+    weight = None
+    if background_loss_weight != 1.0:
+        weight = subject_weight(data.latent_masks[rows], background_loss_weight)
+    l_ldm = ldm_loss(noise_pred.float(), noise, weight)
     terms = [
         attention_consistency_loss(maps[_map_name("copy", b)], maps[_map_name("frozen", b)], normalisation)
         for b in blocks

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from p3s_core.errors import P3SInputError
+from p3s_core.training import losses
 from p3s_core.training.losses import attention_consistency_loss, ldm_loss
 
 
@@ -63,3 +64,21 @@ def test_ldm_loss_is_mse():
     pred = torch.tensor([1.0, 2.0, 3.0, 4.0]).view(1, 4, 1, 1)
     noise = torch.tensor([1.0, 0.0, 3.0, 2.0]).view(1, 4, 1, 1)
     assert ldm_loss(pred, noise).item() == pytest.approx((4 + 4) / 4)
+
+
+def test_the_subject_weighted_loss_is_the_plain_loss_at_weight_one_and_ignores_the_background_at_zero():
+    gen = torch.Generator().manual_seed(0)
+    pred, noise = torch.randn(2, 4, 8, 8, generator=gen), torch.randn(2, 4, 8, 8, generator=gen)
+    masks = torch.zeros(2, 8, 8)
+    masks[:, 2:5, 3:6] = 1.0
+    plain = losses.ldm_loss(pred, noise)
+    assert torch.allclose(losses.ldm_loss(pred, noise, losses.subject_weight(masks, 1.0)), plain)
+    subject_only = losses.ldm_loss(pred, noise, losses.subject_weight(masks, 0.0))
+    inside = ((pred - noise) ** 2)[:, :, 2:5, 3:6].mean()
+    assert torch.allclose(subject_only, inside)
+    changed = noise.clone()
+    changed[:, :, 0, 0] += 10.0  # an error outside the subject only
+    assert torch.allclose(losses.ldm_loss(pred, changed, losses.subject_weight(masks, 0.0)), subject_only)
+    assert losses.ldm_loss(pred, changed, losses.subject_weight(masks, 0.5)) > losses.ldm_loss(
+        pred, noise, losses.subject_weight(masks, 0.5)
+    )

@@ -127,3 +127,32 @@ def test_bad_training_options_are_refused():
         training_settings.TrainSettings(injection_lr=0.0)
     with pytest.raises(errors.P3SInputError, match="hint_lr_scale"):
         training_settings.TrainSettings(hint_lr_scale=0.0)
+    with pytest.raises(errors.P3SInputError, match="background_loss_weight"):
+        training_settings.TrainSettings(background_loss_weight=1.5)
+
+
+def test_the_background_loss_weight_weighs_l_ldm_by_the_subject_mask(base, sigmas):
+    p3s, refs = new_p3s(base), data(images=1)
+    masks = torch.zeros(1, 8, 8)
+    masks[:, 2:6, 2:6] = 1.0
+    refs = training_settings.TrainingData(**{**refs.__dict__, "latent_masks": masks})
+    args = (torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(3)), torch.tensor([500]))
+    args = (*args, torch.zeros(1, dtype=torch.bool))
+    unet = base.model.diffusion_model
+
+    def l_ldm(weight: float, data=refs) -> float:
+        with torch.no_grad():
+            loss, _ = training_step.step_losses(
+                p3s, unet, sigmas.float(), data, torch.tensor([0]), *args, background_loss_weight=weight
+            )
+        return float(loss)
+
+    plain = l_ldm(1.0)
+    assert l_ldm(0.0) != pytest.approx(plain), "the weight changes the loss"
+    everywhere = training_settings.TrainingData(**{**refs.__dict__, "latent_masks": torch.ones(1, 8, 8)})
+    assert l_ldm(0.0, everywhere) == pytest.approx(plain), "a mask over the whole latent is the plain loss"
+    without = training_settings.TrainingData(**{**refs.__dict__, "latent_masks": None})
+    with pytest.raises(errors.P3SInputError, match="background_loss_weight"):
+        training_loop.train_p3s(
+            p3s, unet, sigmas, without, training_settings.TrainSettings(epochs=1, background_loss_weight=0.5)
+        )
