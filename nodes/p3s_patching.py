@@ -16,7 +16,7 @@ import comfy.supported_models
 import torch
 
 from ..p3s_core.bases.sd15 import check_sd15_layout
-from ..p3s_core.batches import match_mask_batch
+from ..p3s_core.batches import check_masks_cover_something, match_mask_batch
 from ..p3s_core.errors import P3SInputError
 from ..p3s_core.model.injection_layers import DEFAULT_INJECTION_RANK
 from ..p3s_core.model.injection_pass import make_injection_patch
@@ -113,8 +113,10 @@ def clip_token_width(clip_vision) -> int:
 
 
 def check_reference_batches(images: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """The mask as ``[R, H, W]`` matching the ``[R, H, W, C]`` images, or a clear error."""
-    return match_mask_batch(images, mask, "reference images", "subject masks")
+    """The mask as ``[R, H, W]`` matching the ``[R, H, W, C]`` images, none of them empty, or a clear error."""
+    masks = match_mask_batch(images, mask, "reference images", "subject masks")
+    check_masks_cover_something(masks, "reference image")
+    return masks
 
 
 def reference_features(

@@ -27,3 +27,18 @@ def match_mask_batch(
             "(in the same order), or a single mask for all."
         )
     return masks
+
+
+def check_masks_cover_something(masks: torch.Tensor, images_label: str = "image") -> None:
+    """Refuse a ``[B, H, W]`` batch in which a mask is all zero, naming the first such image (1-based).
+
+    A mask with any pixel above 0 passes, however small: the subject encoder then sees little of
+    the subject, which subject framing (``frame_subject``) makes up for.
+    """
+    empty = torch.nonzero(masks.flatten(1).amax(dim=1) <= 0).flatten()
+    if empty.numel():
+        which = ", ".join(str(int(i) + 1) for i in empty[:5])
+        raise P3SInputError(
+            f"The subject mask of {images_label} {which} (of {masks.shape[0]}) is empty (all zero), so there is no "
+            "subject to learn or show: connect the mask P3S RNGR Mask made for that image, or check its points."
+        )

@@ -77,10 +77,24 @@ def all_finite(**values: object) -> None:
         finite(name, value)
 
 
+def valid_unicode(name: str, value: str) -> str:
+    """``value`` when every character is valid Unicode; a lone surrogate (``\\udcff``, from a JSON
+    escape) cannot be tokenized or written to a file name, so it is refused naming ``name``."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise P3SInputError(
+            f"{name} holds {value[error.start]!r} at character {error.start + 1}, which is not a valid Unicode "
+            "character (a lone surrogate): retype the text, or send it as UTF-8."
+        ) from None
+    return value
+
+
 def text_length(name: str, value: object, max_chars: int) -> str:
-    """``value`` as text of at most ``max_chars`` characters (checked before it is tokenized)."""
+    """``value`` as valid text of at most ``max_chars`` characters (checked before it is tokenized)."""
     if not isinstance(value, str):
         raise P3SInputError(f"{name} must be text, not {type(value).__name__}.")
+    valid_unicode(name, value)
     if len(value) > max_chars:
         raise P3SInputError(
             f"{name} is {excerpt(value)}; at most {max_chars} characters are read: give a shorter text."
@@ -111,7 +125,10 @@ def model_file_name(name: object, input_name: str, extension: str) -> str:
     fix = f"give a name such as 'p3s/subject{extension}' (relative to the models folder)"
     if not isinstance(name, str) or not name.strip():
         raise P3SInputError(f"{input_name} is empty: {fix}.")
+    valid_unicode(input_name, name)
     parts = name.replace("\\", "/").split("/")
+    if parts[-1].strip() in ("", "."):
+        raise P3SInputError(f"{input_name} {excerpt(name)} names a folder, not a file: {fix}.")
     if name.startswith(("/", "\\")) or (len(parts[0]) >= 2 and parts[0][1] == ":") or ".." in parts:
         raise P3SInputError(
             f"{input_name} {excerpt(name)} points outside the models folder: {fix}, without a leading '/', "

@@ -231,8 +231,40 @@ CASES = [
         "fine-tune framing, empty mask",
         "finetune",
         {"frame_subject": True, "subject_mask": torch.zeros(1, 64, 96)},
-        "subject mask of reference image 1 is empty",
+        "subject mask of reference image 1 (of 1) is empty",
     ),
+    Case(
+        "fine-tune all-zero mask",
+        "finetune",
+        {"subject_mask": torch.zeros(1, 64, 96)},
+        "reference image 1 (of 1) is empty",
+    ),
+    Case(
+        "fine-tune second mask all zero",
+        "finetune",
+        {"reference_images": images(2), "subject_mask": torch.stack([masks()[0], torch.zeros(64, 96)])},
+        "reference image 2 (of 2) is empty",
+    ),
+    Case(
+        "control: fine-tune one-pixel mask",
+        "finetune",
+        {
+            "subject_mask": torch.zeros(1, 64, 96).index_put_(
+                (torch.tensor([0]), torch.tensor([5]), torch.tensor([7])), torch.tensor(1.0)
+            )
+        },
+        EXPENSIVE,
+    ),
+    Case("apply all-zero mask", "apply", {"subject_mask": torch.zeros(1, 64, 96)}, "reference image 1 (of 1) is empty"),
+    Case("save_name a folder", "finetune", {"save_name": "p3s/"}, "names a folder, not a file"),
+    Case("save_name a folder with a dot", "finetune", {"save_name": "p3s/."}, "names a folder, not a file"),
+    Case("save_name lone surrogate", "finetune", {"save_name": "p3s/a\udcff.safetensors"}, "save_name holds '\\udcff'"),
+    Case(
+        "instance_prompt lone surrogate", "finetune", {"instance_prompt": "a photo of \udcff"}, "instance_prompt holds"
+    ),
+    Case("attention_word lone surrogate", "finetune", {"attention_word": "\ud800"}, "attention_word holds"),
+    Case("attention words lone surrogate", "attention", {"words": "sks, \udcff"}, "words holds"),
+    Case("attention prompt lone surrogate", "attention", {"prompt": "a \udcff dog"}, "prompt holds"),
     Case("fine-tune frame_margin NaN", "finetune", {"frame_subject": True, "frame_margin": math.nan}, "frame_margin"),
     Case("control: fine-tune framed", "finetune", {"frame_subject": True}, EXPENSIVE),
     Case("fine-tune injection_rank < -1", "finetune", {"injection_rank": -3}, "injection_rank must be between -1"),
