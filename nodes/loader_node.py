@@ -10,6 +10,7 @@ from comfy_api.latest import io
 from ..p3s_core.bases.registry import DEFAULT_BASE
 from ..p3s_core.errors import P3SInputError
 from ..p3s_core.model.model_file import P3SModelFile, load_p3s_model, resolve_model_path
+from ..p3s_core.validation import bounded
 from .model_folder import P3S_FOLDER, register_p3s_folder
 from .types import CATEGORY_MODEL, P3SModelType
 
@@ -65,7 +66,7 @@ class P3SLoaderNode(io.ComfyNode):
             "resume": info.resume,
             "tensors": len(tensors),
             "parameters": sum(t.numel() for t in tensors.values()),
-            "config": info.config,
-            "training": info.training,
+            "config": bounded(info.config),
+            "training": bounded(info.training),
         }
         return io.NodeOutput(P3SModelFile(tensors, info, name=model_name), json.dumps(summary, indent=2))

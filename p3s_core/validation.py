@@ -53,6 +53,27 @@ def excerpt(value: object, limit: int = EXCERPT_CHARS) -> str:
     return f"{shown[:limit]}... ({len(text)} characters)"
 
 
+def bounded(value: object, max_string: int = 300, max_items: int = 64, depth: int = 8) -> object:
+    """A JSON-able copy of ``value`` for display: long strings cut (their length said), long lists
+    and dicts shortened (how many more said), nesting below ``depth`` levels left out."""
+    if isinstance(value, str):
+        return value if len(value) <= max_string else f"{value[:max_string]}... ({len(value)} characters)"
+    if isinstance(value, dict | list | tuple) and depth <= 0:
+        return f"... ({type(value).__name__} nested too deep to show)"
+    if isinstance(value, dict):
+        items = list(value.items())
+        out = {bounded(str(k), max_string): bounded(v, max_string, max_items, depth - 1) for k, v in items[:max_items]}
+        if len(items) > max_items:
+            out["..."] = f"{len(items) - max_items} more entries"
+        return out
+    if isinstance(value, list | tuple):
+        out = [bounded(v, max_string, max_items, depth - 1) for v in value[:max_items]]
+        if len(value) > max_items:
+            out.append(f"... {len(value) - max_items} more items")
+        return out
+    return value
+
+
 def finite(name: str, value: object) -> float:
     """``value`` as a float; NaN, infinity and non-numbers are refused naming ``name``."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):

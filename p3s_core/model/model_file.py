@@ -56,6 +56,9 @@ KEY_RESUME = "p3s.resume"
 OPTIMIZER_PREFIX = "optimizer."
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+MAX_HEADER_BYTES = 8 * 2**20
+"""The largest safetensors header read: a full-scope checkpoint's tensor table and metadata need under 1 MB."""
+FINITE_CHECK_CHUNK = 2**22
 """Known base architectures and their model-spec architecture names."""
 
 
@@ -141,6 +144,7 @@ def load_p3s_model(
     path = Path(path)
     if not path.is_file():
         raise P3SInputError(f"No P3S model file named {path.name}: check the name (models live in models/p3s).")
+    _check_header_size(path)
     try:
         with safe_open(str(path), framework="pt", device="cpu") as handle:
             metadata = handle.metadata() or {}
@@ -150,7 +154,7 @@ def load_p3s_model(
                     f"{path.name} was trained on base model {info.base!r}, but this workflow uses "
                     f"{expected_base!r}: load a P3S model trained on the same base model."
                 )
-            tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118
+            tensors = {key: _finite(path, key, handle.get_tensor(key)) for key in handle.keys()}  # noqa: SIM118
     except P3SInputError:
         raise
     except Exception as exc:
@@ -159,6 +163,34 @@ def load_p3s_model(
             "while copying: copy it again or re-train and save the model."
         ) from exc
     return tensors, info
+
+
+def _check_header_size(path: Path) -> None:
+    """Refuse a file whose safetensors header (tensor table and metadata) is larger than a P3S file needs."""
+    with path.open("rb") as handle:
+        head = handle.read(8)
+    size = int.from_bytes(head, "little") if len(head) == 8 else 0
+    if MAX_HEADER_BYTES < size <= path.stat().st_size - 8:  # a size beyond the file: corrupt, said below
+        raise P3SInputError(
+            f"{path.name} has a header of {size / 2**20:.1f} MB; a P3S model needs at most "
+            f"{MAX_HEADER_BYTES // 2**20} MB for its tensor table and metadata: it is not a P3S model file, or "
+            "it was damaged. Re-save the model with P3S Fine-tune."
+        )
+
+
+def _finite(path: Path, key: str, tensor: torch.Tensor) -> torch.Tensor:
+    """``tensor`` when every value is finite; read in chunks, so no second copy of it is made."""
+    if tensor.is_floating_point():
+        flat = tensor.reshape(-1)
+        for start in range(0, flat.numel(), FINITE_CHECK_CHUNK):
+            chunk = flat[start : start + FINITE_CHECK_CHUNK]
+            if not torch.isfinite(chunk.float() if chunk.element_size() == 1 else chunk).all():
+                raise P3SInputError(
+                    f"{path.name}: tensor {key!r} holds NaN or infinite values, so the model would give black or "
+                    "broken images: the training that saved it diverged, or the file was damaged. Load an earlier "
+                    "checkpoint, or train again (a lower lr)."
+                )
+    return tensor
 
 
 def resolve_model_path(

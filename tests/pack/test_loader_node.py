@@ -113,3 +113,19 @@ def test_fingerprint_changes_when_the_file_is_replaced(comfy_tmp_dirs, loader_mo
     after = loader_module.P3SLoaderNode.fingerprint_inputs(model_name="rex.safetensors")
     assert before != after
     assert loader_module.P3SLoaderNode.fingerprint_inputs(model_name="gone.safetensors") == "gone.safetensors"
+
+
+def test_the_info_output_is_bounded_however_large_the_files_metadata(comfy_tmp_dirs, loader_module):
+    folder = _model_folder(comfy_tmp_dirs)
+    loader_module.P3SLoaderNode.GET_SCHEMA()  # registers the p3s folder, as ComfyUI's loading does
+    training = {"prompts": ["a photo of sks dog " * 2000] * 500, "lr": 1e-5}  # about 19 MB of text
+    save_p3s_model(os.path.join(folder, "wordy.safetensors"), {"w": torch.ones(3)}, CONFIG, training)
+    with pytest.raises(pack_core(loader_module).errors.P3SInputError, match="header of"):
+        loader_module.P3SLoaderNode.execute("wordy.safetensors")
+    training = {"prompts": ["a photo of sks dog " * 300] * 100, "lr": 1e-5}  # 570 kB: under the header limit
+    save_p3s_model(os.path.join(folder, "chatty.safetensors"), {"w": torch.ones(3)}, CONFIG, training)
+    info = json.loads(loader_module.P3SLoaderNode.execute("chatty.safetensors").result[1])
+    assert len(json.dumps(info)) < 30_000
+    assert info["training"]["lr"] == 1e-5
+    assert info["training"]["prompts"][0].endswith("(5700 characters)")
+    assert info["training"]["prompts"][-1] == "... 36 more items"

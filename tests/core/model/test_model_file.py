@@ -253,3 +253,34 @@ def test_resolve_model_path_refuses_escaping_names(tmp_path, name):
 def test_resolve_model_path_refuses_empty_name(tmp_path):
     with pytest.raises(P3SInputError, match="model_name is empty"):
         resolve_model_path([tmp_path], " ")
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+@pytest.mark.parametrize("dtype", ["fp32", "fp16", "bf16"])
+def test_load_refuses_weights_that_are_not_finite_naming_the_tensor(tmp_path, bad, dtype):
+    tensors = _tensors()
+    tensors["inject.input_4.attn1.weight"][3, 5] = bad
+    path = tmp_path / "diverged.safetensors"
+    save_p3s_model(path, tensors, CONFIG, TRAINING, dtype=dtype)
+    with pytest.raises(P3SInputError, match=r"diverged.safetensors: tensor 'inject.input_4.attn1.weight' holds NaN"):
+        load_p3s_model(path)
+
+
+def test_the_finite_check_reads_large_tensors_in_chunks(tmp_path, monkeypatch):
+    monkeypatch.setattr(model_file, "FINITE_CHECK_CHUNK", 7)
+    tensors = {"big": torch.zeros(10, 10)}
+    tensors["big"][9, 9] = float("nan")  # in the last chunk only
+    path = tmp_path / "late_nan.safetensors"
+    save_p3s_model(path, tensors, CONFIG, TRAINING)
+    with pytest.raises(P3SInputError, match="tensor 'big' holds NaN"):
+        load_p3s_model(path)
+    tensors["big"][9, 9] = 0.0
+    save_p3s_model(path, tensors, CONFIG, TRAINING, overwrite=True)
+    assert load_p3s_model(path)[0]["big"].abs().sum() == 0
+
+
+def test_load_refuses_a_header_larger_than_a_p3s_file_needs_before_parsing_it(tmp_path):
+    path = tmp_path / "huge_metadata.safetensors"
+    _save_with_metadata(path, **{"p3s.training": json.dumps({"note": "x" * (model_file.MAX_HEADER_BYTES + 1)})})
+    with pytest.raises(P3SInputError, match=r"header of 8\.0 MB; a P3S model needs at most 8 MB"):
+        load_p3s_model(path)
