@@ -37,6 +37,7 @@ from .scope_memory import auto_scope, p3s_layer_parameters
 from .scope_memory import scope_needs as memory_of_scopes
 from .settings import ResumeState, TrainHistory, TrainingData, TrainSettings
 
+DEFAULT_KEEP_CHECKPOINTS = 3
 SCOPE_CHOICES = ("auto", *SCOPES)  # auto: the richest scope that fits, see pick_scope
 EPOCHS_DONE = "p3s_epochs_done"  # kept on a trained model's __dict__: where a further Fine-tune resumes
 
@@ -158,12 +159,18 @@ def save_target(folders: Iterable[str | os.PathLike], save_name: str, save_every
 
 @dataclass(frozen=True)
 class SavePlan:
-    """What a run writes: a checkpoint after each epoch of ``checkpoints``, then ``target`` (None: nothing)."""
+    """What a run writes: a checkpoint after each epoch of ``checkpoints``, then ``target`` (None: nothing).
+
+    ``keep``: how many of this run's checkpoints stay on disk, the newest (0 = all); an older one
+    is deleted only after a newer one is written, and the final file is never deleted.
+    """
 
     target: Path | None
     record: Mapping = field(repr=False)
     checkpoints: Mapping[int, Path] = field(default_factory=dict)
     overwrite: bool = False
+    keep: int = DEFAULT_KEEP_CHECKPOINTS
+    written: list[Path] = field(default_factory=list, repr=False)
 
     def save_checkpoint(
         self, epoch: int, p3s: P3SModel, history: TrainHistory, state: Callable[[], ResumeState]
@@ -175,6 +182,9 @@ class SavePlan:
         last = history.total[-1] if history.total else None
         done = {**self.record, "epochs": epoch, "final_loss": last}
         save_checkpoint(path, p3s, state(), done, overwrite=self.overwrite)
+        self.written.append(path)
+        while self.keep > 0 and len(self.written) > self.keep:
+            self.written.pop(0).unlink(missing_ok=True)
 
     def save_final(self, p3s: P3SModel, history: TrainHistory) -> Path | None:
         """Write the trained model; the path written (the next free name when the target appeared meanwhile)."""
@@ -187,15 +197,23 @@ class SavePlan:
 
 
 def save_plan(
-    target: Path | None, epochs: int, save_every: int, start: int, overwrite: bool, record: Mapping
+    target: Path | None,
+    epochs: int,
+    save_every: int,
+    start: int,
+    overwrite: bool,
+    record: Mapping,
+    keep: int = DEFAULT_KEEP_CHECKPOINTS,
 ) -> SavePlan:
-    """The :class:`SavePlan` of a run of ``epochs`` from epoch ``start``; refuses existing checkpoint
-    files unless ``overwrite``."""
+    """The :class:`SavePlan` of a run of ``epochs`` from epoch ``start``, keeping the newest ``keep``
+    checkpoints (0 = all); refuses existing checkpoint files unless ``overwrite``."""
     check_checkpoint_name(target, save_every)
+    if isinstance(keep, bool) or not isinstance(keep, int) or keep < 0:
+        raise P3SInputError(f"keep_checkpoints is {keep!r}: give a whole number >= 0 (0 keeps every checkpoint).")
     checkpoints = {}
     if target is not None:
         checkpoints = {e: checkpoint_path(target, e) for e in checkpoint_epochs(epochs, save_every, start)}
     taken = [str(path) for path in checkpoints.values() if path.exists()]
     if taken and not overwrite:
         raise P3SInputError(f"Checkpoint files already exist ({', '.join(taken)}): enable overwrite or rename.")
-    return SavePlan(target, dict(record), checkpoints, bool(overwrite))
+    return SavePlan(target, dict(record), checkpoints, bool(overwrite), keep)

@@ -157,3 +157,40 @@ def test_reference_texts_and_sizes():
         inputs.reference_texts("a sks dog", "a\nb\nc", "", 2)
     images, mask = inputs.resize_references(torch.rand(2, 60, 100, 3), torch.ones(2, 60, 100), 64)
     assert images.shape == (2, 40, 64, 3) and mask.shape == (2, 40, 64)
+
+
+def test_only_the_newest_checkpoints_stay_and_the_final_file_is_kept(tmp_path, p3s):
+    plan = run_steps.save_plan(tmp_path / "dog.safetensors", 10, 2, 0, False, record(), keep=2)
+    state = lambda: training_settings.ResumeState(1, {})  # noqa: E731
+    for epoch in range(1, 10):
+        plan.save_checkpoint(epoch, p3s, history(0.5), state)
+    plan.save_final(p3s, history(0.5))
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "dog.safetensors",
+        "dog_e0006.safetensors",
+        "dog_e0008.safetensors",
+    ]
+    every = run_steps.save_plan(tmp_path / "cat.safetensors", 7, 2, 0, False, record(), keep=0)
+    for epoch in range(1, 7):
+        every.save_checkpoint(epoch, p3s, history(0.5), state)
+    assert len(list(tmp_path.glob("cat_e*.safetensors"))) == 3, "keep 0 keeps them all"
+
+
+def test_an_older_checkpoint_stays_when_writing_the_newer_one_fails(tmp_path, p3s, monkeypatch):
+    plan = run_steps.save_plan(tmp_path / "dog.safetensors", 10, 2, 0, False, record(), keep=1)
+    state = lambda: training_settings.ResumeState(1, {})  # noqa: E731
+    plan.save_checkpoint(2, p3s, history(0.5), state)
+
+    def disk_full(*args, **kwargs):
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(run_steps, "save_checkpoint", disk_full)
+    with pytest.raises(OSError):
+        plan.save_checkpoint(4, p3s, history(0.5), state)
+    assert [p.name for p in tmp_path.iterdir()] == ["dog_e0002.safetensors"]
+
+
+@pytest.mark.parametrize("keep", [-1, 1.5, True])
+def test_keep_checkpoints_must_be_a_whole_number_from_zero(tmp_path, keep):
+    with pytest.raises(P3SInputError, match="keep_checkpoints"):
+        run_steps.save_plan(tmp_path / "dog.safetensors", 10, 2, 0, False, record(), keep=keep)
