@@ -49,3 +49,12 @@ def link_standins(base_dir: Path) -> dict[str, Path]:
             link.symlink_to(source)
         links[folder] = link
     return links
+
+
+def link_memory_probe(base_dir: Path) -> Path:
+    """Link the test-only tensor-bytes probe node (``devtools/memory_probe``) into ``custom_nodes``."""
+    link = base_dir / "custom_nodes" / "devtools_memory_probe"
+    link.parent.mkdir(parents=True, exist_ok=True)
+    if not link.exists():
+        link.symlink_to(Path(__file__).resolve().parent / "memory_probe", target_is_directory=True)
+    return link
