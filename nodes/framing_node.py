@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
-from ..p3s_core.batches import match_mask_batch
 from ..p3s_core.selection.framing import DEFAULT_MARGIN, MAX_MARGIN, frame_references
 from .types import CATEGORY_SELECT
 
@@ -52,6 +51,5 @@ class P3SFrameSubject(io.ComfyNode):
 
     @classmethod
     def execute(cls, images, subject_mask, frame_margin: float, resolution: int) -> io.NodeOutput:
-        masks = match_mask_batch(images, subject_mask, "images", "subject masks")
-        framed, framed_masks, _ = frame_references(images[..., :3], masks, resolution, frame_margin)
+        framed, framed_masks, _ = frame_references(images[..., :3], subject_mask, resolution, frame_margin)
         return io.NodeOutput(framed, framed_masks)

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from ..batches import match_mask_batch
 from ..errors import P3SInputError
 from ..validation import in_range
 
@@ -85,13 +86,9 @@ def crop(pixels: torch.Tensor, frame: Frame) -> torch.Tensor:
 def frame_references(
     images: torch.Tensor, masks: torch.Tensor, resolution: int, margin: float = DEFAULT_MARGIN
 ) -> tuple[torch.Tensor, torch.Tensor, list[Frame]]:
-    """``[R, H, W, C]`` images and ``[R, H, W]`` masks, each cropped to its subject's square frame
-    and resized to ``resolution`` (a multiple of 8); returns both and the frames used."""
-    if images.shape[:3] != masks.shape:
-        raise P3SInputError(
-            f"The subject masks ({tuple(masks.shape)}) must have the images' batch and size "
-            f"({tuple(images.shape[:3])}): connect one mask per reference image."
-        )
+    """``[R, H, W, C]`` images and their masks (one per image, or one for all), each cropped to its
+    subject's square frame and resized to ``resolution`` (a multiple of 8); returns both and the frames."""
+    masks = match_mask_batch(images, masks, "images", "subject masks")
     size = max(8, round(resolution / 8) * 8)
     frames = [subject_frame(masks[i], margin, i) for i in range(images.shape[0])]
     out_images, out_masks = [], []
