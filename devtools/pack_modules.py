@@ -57,6 +57,8 @@ def import_pack_module(relative: str) -> ModuleType:
             spec = importlib.util.spec_from_loader(name, loader=None, is_package=True)
             spec.submodule_search_locations = [str(folder)]
             sys.modules[name] = importlib.util.module_from_spec(spec)
+            if depth:  # as an import does: the parent package names its sub-package
+                setattr(sys.modules[name.rsplit(".", 1)[0]], parts[depth - 1], sys.modules[name])
     return importlib.import_module(f"{PARTS_NAME}.{relative}")
 
 

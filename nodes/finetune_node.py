@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import sys
+from dataclasses import replace
 
 import comfy.model_management
 import comfy.utils
@@ -31,6 +33,8 @@ from ..p3s_core.training.finetune_run import (
     start_epoch,
     training_record,
 )
+from ..p3s_core.training.learning_check import LearningCheck, advice_for, subject_losses
+from ..p3s_core.training.learning_rates import AUTO_LR, SCOPE_LEARNING_RATES, check_lr_choice, resolve_lr
 from ..p3s_core.training.loop import train_p3s
 from ..p3s_core.training.settings import (
     DEFAULT_HINT_LR_SCALE,
@@ -89,7 +93,16 @@ class P3SFineTune(io.ComfyNode):
                     tooltip="Optional: one caption per line, one per image; empty = the instance prompt.",
                 ),
                 io.Int.Input("epochs", default=60, min=1, max=10000, tooltip="Passes over the images (paper: 60)."),
-                io.Float.Input("lr", default=1e-5, min=1e-8, max=1e-2, step=1e-6, tooltip="AdamW learning rate."),
+                io.Float.Input(
+                    "lr",
+                    default=AUTO_LR,
+                    min=0.0,
+                    max=1e-2,
+                    step=1e-6,
+                    tooltip="AdamW learning rate; 0 = auto, a rate per scope: full 1e-5 (the paper), attention "
+                    f"{SCOPE_LEARNING_RATES['attention']:g}, lora {SCOPE_LEARNING_RATES['lora']:g}, injection "
+                    f"{SCOPE_LEARNING_RATES['injection']:g} (measured, our addition). A value above 0 wins.",
+                ),
                 io.Float.Input("gamma", default=0.1, min=0.0, max=10.0, step=0.01, tooltip="Weight of L_ac."),
                 io.Float.Input(
                     "dropout", default=0.1, min=0.0, max=1.0, step=0.01, tooltip="Share of steps with empty text."
@@ -239,11 +252,12 @@ class P3SFineTune(io.ComfyNode):
         # Every check runs before anything is encoded or trained.
         check_sd15_model(model)
         check_scope_choice(scope)
+        lr_asked = check_lr_choice(lr)
         finite("lora_alpha", lora_alpha)
         injection_rank = check_injection_rank(injection_rank)
         settings = TrainSettings(
             epochs,
-            lr,
+            lr_asked or SCOPE_LEARNING_RATES["full"],  # set per scope below when auto
             gamma,
             dropout,
             batch_size,
@@ -280,16 +294,23 @@ class P3SFineTune(io.ComfyNode):
                 torch.manual_seed(seed)
                 p3s = new_p3s_model(model, encoder, chosen, int(lora_rank), float(lora_alpha), injection_rank)
         start = start_epoch(resume, epochs)
-        record = training_record(settings, settings.scope or p3s.scope, scope, texts, images.shape[0], start)
-        trained_scope = record["scope"]
+        trained_scope = settings.scope or p3s.scope
+        rate, rate_line = resolve_lr(lr_asked, trained_scope)
+        settings = replace(settings, lr=rate)
+        record = training_record(settings, trained_scope, scope, texts, images.shape[0], start)
+        record.update(lr_requested="auto" if lr_asked == AUTO_LR else lr_asked, lr_reason=rate_line)
         plan = save_plan(target, epochs, save_every, start, overwrite, record, keep_checkpoints)
-        _show_loss(f"P3S Fine-tune: {picked}{_checkpoint_disk(plan, p3s)}")
+        _show_loss(f"P3S Fine-tune: {picked}; {rate_line}{_checkpoint_disk(plan, p3s)}")
         frozen = training_clone(model)
         load_for_training(frozen)  # CLIP, CLIP vision and VAE offloaded, the U-Net fully loaded
         unet = frozen.model.diffusion_model
         compute_dtype = base_compute_dtype(model)
         sigmas = model.get_model_object("model_sampling").sigmas
         bar = comfy.utils.ProgressBar(settings.total_steps(images.shape[0]))
+        measure = functools.partial(
+            _subject_loss, unet=unet, sigmas=sigmas, data=data, precision=settings.precision, dtype=compute_dtype
+        )
+        before = None if resume is None else measure(p3s.to(frozen.load_device))  # a fresh model is the base
 
         def on_step(step: int, total: int, history: TrainHistory) -> None:
             bar.update_absolute(step, total)
@@ -321,13 +342,37 @@ class P3SFineTune(io.ComfyNode):
         written = plan.save_final(p3s, history)  # saved first: nothing after this can lose the run
         saved = f"saved {_saved_name(written)}" if written is not None else "not saved (save_name is empty)"
         _show_loss(f"{trained_scope}: {len(history.total)} steps, final loss {history.total[-1]:.4f}; {saved}")
+        check = _learning_check(measure, p3s, before)
+        learned = check.line(advice_for(trained_scope, settings.lr, epochs)) if check else _NOT_MEASURED
+        _show_loss(f"{trained_scope}: {learned}; {saved}")
         with plain_ops_for_training(unet):
             overlays = reference_overlays(
                 p3s, unet, sigmas, settings.precision, compute_dtype, data, images[0], word_groups
             )
         place_for_base(p3s, model)
-        plot = torch.from_numpy(plot_losses(history)).unsqueeze(0)
-        return io.NodeOutput(p3s, plot, overlays, ui={"text": [saved]})
+        caption = check.summary() if check else _NOT_MEASURED
+        plot = torch.from_numpy(plot_losses(history, caption=caption, warn=not (check and check.learned)))
+        return io.NodeOutput(p3s, plot.unsqueeze(0), overlays, ui={"text": [saved, learned]})
+
+
+def _subject_loss(p3s, unet, sigmas, data, precision, dtype) -> float:
+    """The references' denoising loss through the base alone (``p3s`` None) or with ``p3s``."""
+    with plain_ops_for_training(unet):
+        return subject_losses(p3s, unet, sigmas, data, precision, dtype)
+
+
+_NOT_MEASURED = "subject loss not measured (out of memory after training; the model is kept)"
+
+
+def _learning_check(measure, p3s, before: float | None) -> LearningCheck | None:
+    """Base, before and after; None when it could not be measured (out of memory): the run is still kept."""
+    try:
+        base = measure(None)
+        after = measure(p3s)
+    except torch.OutOfMemoryError:
+        comfy.model_management.soft_empty_cache()
+        return None
+    return LearningCheck(base, base if before is None else before, after)
 
 
 def _checkpoint_disk(plan, p3s) -> str:

@@ -19,6 +19,7 @@ from .schedule_plot import (
     FRAME_COLOR,
     GRID_COLOR,
     STEP_COLOR,
+    TEXT_COLOR,
     _check_size,
     _nice_ceil,
     _put_text,
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
 
 SERIES = (("total", (217, 64, 13)), ("L_LDM", (26, 89, 191)), ("L_ac", (40, 160, 60)))
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
+WARN_COLOR = (200, 30, 30)
 
 
 def _draw_value_axis(image: np.ndarray, left: int, right: int, y_max: float, y_of, scale: float) -> None:
@@ -45,8 +47,13 @@ def _draw_value_axis(image: np.ndarray, left: int, right: int, y_max: float, y_o
         _put_text(image, label, left - tw - 6, y + th // 2, scale)
 
 
-def plot_losses(history: TrainHistory, width: int = 512, height: int = 320) -> np.ndarray:
-    """The three loss curves as a ``height x width x 3`` float32 RGB image in [0, 1]."""
+def plot_losses(
+    history: TrainHistory, width: int = 512, height: int = 320, caption: str = "", warn: bool = False
+) -> np.ndarray:
+    """The three loss curves as a ``height x width x 3`` float32 RGB image in [0, 1].
+
+    ``caption``: a line under the legend (P3S Fine-tune's learning check), in red with ``warn``.
+    """
     _check_size(width, height)
     scale = _text_scale(width, height)
     left, top = round(48 * scale / 0.4) + 6, round(26 * scale / 0.4)
@@ -77,6 +84,11 @@ def plot_losses(history: TrainHistory, width: int = 512, height: int = 320) -> n
         cv2.line(image, (x, top - 12), (x + 14, top - 12), colour, 2)
         _put_text(image, name, x + 18, top - 8, scale)
         x += 30 + cv2.getTextSize(name, _FONT, scale, 1)[0][0]
+    if caption:
+        fit = min(scale, scale * (right - left - 8) / max(cv2.getTextSize(caption, _FONT, scale, 1)[0][0], 1))
+        (_, th), _ = cv2.getTextSize(caption, _FONT, fit, 1)
+        colour = WARN_COLOR if warn else TEXT_COLOR
+        cv2.putText(image, caption, (left + 4, top + th + 6), _FONT, fit, colour, 1, cv2.LINE_AA)
     _put_text(image, f"training step (of {steps})", (left + right) // 2, height - 6, scale, centre=True)
     cv2.rectangle(image, (left, top), (right, bottom), FRAME_COLOR, 1, cv2.LINE_8)
     return image.astype(np.float32) / 255.0

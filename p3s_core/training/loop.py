@@ -36,6 +36,11 @@ Options measured in the toy world (docs/toy_world.md) [our additions]:
 * ``lac_layers``: ``last`` (output block 11, [stated]) or ``all`` 16 cross-attention layers.
 * ``background_loss_weight``: ``L_LDM`` outside the subject mask weighs this much (1 = the
   paper's loss), so that what is left of look-alikes and backgrounds is learned less.
+* ``prior_loss_weight`` (DreamBooth's prior preservation): above 0, each step also denoises as
+  many class images (``TrainingData.prior_latents``, made by the base from the class prompt)
+  under the class prompt, each with a reference's hint as at sampling, and adds that
+  ``L_LDM`` times the weight. Its draws come from a stream of their own, so the subject's
+  steps are the same with and without it; its backward runs apart (no second graph held).
 
 Only trained parameters are float32 (master weights); the forward runs in the base's compute
 dtype, or under autocast for an fp32 base on CUDA (:mod:`.precision`). Gradients are
@@ -93,6 +98,12 @@ def train_p3s(
             "background_loss_weight below 1 weights the loss by the subject masks at latent size, which this "
             "training data lacks: pass latent_masks, or set background_loss_weight to 1."
         )
+    prior_on = settings.prior_loss_weight > 0
+    if prior_on and not data.has_prior:
+        raise P3SInputError(
+            "prior_loss_weight above 0 trains on class images, which this training data lacks: give class images "
+            "(prior_latents and prior_contexts), or set prior_loss_weight to 0."
+        )
     device = torch.device(device or next(unet.parameters()).device)
     precision = training_precision(settings.precision, device, compute_dtype or unet_compute_dtype(unet))
     history = TrainHistory()
@@ -131,6 +142,7 @@ def train_p3s(
                 for epoch in range(start_epoch, settings.epochs):
                     gen = epoch_generator(settings.seed, epoch)
                     hint_gen = epoch_generator(settings.seed + 1, epoch)
+                    prior_gen = epoch_generator(settings.seed + 2, epoch)  # apart: the subject's draws stay the same
                     for rows in torch.randperm(images, generator=gen).split(settings.batch_size):
                         step += 1
                         noise, timesteps, drop = draw_step(data.latents[rows].shape, settings.dropout, gen)
@@ -153,24 +165,28 @@ def train_p3s(
                                 background_loss_weight=settings.background_loss_weight,
                             )
                         loss = losses[0].float() + settings.gamma * losses[1].float()
-                        if not torch.isfinite(loss):
-                            raise P3SInputError(
-                                f"The training loss became {loss.item()} at step {step}: lower the learning rate "
-                                f"(hint path lr = {settings.lr * settings.hint_lr_scale:g}), "
-                                "or train in fp32 / bf16 instead of fp16."
+                        _check_finite(loss, step, settings)
+                        _backward(loss, scaler)
+                        prior = None
+                        if prior_on:
+                            prior = _prior_loss(
+                                p3s, unet, sigmas, data, len(rows), prior_gen, settings, precision, copy_net
                             )
+                            _check_finite(prior, step, settings)
+                            _backward(settings.prior_loss_weight * prior, scaler)
                         if scaler is not None:
-                            scaler.scale(loss).backward()
                             scaler.step(optimizer)
                             scaler.update()
                         else:
-                            loss.backward()
                             optimizer.step()
                         optimizer.zero_grad(set_to_none=True)  # free the gradients before the next forward
-                        history.total.append(float(loss.detach()))
+                        weighted_prior = 0.0 if prior is None else settings.prior_loss_weight * float(prior.detach())
+                        history.total.append(float(loss.detach()) + weighted_prior)
                         history.ldm.append(float(losses[0].detach()))
                         history.ac.append(float(losses[1].detach()))
-                        del loss, losses
+                        if prior is not None:
+                            history.prior.append(float(prior.detach()))
+                        del loss, losses, prior
                         if on_step is not None:
                             on_step(step, total, history)
                     if on_epoch is not None:
@@ -187,6 +203,47 @@ def train_p3s(
             if device.type == "cuda":
                 torch.cuda.empty_cache()
     return history
+
+
+def _check_finite(loss: torch.Tensor, step: int, settings: TrainSettings) -> None:
+    if not torch.isfinite(loss):
+        raise P3SInputError(
+            f"The training loss became {loss.item()} at step {step}: lower the learning rate "
+            f"(hint path lr = {settings.lr * settings.hint_lr_scale:g}), or train in fp32 / bf16 instead of fp16."
+        )
+
+
+def _backward(loss: torch.Tensor, scaler: torch.amp.GradScaler | None) -> None:
+    """Gradients of ``loss`` added to the parameters' (scaled for fp16); its graph is freed."""
+    (scaler.scale(loss) if scaler is not None else loss).backward()
+
+
+def _prior_loss(p3s, unet, sigmas, data: TrainingData, count: int, gen, settings, precision, copy_net) -> torch.Tensor:
+    """Prior preservation's ``L_LDM`` on ``count`` class images drawn by ``gen`` (our addition, DreamBooth's).
+
+    Each class image is denoised under its class prompt with a reference's hint, as at sampling;
+    its own draw of noise, timestep and dropout.
+    """
+    classes = torch.randint(data.prior_latents.shape[0], (count,), generator=gen)
+    hint_rows = torch.randint(data.latents.shape[0], (count,), generator=gen)
+    noise, timesteps, drop = draw_step(data.prior_latents[classes].shape, settings.dropout, gen)
+    targets = (data.prior_latents[classes], data.prior_contexts[classes])
+    with precision.context(data.latents.device):
+        l_prior, _ = step_losses(
+            p3s,
+            unet,
+            sigmas,
+            data,
+            hint_rows,
+            noise,
+            timesteps,
+            drop,
+            copy_net=copy_net,
+            precision=precision,
+            hint_rows=hint_rows,
+            targets=targets,
+        )
+    return l_prior.float()
 
 
 def _resume_state(epoch: int, optimizer: torch.optim.Optimizer, names: dict[int, str]) -> ResumeState:

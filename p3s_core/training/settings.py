@@ -23,6 +23,7 @@ HINT_SOURCES = ("other", "own")
 DEFAULT_HINT_LR_SCALE = 100.0
 LAC_LAYERS = ("last", "all")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+MAX_PRIOR_LOSS_WEIGHT = 10.0
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,7 @@ class TrainSettings:
     lac_layers: str = "last"
     low_rank_lr_scale: float = LOW_RANK_LR_SCALE
     background_loss_weight: float = 1.0
+    prior_loss_weight: float = 0.0
 
     def __post_init__(self) -> None:
         if self.scope is not None and self.scope not in SCOPES:
@@ -66,6 +68,7 @@ class TrainSettings:
                 f"low_rank_lr_scale is {self.low_rank_lr_scale:g}: it must be > 0 (1 = the full layers' lr)."
             )
         in_range("background_loss_weight", self.background_loss_weight, 0.0, 1.0)
+        in_range("prior_loss_weight", self.prior_loss_weight, 0.0, MAX_PRIOR_LOSS_WEIGHT)
         if self.epochs < 1 or self.batch_size < 1:
             raise P3SInputError("epochs and batch_size must be at least 1.")
         if in_range("lr", self.lr) <= 0:
@@ -92,6 +95,8 @@ class TrainingData:
     penultimate layer), ``mask_grids`` ``[R, g, g]`` (subject mask on the patch grid),
     ``contexts`` ``[R, T, C]`` (text per image), ``uncond`` ``[1, T, C]`` (empty prompt),
     ``latent_masks`` ``[R, h, w]`` (subject mask at latent size, for ``hint_region`` ``subject``).
+    ``prior_latents`` ``[P, 4, h, w]`` and ``prior_contexts`` ``[P, T, C]``: class images and
+    their class prompt for prior preservation (our addition, DreamBooth's; see :mod:`.loop`).
     """
 
     latents: torch.Tensor
@@ -100,6 +105,8 @@ class TrainingData:
     contexts: torch.Tensor
     uncond: torch.Tensor
     latent_masks: torch.Tensor | None = None
+    prior_latents: torch.Tensor | None = None
+    prior_contexts: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         r = self.latents.shape[0]
@@ -109,6 +116,26 @@ class TrainingData:
             raise P3SInputError("The empty prompt's conditioning must have the captions' token shape.")
         if self.latent_masks is not None and tuple(self.latent_masks.shape) != (r, *self.latents.shape[-2:]):
             raise P3SInputError("The subject masks at latent size must be [images, latent height, latent width].")
+        self._check_prior()
+
+    def _check_prior(self) -> None:
+        if (self.prior_latents is None) != (self.prior_contexts is None):
+            raise P3SInputError("Prior preservation needs both the class images' latents and their prompt's context.")
+        if self.prior_latents is None:
+            return
+        if self.prior_latents.shape[0] == 0 or self.prior_latents.shape[0] != self.prior_contexts.shape[0]:
+            raise P3SInputError("Prior preservation needs at least one class image, and one context per class image.")
+        if self.prior_latents.shape[1:] != self.latents.shape[1:]:
+            raise P3SInputError(
+                f"The class images' latents {tuple(self.prior_latents.shape[1:])} must have the references' shape "
+                f"{tuple(self.latents.shape[1:])}: make them at the training resolution."
+            )
+        if self.prior_contexts.shape[1:] != self.contexts.shape[1:]:
+            raise P3SInputError("The class prompt's conditioning must have the captions' token shape.")
+
+    @property
+    def has_prior(self) -> bool:
+        return self.prior_latents is not None
 
     def to(self, device: torch.device | str) -> TrainingData:
         """Normal (non-inference) float32 copies on ``device``."""
@@ -122,11 +149,12 @@ class TrainingData:
 
 @dataclass
 class TrainHistory:
-    """Per-step losses (floats): total, L_LDM and L_ac."""
+    """Per-step losses (floats): total, L_LDM and L_ac; ``prior``: the prior-preservation L_LDM (if on)."""
 
     total: list[float] = field(default_factory=list)
     ldm: list[float] = field(default_factory=list)
     ac: list[float] = field(default_factory=list)
+    prior: list[float] = field(default_factory=list)
 
 
 StepCallback = Callable[[int, int, TrainHistory], None]

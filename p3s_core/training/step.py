@@ -52,6 +52,7 @@ def step_losses(
     copy_net: nn.Module | None = None,
     precision: TrainingPrecision | None = None,
     background_loss_weight: float = 1.0,
+    targets: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(L_LDM, L_ac)`` for one batch (float32); the caller combines them.
 
@@ -65,16 +66,16 @@ def step_losses(
     ``precision``: the dtype the U-Nets' inputs are cast to (:func:`training_precision`).
     ``background_loss_weight`` < 1 weights ``L_LDM`` outside the rows' subject masks by it
     (:func:`.losses.subject_weight`, our addition); 1 = the paper's loss.
+    ``targets``: ``(latents, contexts)`` to denoise instead of the references' ``rows`` (prior
+    preservation's class images; the hints still come from ``hint_rows``, no subject weighting).
     """
     device = data.latents.device
-    x0 = data.latents[rows]
+    x0, row_contexts = targets if targets is not None else (data.latents[rows], data.contexts[rows])
     noise, timesteps = noise.to(device), timesteps.to(device)
     sigma = sigmas[timesteps].view(-1, 1, 1, 1)
     cast = precision.inputs if precision is not None else (lambda tensor: tensor)
     x_in = cast((x0 + sigma * noise) / torch.sqrt(sigma**2 + 1.0))
-    context = cast(
-        torch.where(drop.to(device).view(-1, 1, 1), data.uncond.expand_as(data.contexts[rows]), data.contexts[rows])
-    )
+    context = cast(torch.where(drop.to(device).view(-1, 1, 1), data.uncond.expand_as(row_contexts), row_contexts))
     t = timesteps.float()
 
     hint_rows = rows if hint_rows is None else hint_rows
@@ -95,7 +96,7 @@ def step_losses(
     }
     noise_pred = unet(x_in, t, context=context, transformer_options=options)
     weight = None
-    if background_loss_weight != 1.0:
+    if background_loss_weight != 1.0 and targets is None:
         weight = subject_weight(data.latent_masks[rows], background_loss_weight)
     l_ldm = ldm_loss(noise_pred.float(), noise, weight)
     terms = [

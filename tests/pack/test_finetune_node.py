@@ -90,6 +90,7 @@ def run(
     attention_word: str = "",
     scope="injection",
     overwrite=False,
+    lr=1e-3,
     **extra,
 ):
     images, mask = references()
@@ -97,7 +98,7 @@ def run(
         model = tiny_sd15_patcher(seed=0)
         return node.P3SFineTune.execute(
             model, StandinClip(), StandinVae(), StandinClipVision(), images, mask,
-            "a photo of sks disc", epochs, 1e-3, 0.1, 0.1, 64, 1, seed, "auto", scope, False, save_name, overwrite,
+            "a photo of sks disc", epochs, lr, 0.1, 0.1, 64, 1, seed, "auto", scope, False, save_name, overwrite,
             attention_word=attention_word, **extra,
         )  # fmt: skip
 
@@ -105,7 +106,9 @@ def run(
 def test_node_trains_in_inference_mode_and_saves_a_loadable_model(p3s_folder):
     first = run("sub/disc.safetensors", epochs=2)
     p3s, plot, overlays = first.result
-    assert first.ui == {"text": ["saved sub/disc.safetensors"]}
+    saved, learned = first.ui["text"]
+    assert saved == "saved sub/disc.safetensors"
+    assert learned.startswith("subject loss "), "the learning check's line under the node"
     assert overlays.shape == (3, 40, 64, 3), "without a word: the first reference image three times"
     assert torch.equal(overlays[0], overlays[2])
     assert plot.shape == (1, 320, 512, 3)
@@ -118,10 +121,10 @@ def test_node_trains_in_inference_mode_and_saves_a_loadable_model(p3s_folder):
     key = "injection.output_11.attn2.weight"
     assert torch.equal(tensors[key], p3s.state_dict()[key].half()), "the returned model is the saved one"
     # The name taken: numbered like SaveImage, the first file kept; overwrite replaces it.
-    assert run("sub/disc.safetensors", epochs=1).ui == {"text": ["saved sub/disc_00002.safetensors"]}
+    assert run("sub/disc.safetensors", epochs=1).ui["text"][0] == "saved sub/disc_00002.safetensors"
     assert model_file.load_p3s_model(p3s_folder / "sub" / "disc_00002.safetensors")[1].training["epochs"] == 1
     assert model_file.load_p3s_model(p3s_folder / "sub" / "disc.safetensors")[1].training["epochs"] == 2
-    assert run("sub/disc.safetensors", epochs=1, overwrite=True).ui == {"text": ["saved sub/disc.safetensors"]}
+    assert run("sub/disc.safetensors", epochs=1, overwrite=True).ui["text"][0] == "saved sub/disc.safetensors"
     assert model_file.load_p3s_model(p3s_folder / "sub" / "disc.safetensors")[1].training["epochs"] == 1
     assert sorted(f.name for f in (p3s_folder / "sub").iterdir()) == ["disc.safetensors", "disc_00002.safetensors"]
     # Outside a server the node leaves ComfyUI's modules alone (its own ``utils`` package still imports).
@@ -173,7 +176,16 @@ def loaded(path):
     return model_file.P3SModelFile(tensors, info, name=path.name)
 
 
-def test_checkpoints_resume_exactly_and_the_final_name_is_unchanged(p3s_folder):
+@pytest.fixture
+def one_thread():
+    """Bit-exact comparisons on one CPU thread: several threads may sum a gradient in another order."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_checkpoints_resume_exactly_and_the_final_name_is_unchanged(p3s_folder, one_thread):
     whole = run("dog.safetensors", epochs=3, scope="lora", lora_rank=4, save_every=1).result[0]
     assert sorted(p.name for p in p3s_folder.iterdir()) == [
         "dog.safetensors", "dog_e0001.safetensors", "dog_e0002.safetensors",
@@ -279,3 +291,30 @@ def test_new_models_hint_the_subject_only_and_train_the_hint_path_faster(p3s_fol
         _, _, latent, latent_mask = patching.reference_features(images, mask, StandinVae(), StandinClipVision(), model)
     assert latent_mask.shape == (1, *latent.shape[-2:]) and 0 < float(latent_mask.mean()) < 1
     assert torch.allclose(hint, latent * latent_mask.unsqueeze(1)), "untrained: the subject's latent, zero elsewhere"
+
+
+def test_lr_auto_trains_each_scope_at_its_rate_says_so_and_keeps_it_in_the_file(p3s_folder, monkeypatch):
+    rates = import_pack_module("p3s_core.training.learning_rates").SCOPE_LEARNING_RATES
+    shown = []
+    monkeypatch.setattr(node, "_show_loss", shown.append)
+    for scope in ("injection", "full"):
+        run(f"{scope}.safetensors", epochs=1, scope=scope, lr=0.0)
+        training = loaded(p3s_folder / f"{scope}.safetensors").info.training
+        assert (training["lr"], training["lr_requested"]) == (rates[scope], "auto")
+        assert training["lr_reason"].startswith(f"lr auto -> {rates[scope]:g} for scope {scope}")
+        assert training["lr_reason"] in shown[0], "the progress text says which rate and why"
+        shown.clear()
+    run("given.safetensors", epochs=1, scope="injection", lr=2e-4)
+    training = loaded(p3s_folder / "given.safetensors").info.training
+    assert (training["lr"], training["lr_requested"], training["lr_reason"]) == (2e-4, 2e-4, "lr 0.0002 (given)")
+
+
+def test_a_run_that_did_not_learn_says_so_with_what_to_try(p3s_folder, monkeypatch):
+    shown = []
+    monkeypatch.setattr(node, "_show_loss", shown.append)
+    out = run("still.safetensors", epochs=1, lr=1e-12)
+    saved, learned = out.ui["text"]
+    assert saved == "saved still.safetensors", "the run is saved all the same"
+    assert "the model barely moved" in learned and "a higher lr (ran 1e-12)" in learned
+    assert learned in shown[-1]
+    assert out.result[1].shape == (1, 320, 512, 3)
