@@ -175,7 +175,7 @@ def full_pipeline_example() -> dict[str, Any]:
             "instance_prompt": INSTANCE_PROMPT,
             "captions": "",
             "epochs": 60,
-            "lr": 1e-5,
+            "lr": 0.0,  # auto: the rate of the scope that runs (p3s_core.training.learning_rates)
             "gamma": 0.1,
             "dropout": 0.1,
             "resolution": 512,

@@ -155,7 +155,7 @@ def finetune_workflow(
             "instance_prompt": "a photo of sks disc",
             "captions": "",
             "epochs": epochs,
-            "lr": 1e-5,
+            "lr": 0.0,  # auto: the rate of the scope that runs (p3s_core.training.learning_rates)
             "gamma": 0.1,
             "dropout": 0.1,
             "resolution": resolution,

@@ -99,9 +99,8 @@ class P3SFineTune(io.ComfyNode):
                     min=0.0,
                     max=1e-2,
                     step=1e-6,
-                    tooltip="AdamW learning rate; 0 = auto, a rate per scope: full 1e-5 (the paper), attention "
-                    f"{SCOPE_LEARNING_RATES['attention']:g}, lora {SCOPE_LEARNING_RATES['lora']:g}, injection "
-                    f"{SCOPE_LEARNING_RATES['injection']:g} (measured, our addition). A value above 0 wins.",
+                    tooltip=f"AdamW learning rate; 0 = auto, a rate per scope: {_auto_rates()} (full: the "
+                    "paper's; the others measured, our addition). A value above 0 is used on every scope.",
                 ),
                 io.Float.Input("gamma", default=0.1, min=0.0, max=10.0, step=0.01, tooltip="Weight of L_ac."),
                 io.Float.Input(
@@ -353,6 +352,11 @@ class P3SFineTune(io.ComfyNode):
         caption = check.summary() if check else _NOT_MEASURED
         plot = torch.from_numpy(plot_losses(history, caption=caption, warn=not (check and check.learned)))
         return io.NodeOutput(p3s, plot.unsqueeze(0), overlays, ui={"text": [saved, learned]})
+
+
+def _auto_rates() -> str:
+    """``full 1e-5, attention 1e-5, ...``: lr auto's rate of every scope, as the tooltip shows it."""
+    return ", ".join(f"{scope} {rate:.0e}".replace("e-0", "e-") for scope, rate in SCOPE_LEARNING_RATES.items())
 
 
 def _subject_loss(p3s, unet, sigmas, data, precision, dtype) -> float:
