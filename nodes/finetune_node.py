@@ -36,6 +36,12 @@ from ..p3s_core.training.finetune_run import (
 from ..p3s_core.training.learning_check import LearningCheck, advice_for, subject_losses
 from ..p3s_core.training.learning_rates import AUTO_LR, SCOPE_LEARNING_RATES, check_lr_choice, resolve_lr
 from ..p3s_core.training.loop import train_p3s
+from ..p3s_core.training.prior_preservation import (
+    DEFAULT_CLASS_IMAGES,
+    check_prior_choice,
+    class_prompt_for,
+    with_class_images,
+)
 from ..p3s_core.training.settings import (
     DEFAULT_HINT_LR_SCALE,
     PRECISIONS,
@@ -46,6 +52,13 @@ from ..p3s_core.training.settings import (
 )
 from ..p3s_core.validation import finite
 from .attention_patching import word_groups
+from .class_images import (
+    conditioning,
+    encoded_class_latents,
+    generated_class_latents,
+    prior_inputs,
+    release_sampler_memory,
+)
 from .framing_node import frame_inputs
 from .model_folder import P3S_FOLDER, register_p3s_folder
 from .p3s_patching import (
@@ -201,6 +214,7 @@ class P3SFineTune(io.ComfyNode):
                     "deleted only after a newer one is written; the final file is always kept. A checkpoint holds "
                     "the model in float32 with the optimiser state: about 6.5x the saved file (52 MB beside 8 MB).",
                 ),
+                *prior_inputs(),
             ],
             outputs=[
                 P3SModelType.Output("p3s_model", tooltip="The trained subject model; connect to P3S Apply."),
@@ -247,6 +261,10 @@ class P3SFineTune(io.ComfyNode):
         frame_margin=DEFAULT_MARGIN,
         background_loss_weight=1.0,
         keep_checkpoints=DEFAULT_KEEP_CHECKPOINTS,
+        prior_loss_weight=0.0,
+        class_prompt="",
+        class_images=None,
+        class_image_count=DEFAULT_CLASS_IMAGES,
     ) -> io.NodeOutput:
         # Every check runs before anything is encoded or trained.
         check_sd15_model(model)
@@ -267,19 +285,26 @@ class P3SFineTune(io.ComfyNode):
             gradient_checkpointing,
             hint_lr_scale=hint_lr_scale,
             background_loss_weight=background_loss_weight,
+            prior_loss_weight=prior_loss_weight,
         )
+        prior_on = check_prior_choice(prior_loss_weight, class_image_count, class_images)
         folders = folder_paths.get_folder_paths(P3S_FOLDER) if save_name.strip() else []
         target = save_target(folders, save_name, save_every, overwrite)
         masks = check_reference_batches(reference_images, subject_mask)
         texts = reference_texts(instance_prompt, captions or "", attention_word or "", reference_images.shape[0])
         word_groups = _word_groups(clip, texts[0], attention_word or "")
+        class_text = class_prompt_for(instance_prompt, attention_word or "", class_prompt or "") if prior_on else None
         if frame_subject:
             images, mask, _ = frame_references(reference_images[..., :3], masks, resolution, frame_margin)
         else:
             images, mask = resize_references(reference_images, subject_mask, resolution)
         tokens, grids, latents, latent_masks = reference_features(images, mask, vae, clip_vision, model)
-        contexts = match_token_lengths([clip.encode_from_tokens(clip.tokenize(t)) for t in [*texts, ""]])
-        data = TrainingData(latents, tokens, grids, torch.cat(contexts[:-1]), contexts[-1], latent_masks)
+        prompts = [*texts, "", *([class_text] if prior_on else [])]
+        contexts = match_token_lengths([clip.encode_from_tokens(clip.tokenize(t)) for t in prompts])
+        data = TrainingData(
+            latents, tokens, grids, torch.cat(contexts[: len(texts)]), contexts[len(texts)], latent_masks
+        )
+        class_context = contexts[-1] if prior_on else None
 
         encoder = {**DEFAULT_ENCODER_CONFIG, "token_dim": clip_token_width(clip_vision)}
         if continue_from is not None:
@@ -298,7 +323,12 @@ class P3SFineTune(io.ComfyNode):
         settings = replace(settings, lr=rate)
         record = training_record(settings, trained_scope, scope, texts, images.shape[0], start)
         record.update(lr_requested="auto" if lr_asked == AUTO_LR else lr_asked, lr_reason=rate_line)
+        if prior_on:
+            made = f"{class_images.shape[0]} given" if class_images is not None else f"{class_image_count} generated"
+            record.update(class_prompt=class_text, class_images=made)
         plan = save_plan(target, epochs, save_every, start, overwrite, record, keep_checkpoints)
+        if prior_on:  # after every check: the class images are the first expensive work
+            data = _with_prior(data, model, clip, vae, class_text, class_context, class_images, class_image_count, seed)
         _show_loss(f"P3S Fine-tune: {picked}; {rate_line}{_checkpoint_disk(plan, p3s)}")
         frozen = training_clone(model)
         load_for_training(frozen)  # CLIP, CLIP vision and VAE offloaded, the U-Net fully loaded
@@ -352,6 +382,19 @@ class P3SFineTune(io.ComfyNode):
         caption = check.summary() if check else _NOT_MEASURED
         plot = torch.from_numpy(plot_losses(history, caption=caption, warn=not (check and check.learned)))
         return io.NodeOutput(p3s, plot.unsqueeze(0), overlays, ui={"text": [saved, learned]})
+
+
+def _with_prior(data, model, clip, vae, class_text, context, given, count, seed) -> TrainingData:
+    """``data`` with prior preservation's class latents: ``given`` encoded, or ``count`` made by the base."""
+    shape = tuple(data.latents.shape[-2:])
+    if given is not None:
+        latents = encoded_class_latents(given, vae, model, shape)
+    else:
+        _show_loss(f"P3S Fine-tune: generating {count} class images of '{class_text}' for prior preservation")
+        positive, negative = conditioning(clip, class_text), conditioning(clip, "")
+        latents = generated_class_latents(model, positive, negative, int(count), shape, seed)
+        release_sampler_memory()
+    return with_class_images(data, latents, context)
 
 
 def _auto_rates() -> str:

@@ -33,6 +33,10 @@ class StandinClip:
         gen = torch.Generator().manual_seed(sum(i * (n + 1) for n, i in enumerate(ids)) % 2**31)
         return torch.randn(1, len(ids), 32, generator=gen)
 
+    def encode_from_tokens_scheduled(self, tokens: dict) -> list:
+        """CONDITIONING as CLIP Text Encode gives it (SD1.5: no pooled output is read)."""
+        return [[self.encode_from_tokens(tokens), {}]]
+
 
 class StandinVae:
     def encode(self, images: torch.Tensor) -> torch.Tensor:
@@ -318,3 +322,40 @@ def test_a_run_that_did_not_learn_says_so_with_what_to_try(p3s_folder, monkeypat
     assert "the model barely moved" in learned and "a higher lr (ran 1e-12)" in learned
     assert learned in shown[-1]
     assert out.result[1].shape == (1, 320, 512, 3)
+
+
+def test_prior_preservation_generates_class_images_from_the_class_prompt_and_trains_on_them(p3s_folder, monkeypatch):
+    import comfy.sample
+
+    sampled = []
+    real_sample = comfy.sample.sample
+
+    def recording_sample(model, noise, steps, cfg, *args, **kwargs):
+        sampled.append((noise.shape, steps, cfg))
+        return real_sample(model, noise, steps, cfg, *args, **kwargs)
+
+    monkeypatch.setattr(comfy.sample, "sample", recording_sample)
+    shown = []
+    monkeypatch.setattr(node, "_show_loss", shown.append)
+    plain = run("plain.safetensors", attention_word="sks").result[0]
+    assert sampled == [], "off by default: nothing is generated"
+    prior = run("prior.safetensors", attention_word="sks", prior_loss_weight=1.0, class_image_count=2).result[0]
+    assert sampled == [((2, 4, 5, 8), 20, 7.5)], "two class images at the references' latent size"
+    assert any("generating 2 class images of 'a photo of disc'" in line for line in shown)
+    training = loaded(p3s_folder / "prior.safetensors").info.training
+    assert (training["class_prompt"], training["class_images"]) == ("a photo of disc", "2 generated")
+    assert training["prior_loss_weight"] == 1.0
+    assert any(not torch.equal(prior.state_dict()[k], v) for k, v in plain.state_dict().items())
+
+
+def test_prior_preservation_encodes_given_class_images_and_needs_an_identifier_or_a_class_prompt(p3s_folder):
+    given = torch.rand(3, 40, 40, 3, generator=torch.Generator().manual_seed(1))
+    run("given.safetensors", attention_word="sks", prior_loss_weight=0.5, class_images=given, class_prompt="a disc")
+    training = loaded(p3s_folder / "given.safetensors").info.training
+    assert (training["class_prompt"], training["class_images"]) == ("a disc", "3 given")
+    errors = pack_core(node).errors
+    with pytest.raises(errors.P3SInputError, match="needs a class prompt"):
+        run("none.safetensors", attention_word="", prior_loss_weight=1.0)
+    with pytest.raises(errors.P3SInputError, match="prior_loss_weight is"):
+        run("none.safetensors", prior_loss_weight=-1.0)
+    assert not (p3s_folder / "none.safetensors").exists(), "refused before training: nothing written"

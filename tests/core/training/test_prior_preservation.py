@@ -93,3 +93,17 @@ def test_class_images_of_another_shape_or_half_given_are_refused_saying_what_to_
         training_settings.TrainingData(**{**refs.__dict__, "prior_latents": refs.latents})
     moved = with_prior(refs).to("cpu")
     assert moved.has_prior and moved.prior_latents.shape[0] == 2
+
+
+def test_the_class_prompt_is_the_instance_prompt_without_its_identifier_word():
+    prior = import_pack_module("p3s_core.training.prior_preservation")
+    assert prior.class_prompt_for("a photo of sks dog", "sks") == "a photo of dog"
+    assert prior.class_prompt_for("sks dog, sks on grass", "sks") == "dog, on grass"
+    assert prior.class_prompt_for("a photo of sks dog", "sks", " a dog ") == "a dog", "a given one wins"
+    with pytest.raises(errors.P3SInputError, match="needs a class prompt"):
+        prior.class_prompt_for("a photo of sksdog", "sks")  # not a word of its own
+    with pytest.raises(errors.P3SInputError, match="needs a class prompt"):
+        prior.class_prompt_for("a photo of sks dog", "")
+    with pytest.raises(errors.P3SInputError, match="class_image_count is 0"):
+        prior.check_prior_choice(1.0, 0, None)
+    assert prior.check_prior_choice(0.0, 0, None) is False, "off: the count is not read"
