@@ -17,6 +17,12 @@ def base():
 
 
 @pytest.fixture(scope="module")
+def sigmas(base):
+    """The base's noise levels, as training reads them."""
+    return base.get_model_object("model_sampling").sigmas
+
+
+@pytest.fixture(scope="module")
 def plain_output(base):
     """The plain model's sampler output with the fixed seed of :func:`sample`."""
     return sample(base)

@@ -12,11 +12,6 @@ learning_check = import_pack_module("p3s_core.training.learning_check")
 LearningCheck = learning_check.LearningCheck
 
 
-@pytest.fixture(scope="module")
-def sigmas(base):
-    return base.get_model_object("model_sampling").sigmas
-
-
 def test_a_fresh_model_scores_the_base_loss_exactly_and_a_changed_one_does_not(base, sigmas):
     unet = base.model.diffusion_model
     data = random_training_data()

@@ -9,24 +9,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from devtools.tiny_models import tiny_sd15_patcher
-
 from ..p3s_support import ENCODER, import_pack_module, random_training_data
 
 patching = import_pack_module("nodes.p3s_patching")
 training_loop = import_pack_module("p3s_core.training.loop")
 training_settings = import_pack_module("p3s_core.training.settings")
 errors = import_pack_module("p3s_core.errors")
-
-
-@pytest.fixture(scope="module")
-def base():
-    return tiny_sd15_patcher(seed=0)
-
-
-@pytest.fixture(scope="module")
-def sigmas(base):
-    return base.get_model_object("model_sampling").sigmas
 
 
 def with_prior(refs, classes: int = 2, seed: int = 9):
