@@ -9,8 +9,11 @@ seeds of ``clean_identity``, ``points_identity``, ``dreambooth_points_identity``
 ``zero_hint_drop`` = clean identity minus the clean model's identity with a zero hint,
 ``lookalike_read`` = share of the points model's samples read as the look-alike's colour, pattern
 and shape together, ``edit_identity`` = the points model's identity under "... on a green
-background", beside them the base's own identity and each target of docs/toy_world.md) and
-``seeds``. ``--quick`` is the CI version (the quick base, one pair, one seed, 16 samples).
+background", beside them the base's own identity, the points model's ``reader_identity`` (its
+identity as the model-free reader reads it) and ``reader_agreement`` (share of its samples where
+evaluator and reader agree on colour, pattern and shape), the clean model's and the base's
+same two figures, and each target of docs/toy_world.md) and ``seeds``. ``--quick`` is the CI
+version (the quick base, one pair, one seed, 16 samples).
 """
 
 from __future__ import annotations
@@ -75,6 +78,11 @@ MEANS = (
     "edit_identity",
     "clean_edit_identity",
     "points_subject_read",
+    "reader_identity",
+    "reader_agreement",
+    "clean_reader_identity",
+    "clean_reader_agreement",
+    "reader_lookalike_read",
 )
 
 
@@ -135,6 +143,8 @@ def run_seed(pair: Pair, seed: int, unet, evaluator, encoder, options: Options, 
         row["clean_identity"] = clean_scores["identity"]
         row["zero_hint_drop"] = clean_scores["identity"] - zero_scores["identity"]
         row["clean_edit_identity"] = clean_scores["edit_identity"]
+        row["clean_reader_identity"] = clean_scores["reader_identity"]
+        row["clean_reader_agreement"] = clean_scores["reader_agreement"]
     try:
         picked = points_data(pair, encoder, options.framing_margin)
     except P3SInputError as error:  # the selection path found no subject: a result, not a crash
@@ -152,14 +162,23 @@ def run_seed(pair: Pair, seed: int, unet, evaluator, encoder, options: Options, 
         row["lookalike_read"] = points_scores["lookalike_read"]
         row["edit_identity"] = points_scores["edit_identity"]
         row["points_subject_read"] = points_scores["subject_read"]
+        row["reader_identity"] = points_scores["reader_identity"]
+        row["reader_agreement"] = points_scores["reader_agreement"]
+        row["reader_lookalike_read"] = points_scores["reader_lookalike_read"]
     row["seconds"] = time.perf_counter() - start
     log("SEED " + json.dumps(row))
     return row
 
 
-def summarise(pair: Pair, rows: list[dict], base_identity: float) -> dict:
-    """The means over seeds of one pair, identity's range from the points path, and the targets."""
+def summarise(pair: Pair, rows: list[dict], base_identity: float, base_scores: dict | None = None) -> dict:
+    """The means over seeds of one pair, identity's range from the points path, and the targets.
+
+    ``base_scores`` (the base's ``score``): its reader identity and agreement beside its identity.
+    """
     out = {"pair": pair.name, "differs": pair.differs, "seeds": len(rows), "base_identity": base_identity}
+    if base_scores is not None:
+        out["base_reader_identity"] = base_scores["reader_identity"]
+        out["base_reader_agreement"] = base_scores["reader_agreement"]
     out.update({key: _mean([r[key] for r in rows]) for key in MEANS})
     points = [r["points_identity"] for r in rows if r["points_identity"] is not None]
     out["points_identity_range"] = [min(points), max(points)] if points else None
@@ -250,7 +269,8 @@ def _main(argv: list[str] | None) -> dict:
     unet, base_info = base.load_or_pretrain(
         base.QUICK_PRETRAIN if args.quick else base.PretrainSettings(), encoder, log
     )
-    evaluator, _ = train_evaluator()
+    evaluator, evaluator_report = train_evaluator()
+    log("EVALUATOR " + json.dumps(vars(evaluator_report)))
     summaries, seed_rows = [], []
     for pair in pairs:
         base_scores = score(
@@ -258,7 +278,7 @@ def _main(argv: list[str] | None) -> dict:
         )[0]
         rows = [run_seed(pair, seed, unet, evaluator, encoder, options, log) for seed in range(seeds)]
         seed_rows += rows
-        summaries.append(summarise(pair, rows, base_scores["identity"]))
+        summaries.append(summarise(pair, rows, base_scores["identity"], base_scores))
         log("PAIR " + json.dumps(summaries[-1]))
     result = {
         "pairs": summaries,
@@ -271,6 +291,7 @@ def _main(argv: list[str] | None) -> dict:
         "targets": TARGETS,
         "seed_rows": seed_rows,
         "base": base_info,
+        "evaluator": vars(evaluator_report),
     }
     if args.json:
         print(json.dumps(result))

@@ -5,10 +5,15 @@
 * identity gap: conditional denoising error on held-out look-alike scenes minus that on
   held-out subject scenes, same fixed noises and timesteps; > 0 = the model prefers the subject.
 * editability: share of samples of "a photo of sks on a green background" on green.
-* selectivity: share of "a photo of sks" samples in which the look-alike's colour (blue) shows
-  (>= 3 pixels nearest blue); lower is more selective. ``lookalike_read`` / ``subject_read``:
-  share of samples the evaluator reads as the look-alike / the subject (colour, pattern and
-  shape together: a joint score, whose floor is low for every pair).
+* selectivity: ``lookalike_read`` / ``subject_read``: share of samples the evaluator reads as
+  the look-alike / the subject (colour, pattern and shape together: a joint score, whose floor
+  is low for every pair). This is the look-alike measure. ``distractor_seen`` (share of samples
+  in which the look-alike's colour shows, >= 3 pixels nearest it in the palette) is superseded
+  by it and kept only for continuity with earlier tables: its floor is high (dark backgrounds'
+  pixels count) and it says nothing about pattern or shape.
+* the second reader (``reader.py``, model-free analysis by synthesis): ``reader_identity``,
+  ``reader_lookalike_read`` as above but read by it, and ``reader_agreement``, the share of
+  samples where the evaluator and the reader agree on colour, pattern and shape together.
 * diversity: mean pairwise RMS distance between the "a photo of sks" samples.
 """
 
@@ -20,6 +25,7 @@ import torch
 
 from . import evaluator as judge
 from . import world
+from .reader import agreement, default_reader
 from .sampling import euler_sample, predict_noise
 from .subject import DISTRACTOR, EDIT_PROMPT, PROMPT, SUBJECT, test_scenes
 from .text import WordEncoder
@@ -73,6 +79,7 @@ def score(
     edits = gen.sample(EDIT_PROMPT, samples, encoder, seed + 1, steps, cfg)
     read, read_edit = evaluator.predict(shots), evaluator.predict(edits)
     match = {k: _rate(read[k], getattr(subject, k)) for k in THING_ATTRIBUTES}
+    second = default_reader().predict(shots)
     subject_x = world.latents(test_scenes(subject, seed=77))
     distractor_x = world.latents(test_scenes(lookalike, seed=77))
     err_subject = gen.denoise_error(subject_x, PROMPT, encoder, seed=5)
@@ -91,6 +98,9 @@ def score(
         "distractor_seen": float(judge.colour_presence(shots, lookalike.colour).float().mean()),
         "lookalike_read": read_as(read, lookalike),
         "subject_read": read_as(read, subject),
+        "reader_identity": sum(_rate(second[k], getattr(subject, k)) for k in THING_ATTRIBUTES) / 3,
+        "reader_lookalike_read": read_as(second, lookalike),
+        "reader_agreement": agreement(read, second),
         "diversity": float(pairwise.sum() / (samples * (samples - 1))),
     }
     return metrics, shots

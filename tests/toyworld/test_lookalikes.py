@@ -20,6 +20,9 @@ KEYS = {
     "zero_hint_drop",
     "lookalike_read",
     "edit_identity",
+    "base_identity",
+    "reader_identity",
+    "reader_agreement",
 }
 # clean_identity minus the base's identity on the quick base: 0.65 measured (0.77 vs 0.125), under half kept.
 QUICK_LEARNING_MARGIN = 0.3
