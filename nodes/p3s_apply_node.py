@@ -6,10 +6,12 @@ from comfy_api.latest import io
 
 from ..p3s_core.model.model_file import P3SModelFile
 from ..p3s_core.sampling.injection import REFERENCE_MODES
+from ..p3s_core.sampling.regions import MAX_FEATHER
 from .p3s_patching import (
     apply_p3s,
     check_injection_settings,
     check_reference_batches,
+    check_region,
     check_sd15_model,
     encode_hint,
     p3s_model_from_file,
@@ -77,6 +79,23 @@ class P3SApply(io.ComfyNode):
                     default="cycle",
                     tooltip="cycle: sample i uses reference i mod count; mean: the mean of all hints.",
                 ),
+                io.Mask.Input(
+                    "region",
+                    optional=True,
+                    tooltip="Where this subject goes: the injection acts only inside the mask (image or latent "
+                    "size, resized; one mask for all samples or one per sample). Absent = the whole image. "
+                    "Chain one P3S Apply per subject, each with its own region.",
+                ),
+                io.Int.Input(
+                    "region_feather",
+                    default=0,
+                    min=0,
+                    max=MAX_FEATHER,
+                    step=1,
+                    optional=True,
+                    tooltip="Soft edge of the region in image pixels: the injection fades from full to none "
+                    "over this width, centred on the mask's edge. 0 = a hard edge.",
+                ),
             ],
             outputs=[io.Model.Output(tooltip="The patched MODEL; connect to the sampler.")],
         )
@@ -96,10 +115,13 @@ class P3SApply(io.ComfyNode):
         apply_to_uncond,
         reference_mode,
         schedule=None,
+        region=None,
+        region_feather=0,
     ) -> io.NodeOutput:
         check_sd15_model(model)  # every check runs before the model is rebuilt or anything is encoded
         check_injection_settings(strength, start_percent, end_percent)
         check_reference_batches(reference_images, subject_mask)
+        check_region(region, region_feather)
         if isinstance(p3s_model, P3SModelFile):  # from P3S Loader: rebuild it on this base model
             p3s_model = p3s_model_from_file(model, p3s_model.tensors, p3s_model.info.config)
         hint = encode_hint(p3s_model, reference_images, subject_mask, vae, clip_vision, model)
@@ -113,5 +135,7 @@ class P3SApply(io.ComfyNode):
             end_percent=end_percent,
             apply_to_uncond=apply_to_uncond,
             reference_mode=reference_mode,
+            region=region,
+            region_feather=region_feather,
         )
         return io.NodeOutput(patched)

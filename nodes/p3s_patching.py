@@ -24,7 +24,15 @@ from ..p3s_core.model.model_file import split_optimizer_state
 from ..p3s_core.model.p3s_model import P3SModel, p3s_model_from_tensors
 from ..p3s_core.model.shared_copy import DEFAULT_LORA_ALPHA, DEFAULT_LORA_RANK
 from ..p3s_core.model.subject_encoder import mask_to_latent, mask_to_patch_grid, patch_grid_side
-from ..p3s_core.sampling.injection import InjectionSettings, WeightSchedule, make_diffusion_wrapper
+from ..p3s_core.sampling.injection import InjectionSettings, RegionSettings, WeightSchedule, make_diffusion_wrapper
+from ..p3s_core.sampling.regions import (
+    SD15_PIXELS_PER_LATENT,
+    AreaLog,
+    as_region_masks,
+    check_feather,
+    make_area_recorder,
+    make_batch_check,
+)
 from ..p3s_core.selection.letterbox import letterbox_pixels
 from ..p3s_core.validation import finite, window
 from .p3s_placement import P3SModelPatcher, base_compute_dtype, place_for_base
@@ -172,6 +180,18 @@ def check_injection_settings(strength: float, start_percent: float, end_percent:
     window(start_percent, end_percent)
 
 
+def check_region(region: torch.Tensor | None, region_feather: float = 0.0) -> tuple[torch.Tensor | None, float]:
+    """The region as ``[M, H, W]`` in [0, 1] (or None) and the feather in pixels, or a clear error.
+
+    Checked before anything is encoded; the mask count is checked against the latent batch when
+    sampling starts, before its first step (our addition).
+    """
+    feather = check_feather(region_feather)
+    if region is None:
+        return None, feather
+    return as_region_masks(region), feather
+
+
 def apply_p3s(
     model: comfy.model_patcher.ModelPatcher,
     p3s: P3SModel,
@@ -182,10 +202,19 @@ def apply_p3s(
     end_percent: float = 1.0,
     apply_to_uncond: bool = False,
     reference_mode: str = "cycle",
+    region: torch.Tensor | None = None,
+    region_feather: float = 0.0,
 ) -> comfy.model_patcher.ModelPatcher:
-    """A patched clone of ``model`` that injects ``p3s`` (the input MODEL is not changed)."""
+    """A patched clone of ``model`` that injects ``p3s`` (the input MODEL is not changed).
+
+    ``region`` (a MASK, our addition): the injection acts only there, feathered by
+    ``region_feather`` image pixels; None is the whole image, exactly as before the option. With a
+    region the clone also carries a ``CALC_COND_BATCH`` wrapper (area conditioning's offsets) and an
+    ``OUTER_SAMPLE`` wrapper (the mask count against the latent batch, before the first step).
+    """
     check_sd15_model(model)
     check_injection_settings(strength, start_percent, end_percent)
+    masks, feather = check_region(region, region_feather)
     if hint.dim() != 4 or hint.shape[1] != p3s.hint_conv.in_channels:
         raise P3SInputError(f"The hint must be [refs, {p3s.hint_conv.in_channels}, h, w]; got {tuple(hint.shape)}.")
     sigma_range = None
@@ -200,10 +229,17 @@ def apply_p3s(
     place_for_base(p3s, model)
     key = f"{STATE_KEY_PREFIX}_{uuid.uuid4().hex[:12]}"
     patched = model.clone()
+    region_settings = None
+    if masks is not None:
+        areas = AreaLog()
+        region_settings = RegionSettings(masks, feather, SD15_PIXELS_PER_LATENT, areas)
+        wrappers = comfy.patcher_extension.WrappersMP
+        patched.add_wrapper_with_key(wrappers.CALC_COND_BATCH, key, make_area_recorder(areas))
+        patched.add_wrapper_with_key(wrappers.OUTER_SAMPLE, key, make_batch_check(masks.shape[0]))
     patched.add_wrapper_with_key(
         comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL,
         key,
-        make_diffusion_wrapper(p3s, hint.detach(), settings, schedule, key),
+        make_diffusion_wrapper(p3s, hint.detach(), settings, schedule, key, region_settings),
     )
     patched.set_model_attn1_output_patch(make_injection_patch("attn1", key))
     patched.set_model_attn2_output_patch(make_injection_patch("attn2", key))

@@ -5,7 +5,8 @@ This speaks ComfyUI's patch protocol with plain dicts and callables (no host imp
   output by ``(block, id, block_index, attn)``; :func:`injection_deltas` passes each through
   its zero injection layer times the step's weight.
 - :func:`make_injection_patch` returns the attn1/attn2 output patch of the frozen model: it
-  adds the delta of its block out of place (``index_add`` on the injected rows).
+  adds the delta of its block out of place (``index_add`` on the injected rows), weighted by the
+  application's region at the site's token grid where it has one (our addition).
 - :func:`make_attention_probe` keeps a layer's cross-attention probabilities (``L_ac``, maps).
 All are plain closures: ComfyUI deep-copies ``model_options`` on every clone.
 """
@@ -116,6 +117,9 @@ def make_injection_patch(attn: str, state_key: str) -> Callable[[torch.Tensor, d
         delta = state["deltas"].get((block[0], block[1], extra_options.get("block_index", 0), attn))
         if delta is None:
             return n
+        region = state.get("region")
+        if region is not None:  # [rows, tokens, 1] at this site's grid, from ComfyUI's original_shape
+            delta = delta * region.for_site(extra_options.get("original_shape"), n.shape[1], delta)
         rows = state["rows"]  # already on the model's device: nothing here waits for the device
         if rows is None:
             return n + delta.to(n.dtype)

@@ -11,6 +11,9 @@ This speaks ComfyUI's patch protocol with plain dicts and callables (no host imp
 - Other patches reach the copy through ``transformer_options[COPY_PATCHES_REPLACE_KEY]``
   (``{"attn2": {block: fn}}``, e.g. the attention-map capture): the wrapper puts them into the
   copy's fresh options, with ``cond_or_uncond`` of the copy's own rows and the step's sigmas.
+- With a ``region`` (:mod:`.regions`, our addition) the injected states are weighted by the
+  region at each site's token grid, the copy sees the hint placed in the region, and a call whose
+  rows' region is empty skips the copy.
 The wrapper is a plain closure: ComfyUI deep-copies ``model_options`` on every clone.
 """
 
@@ -26,8 +29,11 @@ import torch.nn.functional as F
 from ..errors import P3SInputError
 from ..model.injection_pass import COND, injection_deltas, run_copy
 from ..model.p3s_model import P3SModel
+from .regions import AreaLog, RegionTokens, check_region_batch, chunk_regions, place_hint, region_at_latent, rows_region
 
 REFERENCE_MODES = ("cycle", "mean")
+# The ``transformer_options`` keys of the model call that the region reads.
+UUIDS_KEY = "uuids"
 # transformer_options key whose ``patches_replace``-shaped dict is handed to the copy's forward.
 COPY_PATCHES_REPLACE_KEY = "p3s_copy_patches_replace"
 
@@ -141,14 +147,32 @@ def copy_options(transformer_options: dict, rows: torch.Tensor | None, batch: in
     return options
 
 
+@dataclass(frozen=True)
+class RegionSettings:
+    """Where one P3S application acts (our addition): ``masks`` ``[M, H, W]`` in [0, 1] (one for every
+    sample, or one per sample), feathered by ``feather`` image pixels (``pixels_per_latent`` image
+    pixels per latent pixel). ``areas``: what the sampler's ``calc_cond_batch`` saw
+    (:func:`.regions.make_area_recorder`): the area offsets where ComfyUI's area conditioning runs
+    the model on crops, and the conditionings' masks; None = every call covers the whole latent."""
+
+    masks: torch.Tensor
+    feather: float = 0.0
+    pixels_per_latent: int = 1
+    areas: AreaLog | None = None
+
+
 def make_diffusion_wrapper(
     p3s: P3SModel,
     hint: torch.Tensor,
     settings: InjectionSettings,
     schedule: WeightSchedule | None,
     state_key: str,
+    region: RegionSettings | None = None,
 ) -> Callable[..., Any]:
     """The ``DIFFUSION_MODEL`` wrapper that runs the copy and hands its states to the patches.
+
+    ``region`` (our addition): the injection acts only there (see :class:`RegionSettings`); None
+    is the whole image, exactly as without the option.
 
     Per model call it reads the current sigma once (one device sync); the schedule's sigmas are
     read once per sampling run (:class:`SigmaCache`); row indices and per-row hints are built
@@ -157,7 +181,8 @@ def make_diffusion_wrapper(
     """
     schedule = schedule or ConstantSchedule(1.0)
     sigma_cache = SigmaCache()
-    layouts: dict[tuple, tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]] = {}
+    layouts: dict[tuple, tuple[torch.Tensor | None, torch.Tensor, torch.Tensor, RegionTokens | None]] = {}
+    latent_regions: dict[tuple[int, int], torch.Tensor] = {}
 
     def step_weight(transformer_options: dict, timesteps: torch.Tensor) -> float:
         sigmas = transformer_options.get("sigmas")
@@ -174,21 +199,44 @@ def make_diffusion_wrapper(
             progress = step_progress(sigma, sigma_cache.floats(sample_sigmas), 0.0)
         return settings.strength * float(schedule.weight(progress))
 
-    def layout(groups: list[int] | None, x: torch.Tensor):
-        """``(rows on x's device or None = all, the same rows on the CPU, their hints)``, cached per layout."""
+    def region_rows(groups, x, index, transformer_options) -> RegionTokens:
+        """The region of the rows ``index`` of this call, at ``x``'s latent size."""
+        chunk = x.shape[0] // len(groups or [0])
+        check_region_batch(region.masks.shape[0], chunk)
+        size = (int(x.shape[-2]), int(x.shape[-1]))
+        full = region.areas.latent_size if region.areas is not None and region.areas.latent_size else size
+        if full not in latent_regions:
+            latent_regions[full] = region_at_latent(region.masks, full, region.feather, region.pixels_per_latent)
+        uuids = transformer_options.get(UUIDS_KEY)
+        parts = chunk_regions(latent_regions[full], len(groups or [0]), size, uuids, region.areas)
+        return RegionTokens(rows_region(parts, index, chunk))
+
+    def layout(groups: list[int] | None, x: torch.Tensor, transformer_options: dict):
+        """``(rows on x's device or None = all, the same rows on the CPU, their hints, their region)``,
+        cached per layout."""
         key = (tuple(groups or ()), x.shape[0], tuple(x.shape[-2:]), x.device, x.dtype)
+        if region is not None:
+            uuids = transformer_options.get(UUIDS_KEY)
+            areas = region.areas
+            known = areas is not None and uuids
+            offsets = tuple((areas.offsets.get(u), id(areas.masks.get(u))) for u in uuids) if known else ()
+            key += (areas.latent_size if areas is not None else None, offsets)
         if key not in layouts:
             rows = injected_rows(groups, x.shape[0], settings.apply_to_uncond)
             index = torch.arange(x.shape[0]) if rows is None else rows
             chunk = x.shape[0] // len(groups or [0])
-            row_hint = hint_for_rows(hint, index, chunk, x.shape[-2:], settings.reference_mode).to(x)
-            layouts[key] = (rows.to(x.device) if rows is not None else None, index, row_hint)
+            row_hint = hint_for_rows(hint, index, chunk, x.shape[-2:], settings.reference_mode)
+            weights = None
+            if region is not None and index.numel():
+                weights = region_rows(groups, x, index, transformer_options)
+                row_hint = place_hint(row_hint, weights.region)
+            layouts[key] = (rows.to(x.device) if rows is not None else None, index, row_hint.to(x), weights)
         return layouts[key]
 
     def wrapper(executor, x, timesteps, context, y, control, transformer_options, **kwargs):
         weight = step_weight(transformer_options, timesteps)
-        rows, index, row_hint = layout(transformer_options.get("cond_or_uncond"), x)
-        if weight == 0.0 or index.numel() == 0:
+        rows, index, row_hint, weights = layout(transformer_options.get("cond_or_uncond"), x, transformer_options)
+        if weight == 0.0 or index.numel() == 0 or (weights is not None and weights.is_empty()):
             return executor(x, timesteps, context, y, control, transformer_options, **kwargs)
 
         if rows is None:
@@ -201,7 +249,7 @@ def make_diffusion_wrapper(
         base = getattr(executor, "class_obj", None)
         captured = run_copy(p3s, sub_x, sub_t, sub_context, row_hint, extra, base)
         options = dict(transformer_options)
-        options[state_key] = {"deltas": injection_deltas(p3s, captured, weight), "rows": rows}
+        options[state_key] = {"deltas": injection_deltas(p3s, captured, weight), "rows": rows, "region": weights}
         return executor(x, timesteps, context, y, control, options, **kwargs)
 
     return wrapper
