@@ -22,8 +22,10 @@ from devtools.model_files import link_standins
 from devtools.workflows import SMALL_PIPELINE, example_api, with_settings
 
 EXAMPLES_DIR = REPO_ROOT / "example_workflows"
-# Run order: p3s_generate_with_model loads the model that p3s_full_pipeline saves.
-ORDER = ["p3s_select_subject", "p3s_full_pipeline", "p3s_generate_with_model"]
+# Run order: p3s_generate_with_model loads the model that p3s_full_pipeline saves; p3s_two_subjects
+# loads it too, and the second subject's model that :func:`train_second_subject` saves.
+ORDER = ["p3s_select_subject", "p3s_full_pipeline", "p3s_generate_with_model", "p3s_two_subjects"]
+NEEDS_FULL_PIPELINE = {"p3s_generate_with_model", "p3s_two_subjects"}
 SIZE = (768, 512)
 BANNER = "Real run on STAND-IN models (random SD1.5 weights, small CPU settings): generated images are noise"
 SELECTION_BANNER = "Real run of this example on the STAND-IN CLIP vision model (built for colour scenes)"
@@ -48,6 +50,23 @@ def run_example(client: ComfyClient, name: str) -> list[tuple[str, Image.Image]]
         for record in result.output_images(node_id)[:1]:
             images.append((title, Image.open(io.BytesIO(client.view(record))).convert("RGB")))
     return images
+
+
+def train_second_subject(client: ComfyClient) -> None:
+    """The full pipeline (small settings) on the other twin, saving p3s_two_subjects' second model."""
+    from devtools.export_examples import SECOND_INSTANCE_PROMPT, SECOND_SAVE_NAME, second_points_json
+
+    prompt = with_settings(example_api("p3s_full_pipeline"), **SMALL_PIPELINE)
+    for node in prompt.values():
+        if node["class_type"] == "P3SPoints":
+            node["inputs"]["points"] = second_points_json()
+        elif node["class_type"] == "P3SFineTune":
+            node["inputs"].update(save_name=SECOND_SAVE_NAME, instance_prompt=SECOND_INSTANCE_PROMPT)
+            if "attention_word" in node["inputs"]:  # the training's attention overlay: its own identifier
+                node["inputs"]["attention_word"] = SECOND_INSTANCE_PROMPT.split()[-2]
+    result = client.run(prompt, timeout=1800)
+    if not result.succeeded:
+        raise RuntimeError(f"training the second subject failed on the stand-ins: {result.error}")
 
 
 def compose(images: list[tuple[str, Image.Image]], banner: str = BANNER) -> Image.Image:
@@ -89,8 +108,10 @@ def make_thumbnails(names: list[str] | None = None, out_dir: Path = EXAMPLES_DIR
 
 def _runs(client: ComfyClient, wanted: set[str]) -> Iterator[tuple[str, list[tuple[str, Image.Image]]]]:
     for name in ORDER:
-        needed = name in wanted or (name == "p3s_full_pipeline" and "p3s_generate_with_model" in wanted)
+        needed = name in wanted or (name == "p3s_full_pipeline" and bool(wanted & NEEDS_FULL_PIPELINE))
         if needed:
+            if name == "p3s_two_subjects":
+                train_second_subject(client)
             images = run_example(client, name)
             if name in wanted:
                 yield name, images

@@ -36,6 +36,12 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 EXAMPLE_IMAGE = "p3s_twins.png"
 FINETUNE_SAVE_NAME = "p3s/my_subject.safetensors"  # what p3s_full_pipeline saves into models/p3s
 P3S_MODEL = FINETUNE_SAVE_NAME  # what p3s_generate_with_model loads: the full pipeline's model
+# The second subject of p3s_two_subjects: the other twin, trained with its own identifier.
+SECOND_SAVE_NAME = "p3s/second_subject.safetensors"
+SECOND_INSTANCE_PROMPT = "a photo of zwx toy"
+TWO_SUBJECTS_PROMPT = "a photo of sks toy and zwx toy on a beach"
+TWO_SUBJECTS_SIZE = (768, 512)  # width, height: two subjects side by side
+REGION_FEATHER = 32
 # Loader inputs whose file the frontend offers to download (properties.models of the node).
 MODEL_WIDGETS = {"CheckpointLoaderSimple": "ckpt_name", "CLIPVisionLoader": "clip_name"}
 
@@ -157,6 +163,98 @@ def generation_example() -> dict[str, Any]:
     return prompt
 
 
+def second_points_json() -> str:
+    """The twin points the other way round: positive on the right twin, negative on the left one."""
+    points = json.loads(twin_points_json())
+    for image in points["images"]:
+        image["positive"], image["negative"] = image["negative"], image["positive"]
+    return json.dumps(points)
+
+
+def two_subjects_example() -> dict[str, Any]:
+    """Two subjects in one image: the selection twice (the left twin, then the right one), two P3S
+    Loaders, the left and right halves as regions (Solid Mask + Mask Composite, Invert Mask), two
+    chained P3S Apply nodes, one prompt naming both identifiers, KSampler, VAE Decode."""
+    prompt = _selection_nodes()
+    model, clip, vae = ["10", 0], ["10", 1], ["10", 2]
+    width, height = TWO_SUBJECTS_SIZE
+    apply_settings = {
+        "strength": 1.0,
+        "start_percent": 0.0,
+        "end_percent": 1.0,
+        "apply_to_uncond": False,
+        "reference_mode": "cycle",
+        "region_feather": REGION_FEATHER,
+    }
+    prompt.update(
+        {
+            "30": {"class_type": "P3SPoints", "inputs": {"points": second_points_json(), "image": ["1", 0]}},
+            "31": {**prompt["4"], "inputs": {**prompt["4"]["inputs"], "points": ["30", 0]}},
+            "32": {**prompt["5"], "inputs": {**prompt["5"]["inputs"], "mask": ["31", 1]}},
+            "10": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": CHECKPOINT}},
+            "11": {"class_type": "P3SLoader", "inputs": {"model_name": P3S_MODEL}},
+            "33": {"class_type": "P3SLoader", "inputs": {"model_name": SECOND_SAVE_NAME}},
+            "34": {"class_type": "SolidMask", "inputs": {"value": 0.0, "width": width, "height": height}},
+            "35": {"class_type": "SolidMask", "inputs": {"value": 1.0, "width": width // 2, "height": height}},
+            "36": {
+                "class_type": "MaskComposite",
+                "inputs": {"destination": ["34", 0], "source": ["35", 0], "x": 0, "y": 0, "operation": "add"},
+            },
+            "37": {"class_type": "InvertMask", "inputs": {"mask": ["36", 0]}},
+            "13": {
+                "class_type": "P3SApply",
+                "inputs": {
+                    "model": model,
+                    "p3s_model": ["11", 0],
+                    "reference_images": ["5", 0],
+                    "subject_mask": ["4", 0],
+                    "vae": vae,
+                    "clip_vision": ["3", 0],
+                    "region": ["36", 0],
+                    **apply_settings,
+                },
+            },
+            "38": {
+                "class_type": "P3SApply",
+                "inputs": {
+                    "model": ["13", 0],
+                    "p3s_model": ["33", 0],
+                    "reference_images": ["32", 0],
+                    "subject_mask": ["31", 0],
+                    "vae": vae,
+                    "clip_vision": ["3", 0],
+                    "region": ["37", 0],
+                    **apply_settings,
+                },
+            },
+            "14": {"class_type": "CLIPTextEncode", "inputs": {"text": TWO_SUBJECTS_PROMPT, "clip": clip}},
+            "15": {"class_type": "CLIPTextEncode", "inputs": {"text": "blurry, low quality", "clip": clip}},
+            "16": {"class_type": "EmptyLatentImage", "inputs": {"width": width, "height": height, "batch_size": 1}},
+            "17": {
+                "class_type": "KSampler",
+                "inputs": {
+                    "model": ["38", 0],
+                    "positive": ["14", 0],
+                    "negative": ["15", 0],
+                    "latent_image": ["16", 0],
+                    "seed": 42,
+                    "control_after_generate": "fixed",
+                    "steps": STEPS,
+                    "cfg": 7.5,
+                    "sampler_name": "ddim",
+                    "scheduler": "ddim_uniform",
+                    "denoise": 1.0,
+                },
+            },
+            "18": {"class_type": "VAEDecode", "inputs": {"samples": ["17", 0], "vae": vae}},
+            "19": {"class_type": "SaveImage", "inputs": {"images": ["18", 0], "filename_prefix": "p3s/two_subjects"}},
+            "39": {"class_type": "MaskToImage", "inputs": {"mask": ["36", 0]}},
+            "40": {"class_type": "PreviewImage", "inputs": {"images": ["39", 0]}},
+        }
+    )
+    return prompt
+
+
 def full_pipeline_example() -> dict[str, Any]:
     """Points -> RNGR mask -> inpaint -> P3S Fine-tune (the paper's settings) -> P3S Apply with a
     P3S Schedule -> KSampler -> VAE Decode, with attention maps; every stage's images saved."""
@@ -215,11 +313,20 @@ LAYOUTS = {
         **{"11": (1200, 1000), "22": (1650, 1000), "27": (1650, 1320)},
         **_GENERATION_LAYOUT,
     },
+    "p3s_two_subjects": {
+        **_SELECTION_LAYOUT,
+        **{"30": (330, 1100), "31": (760, 1100), "32": (1100, 1100)},
+        **{"10": (0, 640), "11": (1450, 0), "33": (1450, 1100), "14": (760, 640), "15": (760, 880)},
+        **{"34": (1450, 300), "35": (1450, 480), "36": (1450, 660), "37": (1450, 900), "39": (1800, 900)},
+        **{"40": (2080, 900), "13": (1800, 0), "38": (2150, 0), "16": (2150, 640), "17": (2500, 0)},
+        **{"18": (2850, 0), "19": (2850, 120)},
+    },
 }
 EXAMPLES = {
     "p3s_select_subject": selection_example,
     "p3s_generate_with_model": generation_example,
     "p3s_full_pipeline": full_pipeline_example,
+    "p3s_two_subjects": two_subjects_example,
 }
 
 _EXPORT_JS = """async ([prompt, layout, models, titles]) => {
@@ -248,7 +355,27 @@ def model_downloads(prompt: dict[str, Any]) -> dict[str, list[dict[str, str]]]:
 
 
 # Preview nodes of the selection, by what they show (MaskToImage "7" of the subject mask, the heat map).
-PREVIEW_TITLES = {(("7", 0),): "Preview subject mask", (("4", 2),): "Preview heat map"}
+PREVIEW_TITLES = {
+    (("7", 0),): "Preview subject mask",
+    (("4", 2),): "Preview heat map",
+    (("39", 0),): "Preview left region",
+}
+
+
+# Titles that tell the two subjects' chains apart (p3s_two_subjects), by node id.
+TWO_SUBJECTS_TITLES = {
+    "2": "P3S Points: left twin (subject 1)",
+    "30": "P3S Points: right twin (subject 2)",
+    "11": "P3S Loader: subject 1 (sks)",
+    "33": "P3S Loader: subject 2 (zwx)",
+    "34": "Region canvas",
+    "35": "Left half",
+    "36": "Region: left half",
+    "37": "Region: right half",
+    "13": "P3S Apply: subject 1 in the left half",
+    "38": "P3S Apply: subject 2 in the right half",
+}
+EXTRA_TITLES = {"p3s_two_subjects": TWO_SUBJECTS_TITLES}
 
 
 def output_titles(prompt: dict[str, Any]) -> dict[str, str]:
@@ -282,9 +409,8 @@ def export(names: list[str], out_dir: Path = EXAMPLES_DIR) -> list[Path]:
             page.wait_for_function("() => window.app?.graph && window.LiteGraph", timeout=90_000)
             for name in names:
                 prompt = EXAMPLES[name]()
-                result = page.evaluate(
-                    _EXPORT_JS, [prompt, LAYOUTS[name], model_downloads(prompt), output_titles(prompt)]
-                )
+                titles = {**output_titles(prompt), **EXTRA_TITLES.get(name, {})}
+                result = page.evaluate(_EXPORT_JS, [prompt, LAYOUTS[name], model_downloads(prompt), titles])
                 if result.get("missing"):
                     raise RuntimeError(f"{name}: the frontend does not know {result['missing']}")
                 (out_dir / "api").mkdir(parents=True, exist_ok=True)

@@ -12,7 +12,7 @@ from devtools.comfy_host import REPO_ROOT
 from devtools.model_files import CHECKPOINT, CLIP_VISION, download_entry
 
 EXAMPLES = REPO_ROOT / "example_workflows"
-NAMES = ["p3s_select_subject", "p3s_generate_with_model", "p3s_full_pipeline"]
+NAMES = ["p3s_select_subject", "p3s_generate_with_model", "p3s_full_pipeline", "p3s_two_subjects"]
 
 # The file's text is parsed in the page, as the template browser does (no null for absent fields).
 LOAD_JS = """async (text) => {
