@@ -72,6 +72,36 @@ INSTANCE_PROMPT = "a photo of sks toy"
 STEPS = 50  # the paper's inference: DDIM, 50 steps, CFG 7.5
 
 
+def _sampling_nodes(model: list[Any], text: str, size: tuple[int, int], prefix: str) -> dict[str, Any]:
+    """Nodes 14-19 of every generating example: the prompt and a fixed negative (CLIP of checkpoint
+    "10"), an empty latent of ``size`` (width, height), KSampler (paper settings) on ``model``, VAE
+    Decode and Save Image under ``prefix``."""
+    clip, vae = ["10", 1], ["10", 2]
+    return {
+        "14": {"class_type": "CLIPTextEncode", "inputs": {"text": text, "clip": clip}},
+        "15": {"class_type": "CLIPTextEncode", "inputs": {"text": "blurry, low quality", "clip": clip}},
+        "16": {"class_type": "EmptyLatentImage", "inputs": {"width": size[0], "height": size[1], "batch_size": 1}},
+        "17": {
+            "class_type": "KSampler",
+            "inputs": {
+                "model": model,
+                "positive": ["14", 0],
+                "negative": ["15", 0],
+                "latent_image": ["16", 0],
+                "seed": 42,
+                "control_after_generate": "fixed",
+                "steps": STEPS,
+                "cfg": 7.5,
+                "sampler_name": "ddim",
+                "scheduler": "ddim_uniform",
+                "denoise": 1.0,
+            },
+        },
+        "18": {"class_type": "VAEDecode", "inputs": {"samples": ["17", 0], "vae": vae}},
+        "19": {"class_type": "SaveImage", "inputs": {"images": ["18", 0], "filename_prefix": prefix}},
+    }
+
+
 def _generation_nodes(p3s_model: list[Any]) -> dict[str, Any]:
     """SD1.5 checkpoint, P3S Schedule, P3S Apply of ``p3s_model`` on the cleaned selection, P3S Attention
     Maps around the sampler, KSampler (paper settings), VAE Decode, P3S Attention Overlays; saved images."""
@@ -108,27 +138,7 @@ def _generation_nodes(p3s_model: list[Any]) -> dict[str, Any]:
                 "reference_mode": "cycle",
             },
         },
-        "14": {"class_type": "CLIPTextEncode", "inputs": {"text": PROMPT, "clip": clip}},
-        "15": {"class_type": "CLIPTextEncode", "inputs": {"text": "blurry, low quality", "clip": clip}},
-        "16": {"class_type": "EmptyLatentImage", "inputs": {"width": 512, "height": 512, "batch_size": 1}},
-        "17": {
-            "class_type": "KSampler",
-            "inputs": {
-                "model": ["20", 0],
-                "positive": ["14", 0],
-                "negative": ["15", 0],
-                "latent_image": ["16", 0],
-                "seed": 42,
-                "control_after_generate": "fixed",
-                "steps": STEPS,
-                "cfg": 7.5,
-                "sampler_name": "ddim",
-                "scheduler": "ddim_uniform",
-                "denoise": 1.0,
-            },
-        },
-        "18": {"class_type": "VAEDecode", "inputs": {"samples": ["17", 0], "vae": vae}},
-        "19": {"class_type": "SaveImage", "inputs": {"images": ["18", 0], "filename_prefix": "p3s/generated"}},
+        **_sampling_nodes(["20", 0], PROMPT, (512, 512), "p3s/generated"),
         "20": {
             "class_type": "P3SAttentionMaps",
             "inputs": {
@@ -176,7 +186,7 @@ def two_subjects_example() -> dict[str, Any]:
     Loaders, the left and right halves as regions (Solid Mask + Mask Composite, Invert Mask), two
     chained P3S Apply nodes, one prompt naming both identifiers, KSampler, VAE Decode."""
     prompt = _selection_nodes()
-    model, clip, vae = ["10", 0], ["10", 1], ["10", 2]
+    model, vae = ["10", 0], ["10", 2]
     width, height = TWO_SUBJECTS_SIZE
     apply_settings = {
         "strength": 1.0,
@@ -227,27 +237,7 @@ def two_subjects_example() -> dict[str, Any]:
                     **apply_settings,
                 },
             },
-            "14": {"class_type": "CLIPTextEncode", "inputs": {"text": TWO_SUBJECTS_PROMPT, "clip": clip}},
-            "15": {"class_type": "CLIPTextEncode", "inputs": {"text": "blurry, low quality", "clip": clip}},
-            "16": {"class_type": "EmptyLatentImage", "inputs": {"width": width, "height": height, "batch_size": 1}},
-            "17": {
-                "class_type": "KSampler",
-                "inputs": {
-                    "model": ["38", 0],
-                    "positive": ["14", 0],
-                    "negative": ["15", 0],
-                    "latent_image": ["16", 0],
-                    "seed": 42,
-                    "control_after_generate": "fixed",
-                    "steps": STEPS,
-                    "cfg": 7.5,
-                    "sampler_name": "ddim",
-                    "scheduler": "ddim_uniform",
-                    "denoise": 1.0,
-                },
-            },
-            "18": {"class_type": "VAEDecode", "inputs": {"samples": ["17", 0], "vae": vae}},
-            "19": {"class_type": "SaveImage", "inputs": {"images": ["18", 0], "filename_prefix": "p3s/two_subjects"}},
+            **_sampling_nodes(["38", 0], TWO_SUBJECTS_PROMPT, (width, height), "p3s/two_subjects"),
             "39": {"class_type": "MaskToImage", "inputs": {"mask": ["36", 0]}},
             "40": {"class_type": "PreviewImage", "inputs": {"images": ["39", 0]}},
         }

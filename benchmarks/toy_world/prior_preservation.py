@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from dataclasses import replace
 
 from p3s_core.training.prior_preservation import with_class_images
 
+from .bench_setup import load_bench, log
 from .lookalikes import PAIRS, Pair, _reference_hint, points_data
 from .methods import train_p3s_model
 from .metrics import Generator, read_as, score
@@ -86,18 +86,8 @@ def main(argv: list[str] | None = None) -> dict:
     seeds = args.seeds or (1 if args.quick else 2)
     samples, epochs = (16, 10) if args.quick else (32, DEFAULT_TRAIN.epochs)
 
-    from . import base
-    from .evaluator import train_evaluator
-    from .text import WordEncoder
-
-    def log(message: str) -> None:
-        print(message, file=sys.stderr, flush=True)
-
-    encoder = WordEncoder()
-    unet, base_info = base.load_or_pretrain(
-        base.QUICK_PRETRAIN if args.quick else base.PretrainSettings(), encoder, log
-    )
-    evaluator, _ = train_evaluator()
+    bench = load_bench(args.quick)
+    unet, base_info, encoder, evaluator = bench.unet, bench.base_info, bench.encoder, bench.evaluator
     summaries, all_rows = [], []
     for name in names:
         pair = PAIRS[name]

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from dataclasses import replace
 
@@ -28,6 +27,7 @@ import torch
 
 from p3s_core.training.learning_check import LearningCheck, subject_losses
 
+from .bench_setup import load_bench, log
 from .host import training_sigmas
 from .lookalikes import PAIRS, Pair, clean_data
 from .methods import train_p3s_model
@@ -142,18 +142,8 @@ def _main(argv: list[str] | None) -> dict:
     epochs = args.epochs or (QUICK["epochs"] if args.quick else None)
     samples = args.samples or (QUICK["samples"] if args.quick else 16)
 
-    from . import base
-    from .evaluator import train_evaluator
-    from .text import WordEncoder
-
-    def log(message: str) -> None:
-        print(message, file=sys.stderr, flush=True)
-
-    encoder = WordEncoder()
-    unet, base_info = base.load_or_pretrain(
-        base.QUICK_PRETRAIN if args.quick else base.PretrainSettings(), encoder, log
-    )
-    evaluator, _ = train_evaluator()
+    bench = load_bench(args.quick)
+    unet, base_info, encoder, evaluator = bench.unet, bench.base_info, bench.encoder, bench.evaluator
     rows, noop = [], []
     for name in names:
         pair = PAIRS[name]

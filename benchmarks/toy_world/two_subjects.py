@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from dataclasses import replace
 
@@ -43,6 +42,7 @@ from p3s_core.sampling.regions import AreaLog
 
 from . import evaluator as judge
 from . import world
+from .bench_setup import load_bench, log
 from .lookalikes import REFERENCE_SEED
 from .methods import train_p3s_model
 from .metrics import THING_ATTRIBUTES, read_as
@@ -256,18 +256,8 @@ def _main(argv: list[str] | None) -> dict:
     samples = args.samples or (QUICK["samples"] if args.quick else 32)
     epochs = args.epochs or (QUICK["epochs"] if args.quick else None)
 
-    from . import base
-    from .evaluator import train_evaluator
-    from .text import WordEncoder
-
-    def log(message: str) -> None:
-        print(message, file=sys.stderr, flush=True)
-
-    encoder = WordEncoder()
-    unet, base_info = base.load_or_pretrain(
-        base.QUICK_PRETRAIN if args.quick else base.PretrainSettings(), encoder, log
-    )
-    evaluator, _ = train_evaluator()
+    bench = load_bench(args.quick)
+    unet, base_info, encoder, evaluator = bench.unet, bench.base_info, bench.encoder, bench.evaluator
     rows = [run_seed(seed, unet, evaluator, encoder, epochs, samples, log, not args.quick) for seed in range(seeds)]
     result = {
         **summarise(rows),
