@@ -1,0 +1,91 @@
+"""Tiny randomly initialised CLIP and DINO models for the scoring tests (a few MB, built from
+``transformers`` configs), written as a single file or as a Hugging Face snapshot folder.
+
+They have the protocol's input sizes (224 px, patches of 32 and 16) and one layer of width 64, so
+the real loading and embedding code runs on them in well under a second. Call
+``devtools.launch_comfyui.declare_torchvision_ops()`` first where torchvision is broken.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import torch
+
+from devtools.comfy_host import comfyui_dir
+
+WIDTH = 64
+TOKENIZER_FILES = ("vocab.json", "merges.txt", "special_tokens_map.json", "tokenizer_config.json")
+
+
+def comfy_tokenizer_dir() -> Path:
+    """ComfyUI's OpenAI CLIP tokenizer files."""
+    return comfyui_dir() / "comfy" / "sd1_tokenizer"
+
+
+def tiny_clip(seed: int = 0):
+    """A ``CLIPModel`` with CLIP's vocabulary and 224 px / 32 px patches, one layer of width 64."""
+    from transformers import CLIPConfig, CLIPModel
+
+    torch.manual_seed(seed)
+    config = CLIPConfig(
+        projection_dim=32,
+        text_config={
+            "vocab_size": 49408,
+            "hidden_size": WIDTH,
+            "intermediate_size": 2 * WIDTH,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 1,
+            "max_position_embeddings": 77,
+            "hidden_act": "quick_gelu",
+            "eos_token_id": 49407,
+        },
+        vision_config={
+            "hidden_size": WIDTH,
+            "intermediate_size": 2 * WIDTH,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 1,
+            "patch_size": 32,
+            "image_size": 224,
+            "hidden_act": "quick_gelu",
+        },
+    )
+    return CLIPModel(config).eval()
+
+
+def tiny_dino(seed: int = 0):
+    """A ``ViTModel`` (no pooler) with 224 px / 16 px patches, one layer of width 64."""
+    from transformers import ViTConfig, ViTModel
+
+    torch.manual_seed(seed)
+    config = ViTConfig(
+        hidden_size=WIDTH,
+        num_hidden_layers=1,
+        num_attention_heads=1,
+        intermediate_size=2 * WIDTH,
+        patch_size=16,
+        image_size=224,
+        qkv_bias=True,
+        layer_norm_eps=1e-6,
+    )
+    return ViTModel(config, add_pooling_layer=False).eval()
+
+
+def write_single_file(model, path: Path) -> Path:
+    """``model``'s state dict as one fp16 ``.safetensors`` file (the frontend-download layout)."""
+    from safetensors.torch import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.detach().to(torch.float16).contiguous() for k, v in model.state_dict().items()}, str(path))
+    return path
+
+
+def write_snapshot(model, folder: Path, tokenizer: bool = False) -> Path:
+    """``model`` as a Hugging Face snapshot (``config.json``, ``model.safetensors``); returns the weights file."""
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(str(folder))
+    if tokenizer:
+        for name in TOKENIZER_FILES:
+            shutil.copy(comfy_tokenizer_dir() / name, folder / name)
+    return folder / "model.safetensors"
