@@ -8,7 +8,9 @@ the real loading and embedding code runs on them in well under a second. Call
 
 from __future__ import annotations
 
+import copy
 import shutil
+import tempfile
 from pathlib import Path
 
 import torch
@@ -73,19 +75,43 @@ def tiny_dino(seed: int = 0):
 
 
 def write_single_file(model, path: Path) -> Path:
-    """``model``'s state dict as one fp16 ``.safetensors`` file (the frontend-download layout)."""
-    from safetensors.torch import save_file
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.detach().to(torch.float16).contiguous() for k, v in model.state_dict().items()}, str(path))
+    """``model``'s weights as one fp16 ``.safetensors`` file (the frontend-download layout), with the
+    checkpoint's key names as ``save_pretrained`` writes them (the released files' names)."""
+    with tempfile.TemporaryDirectory() as folder:
+        copy.deepcopy(model).half().save_pretrained(folder)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(Path(folder) / "model.safetensors", path)
     return path
 
 
 def write_snapshot(model, folder: Path, tokenizer: bool = False) -> Path:
     """``model`` as a Hugging Face snapshot (``config.json``, ``model.safetensors``); returns the weights file."""
     folder.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(str(folder))
+    copy.deepcopy(model).half().save_pretrained(str(folder))
     if tokenizer:
         for name in TOKENIZER_FILES:
             shutil.copy(comfy_tokenizer_dir() / name, folder / name)
     return folder / "model.safetensors"
+
+
+def fp16_exact(model):
+    """Round ``model``'s weights to fp16 in place, so a model loaded from the fp16 files equals it."""
+    with torch.no_grad():
+        for tensor in model.state_dict().values():
+            tensor.copy_(tensor.to(torch.float16).to(tensor.dtype))
+    return model
+
+
+def write_tiny_eval_set(root: Path) -> dict:
+    """Both tiny backbones under ``root`` under the protocol's file names, as single files and as
+    snapshot folders; returns the models and the paths."""
+    clip, dino = fp16_exact(tiny_clip(seed=1)), fp16_exact(tiny_dino(seed=2))
+    return {
+        "root": root,
+        "clip": clip,
+        "dino": dino,
+        "clip_file": write_single_file(clip, root / "clip-vit-base-patch32.safetensors"),
+        "dino_file": write_single_file(dino, root / "dino-vits16.safetensors"),
+        "clip_snapshot": write_snapshot(clip, root / "clip-vit-base-patch32", tokenizer=True),
+        "dino_snapshot": write_snapshot(dino, root / "dino-vits16"),
+    }

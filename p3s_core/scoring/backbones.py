@@ -117,19 +117,25 @@ def _grid_size(positions: int, patch: int) -> int:
     return side * patch
 
 
-def _load_weights(model: torch.nn.Module, state: dict[str, torch.Tensor], what: str, input_name: str) -> None:
-    """Load ``state`` into ``model``: every parameter must be given, nothing foreign may be left over."""
+def _from_state(model_class, config, state: dict[str, torch.Tensor], what: str, input_name: str, **kwargs):
+    """``model_class`` built from ``config`` with the weights ``state``, through ``from_pretrained`` (which
+    renames the checkpoint's keys to the installed ``transformers``' own); every parameter must be given
+    and nothing foreign may be left over."""
     try:
-        result = model.load_state_dict(state, strict=False)
-    except RuntimeError as error:  # shape mismatches
-        first = str(error).split("\n")[1].strip() if "\n" in str(error) else str(error)
-        raise P3SInputError(f"{input_name}: this file's tensors do not fit {what} ({first[:160]}).") from error
-    missing = [k for k in result.missing_keys if not _IGNORED_KEYS.search(k)]
-    unexpected = [k for k in result.unexpected_keys if not _IGNORED_KEYS.search(k)]
+        model, info = model_class.from_pretrained(
+            None, config=config, state_dict=state, output_loading_info=True, **kwargs
+        )
+    except (RuntimeError, ValueError) as error:  # shape mismatches
+        raise P3SInputError(
+            f"{input_name}: this file's tensors do not fit {what} ({str(error).splitlines()[0][:160]})."
+        ) from error
+    missing = sorted(k for k in info["missing_keys"] if not _IGNORED_KEYS.search(k))
+    unexpected = sorted(k for k in info["unexpected_keys"] if not _IGNORED_KEYS.search(k))
     if missing or unexpected:
         shown = (missing or unexpected)[:3]
         kind = "lacks" if missing else "has foreign tensors"
         raise P3SInputError(f"{input_name}: this file is not {what}: it {kind} {shown}; pick the {what} file.")
+    return model
 
 
 @dataclass
@@ -247,9 +253,7 @@ def load_clip(
     state = read_state_dict(path, input_name)
     config_dict = _folder_config(path, ("clip",), input_name) or _clip_config_from_state(state, input_name)
     config = CLIPConfig.from_dict(config_dict)
-    model = CLIPModel(config)
-    _load_weights(model, state, "a CLIP model (text and vision)", input_name)
-    model.float().eval()
+    model = _from_state(CLIPModel, config, state, "a CLIP model (text and vision)", input_name).float().eval()
     tokenizer = CLIPTokenizer.from_pretrained(str(tokenizer_folder))
     vision = config.vision_config
     shape = {
@@ -290,13 +294,11 @@ def load_dino(path: str | Path, input_name: str = "dino_model") -> DinoBackbone:
 
     path = Path(path)
     state = read_state_dict(path, input_name)
-    state = {key.removeprefix("vit."): value for key, value in state.items()}
-    config_dict = _folder_config(path, ("vit", "dino"), input_name) or _dino_config_from_state(state, input_name)
-    config_dict = {**config_dict, "model_type": "vit", "layer_norm_eps": DINO_LAYER_NORM_EPS}
-    config = ViTConfig.from_dict(config_dict)
-    model = ViTModel(config, add_pooling_layer=False)
-    _load_weights(model, state, "a DINO ViT", input_name)
-    model.float().eval()
+    config_dict = _folder_config(path, ("vit", "dino"), input_name)
+    if config_dict is None:
+        config_dict = _dino_config_from_state({k.removeprefix("vit."): v for k, v in state.items()}, input_name)
+    config = ViTConfig.from_dict({**config_dict, "model_type": "vit", "layer_norm_eps": DINO_LAYER_NORM_EPS})
+    model = _from_state(ViTModel, config, state, "a DINO ViT", input_name, add_pooling_layer=False).float().eval()
     shape = {
         "hidden": config.hidden_size,
         "layers": config.num_hidden_layers,

@@ -47,8 +47,8 @@ def score_table(scores: SubjectScores) -> str:
         prompt = str(row["prompt"]).replace("|", "/")
         values = " | ".join(f"{row[key]:.4f}" for key, _ in metrics)
         lines.append(f"| {row['image']} | {prompt} | {values} |")
-    for what in ("mean", "variance"):
-        values = " | ".join(f"{getattr(scores.summaries[key], what):.4f}" for key, _ in metrics)
+    for what, digits in (("mean", 4), ("variance", 6)):
+        values = " | ".join(f"{getattr(scores.summaries[key], what):.{digits}f}" for key, _ in metrics)
         lines.append(f"| **{what}** | | {values} |")
     return "\n".join(lines) + "\n"
 
@@ -91,7 +91,8 @@ def render_score_chart(images: torch.Tensor, scores: SubjectScores, thumbnail: i
         summary = scores.summaries[key]
         y = 40 + 18 * line
         cv2.rectangle(canvas, (gap, y - 10), (gap + 10, y), COLORS[key], -1)
-        _text(canvas, f"{label}  mean {summary.mean:.4f}  var {summary.variance:.4f}", gap + 16, y, 0.42)
+        name = f"{label} ({scores.extra_label}, not the protocol's)" if key == "extra_clip_i" else label
+        _text(canvas, f"{name}  mean {summary.mean:.4f}  var {summary.variance:.6f}", gap + 16, y, 0.42)
     if not scores.protocol or scores.extra_clip_i is not None:
         note = "not the DreamBench protocol" if not scores.protocol else "CLIP-I*: ComfyUI's CLIP, not the protocol's"
         _text(canvas, note, max(gap, width - 8 * len(note) - gap), 20, 0.4, WARN)
