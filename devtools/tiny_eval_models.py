@@ -9,6 +9,7 @@ the real loading and embedding code runs on them in well under a second. Call
 from __future__ import annotations
 
 import copy
+import json
 import shutil
 import tempfile
 from pathlib import Path
@@ -88,6 +89,10 @@ def write_snapshot(model, folder: Path, tokenizer: bool = False) -> Path:
     """``model`` as a Hugging Face snapshot (``config.json``, ``model.safetensors``); returns the weights file."""
     folder.mkdir(parents=True, exist_ok=True)
     copy.deepcopy(model).half().save_pretrained(str(folder))
+    config_file = folder / "config.json"
+    config = json.loads(config_file.read_text())
+    if config.get("model_type") == "vit":  # as the Hub's converted DINO configs say (DINO itself: 1e-6)
+        config_file.write_text(json.dumps({**config, "layer_norm_eps": 1e-12}, indent=2))
     if tokenizer:
         for name in TOKENIZER_FILES:
             shutil.copy(comfy_tokenizer_dir() / name, folder / name)

@@ -137,5 +137,5 @@ def test_a_snapshot_of_another_model_is_refused(eval_models, tmp_path):
 
 
 def test_clip_without_a_tokenizer_is_refused(eval_models):
-    with pytest.raises(P3SInputError, match="vocab.json and merges.txt"):
+    with pytest.raises(P3SInputError, match=r"vocab\.json and merges\.txt"):
         load_clip(eval_models["clip_file"], None)
