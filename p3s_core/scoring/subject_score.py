@@ -31,52 +31,66 @@ MAX_IMAGES = 4096
 class ScoreInputs:
     """Checked inputs: one prompt per generated image and the references to compare with."""
 
-    images: torch.Tensor
+    images: list[torch.Tensor]
     references: list[torch.Tensor]
     prompts: list[str]
     clip_t_prompts: list[str]
     masked: bool
 
 
+ImageSet = torch.Tensor | Sequence[torch.Tensor]
+"""A ComfyUI IMAGE batch ``[B, H, W, C]``, or a list of ``[H, W, C]`` images of any sizes (a batch run's files)."""
+
+
+def _image_list(name: str, batch: ImageSet) -> list[torch.Tensor]:
+    items = list(batch) if isinstance(batch, torch.Tensor) and batch.ndim == 4 else None
+    if items is None and not isinstance(batch, torch.Tensor) and isinstance(batch, Sequence):
+        items = list(batch)
+    if not items or not all(isinstance(i, torch.Tensor) and i.ndim == 3 and i.shape[-1] in (1, 3, 4) for i in items):
+        raise P3SInputError(
+            f"{name} must be an IMAGE batch [count, height, width, channels] (or a list of [height, width, "
+            "channels] images) of at least one image."
+        )
+    if len(items) > MAX_IMAGES:
+        raise P3SInputError(f"Score at most {MAX_IMAGES} images at once (DreamBench needs 100 per subject).")
+    return items
+
+
+def _mask_list(masks: torch.Tensor | Sequence[torch.Tensor], references: list[torch.Tensor]) -> list[torch.Tensor]:
+    if isinstance(masks, torch.Tensor):
+        masks = list(masks if masks.ndim == 3 else masks.reshape(-1, *masks.shape[-2:]))
+    masks = list(masks)
+    if len(masks) not in (1, len(references)):
+        raise P3SInputError(
+            f"{len(masks)} reference masks for {len(references)} references: give one mask per reference "
+            "(P3S RNGR Mask's subject_mask), or one for all."
+        )
+    masks = masks * len(references) if len(masks) == 1 else masks
+    for mask, reference in zip(masks, references, strict=True):
+        if tuple(mask.shape[-2:]) != tuple(reference.shape[:2]):
+            raise P3SInputError(
+                f"A reference mask is {mask.shape[-1]} x {mask.shape[-2]} px, its reference "
+                f"{reference.shape[1]} x {reference.shape[0]}: make the masks from these very references."
+            )
+    return masks
+
+
 def check_score_inputs(
-    images: torch.Tensor,
-    references: torch.Tensor,
+    images: ImageSet,
+    references: ImageSet,
     prompts: Sequence[str],
     identifier: str = "sks",
-    reference_masks: torch.Tensor | None = None,
+    reference_masks: torch.Tensor | Sequence[torch.Tensor] | None = None,
 ) -> ScoreInputs:
     """Every check, before any model is loaded; masked references are cut here (our addition)."""
-    for name, batch in (("images", images), ("references", references)):
-        if (
-            not isinstance(batch, torch.Tensor)
-            or batch.ndim != 4
-            or batch.shape[0] < 1
-            or batch.shape[-1] not in (1, 3, 4)
-        ):
-            raise P3SInputError(
-                f"{name} must be an IMAGE batch [count, height, width, channels] of at least one image."
-            )
-    if images.shape[0] > MAX_IMAGES or references.shape[0] > MAX_IMAGES:
-        raise P3SInputError(f"Score at most {MAX_IMAGES} images at once (DreamBench needs 100 per subject).")
-    per_image = prompts_per_image(prompts, images.shape[0])
-    refs = list(references)
+    generated = _image_list("images", images)
+    refs = _image_list("references", references)
+    per_image = prompts_per_image(prompts, len(generated))
     if reference_masks is not None:
-        masks = (
-            reference_masks if reference_masks.ndim == 3 else reference_masks.reshape(-1, *reference_masks.shape[-2:])
-        )
-        if masks.shape[0] not in (1, len(refs)):
-            raise P3SInputError(
-                f"{masks.shape[0]} reference masks for {len(refs)} references: give one mask per reference "
-                "(P3S RNGR Mask's subject_mask), or one for all."
-            )
-        if tuple(masks.shape[-2:]) != tuple(references.shape[1:3]):
-            raise P3SInputError(
-                f"The reference masks are {masks.shape[-1]} x {masks.shape[-2]} px, the references "
-                f"{references.shape[2]} x {references.shape[1]}: make the masks from these very references."
-            )
-        refs = [masked_reference(ref, masks[min(i, masks.shape[0] - 1)]) for i, ref in enumerate(refs)]
+        masks = _mask_list(reference_masks, refs)
+        refs = [masked_reference(ref, mask) for ref, mask in zip(refs, masks, strict=True)]
     return ScoreInputs(
-        images, refs, per_image, [clip_t_prompt(p, identifier) for p in per_image], reference_masks is not None
+        generated, refs, per_image, [clip_t_prompt(p, identifier) for p in per_image], reference_masks is not None
     )
 
 
@@ -132,17 +146,18 @@ class SubjectScores:
 
 
 def score_subject(
-    images: torch.Tensor,
-    references: torch.Tensor,
+    images: ImageSet,
+    references: ImageSet,
     prompts: Sequence[str],
     clip: ClipBackbone,
     dino: DinoBackbone,
     identifier: str = "sks",
-    reference_masks: torch.Tensor | None = None,
+    reference_masks: torch.Tensor | Sequence[torch.Tensor] | None = None,
     extra_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
     extra_label: str = "",
 ) -> SubjectScores:
-    """DreamBench's scores of ``images`` (``[N, H, W, C]`` in [0, 1]) against ``references``.
+    """DreamBench's scores of ``images`` (``[N, H, W, C]`` in [0, 1], or a list of ``[H, W, C]``) against
+    ``references`` (likewise; sizes may differ in a list).
 
     ``prompts``: 1, N, or k prompts for k consecutive groups of images; ``identifier`` is removed from
     them for CLIP-T. ``reference_masks`` (``[R, H, W]``, our addition): score the subject alone, grey
@@ -150,7 +165,7 @@ def score_subject(
     (ComfyUI's CLIP vision) for an extra CLIP-I, labelled ``extra_label``; not the protocol's.
     """
     checked = check_score_inputs(images, references, prompts, identifier, reference_masks)
-    generated = list(checked.images)
+    generated = checked.images
     clip_generated = _embed(generated, CLIP_PREPROCESS, clip.embed_images)
     clip_references = _embed(checked.references, CLIP_PREPROCESS, clip.embed_images)
     texts = torch.cat(

@@ -94,3 +94,16 @@ def test_the_chart_shows_every_image_and_its_bars(backbones):
     bar = chart[bar_top + 1, 8 : 8 + 64]  # above the value's text
     blue = (np.abs(bar - np.array([26, 89, 191]) / 255).sum(axis=1) < 0.02).sum()
     assert blue == pytest.approx(round(min(1.0, scores.clip_i[0].item()) * 63), abs=2)  # CLIP-I bar of image 0 = 1.0
+
+
+def test_lists_of_images_of_different_sizes_score_as_batches_do(backbones):
+    clip, dino = backbones
+    images, references = _images(2, seed=8), _images(2, seed=9)
+    batch = score_subject(images, references, ["a sks dog"], clip, dino)
+    listed = score_subject(list(images), list(references), ["a sks dog"], clip, dino)
+    assert torch.equal(batch.clip_i, listed.clip_i) and torch.equal(batch.dino, listed.dino)
+    mixed = [references[0], _images(1, seed=10, size=(150, 90))[0]]
+    masks = [torch.ones(96, 128), torch.ones(150, 90)]
+    assert score_subject(images, mixed, ["a"], clip, dino, reference_masks=masks).references == 2
+    with pytest.raises(P3SInputError, match="these very references"):
+        score_subject(images, mixed, ["a"], clip, dino, reference_masks=[torch.ones(96, 128)] * 2)
