@@ -107,3 +107,12 @@ def test_lists_of_images_of_different_sizes_score_as_batches_do(backbones):
     assert score_subject(images, mixed, ["a"], clip, dino, reference_masks=masks).references == 2
     with pytest.raises(P3SInputError, match="these very references"):
         score_subject(images, mixed, ["a"], clip, dino, reference_masks=[torch.ones(96, 128)] * 2)
+
+
+def test_one_mask_serves_every_reference(backbones):
+    clip, dino = backbones
+    references, mask = _images(2, seed=11), torch.zeros(1, 96, 128)
+    mask[:, 10:80, 20:100] = 1
+    one = score_subject(_images(1, seed=12), references, ["a"], clip, dino, reference_masks=mask)
+    both = score_subject(_images(1, seed=12), references, ["a"], clip, dino, reference_masks=mask.expand(2, -1, -1))
+    assert torch.equal(one.dino, both.dino) and one.references == 2
