@@ -14,7 +14,7 @@ if str(REPO_ROOT) not in sys.path:
 def comfy_tmp_dirs(tmp_path, monkeypatch):
     """ComfyUI imported in-process, its temp and models folders in ``tmp_path`` (restored after).
 
-    Model folder registrations are a copy without ``p3s``, so each test starts as a fresh ComfyUI
+    Model folder registrations are a copy without ``p3s`` and ``p3s_eval``, so each test starts as a fresh ComfyUI
     and changes to them do not leak into other tests.
     """
     from devtools.comfy_inprocess import import_comfy
@@ -29,6 +29,7 @@ def comfy_tmp_dirs(tmp_path, monkeypatch):
     monkeypatch.setattr(folder_paths, "models_dir", str(dirs["models"]))
     fresh = {key: (list(paths), exts) for key, (paths, exts) in folder_paths.folder_names_and_paths.items()}
     fresh.pop("p3s", None)
+    fresh.pop("p3s_eval", None)
     monkeypatch.setattr(folder_paths, "folder_names_and_paths", fresh)
     monkeypatch.setattr(folder_paths, "filename_list_cache", {})
     return {name: str(folder) for name, folder in dirs.items()}

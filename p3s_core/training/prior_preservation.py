@@ -11,11 +11,11 @@ The loss itself is in :mod:`.loop`.
 from __future__ import annotations
 
 import dataclasses
-import re
 
 import torch
 
 from ..errors import P3SInputError
+from ..prompt_words import has_word, without_word
 from ..validation import MAX_PROMPT_CHARS, text_length
 from .settings import MAX_PRIOR_LOSS_WEIGHT, TrainingData
 
@@ -35,15 +35,13 @@ def class_prompt_for(instance_prompt: str, identifier: str, class_prompt: str = 
     if class_prompt.strip():
         return class_prompt.strip()
     word = identifier.strip()
-    pattern = rf"(?<!\w){re.escape(word)}(?!\w)"
-    if not word or not re.search(pattern, instance_prompt):
+    if not has_word(instance_prompt, word):
         raise P3SInputError(
             f"Prior preservation needs a class prompt: the identifier {word!r} is not a word of the instance "
             f"prompt {instance_prompt!r}, so it cannot be removed to make one. Give class_prompt (e.g. "
             "'a photo of dog'), or set attention_word to the prompt's identifier."
         )
-    removed = re.sub(pattern, " ", instance_prompt)
-    return " ".join(removed.split())
+    return without_word(instance_prompt, word)
 
 
 def check_prior_choice(weight: float, class_count: int, given: torch.Tensor | None) -> bool:
