@@ -19,7 +19,7 @@ from PIL import Image, ImageDraw, ImageFont, ImageOps
 from devtools.api_client import ComfyClient
 from devtools.comfy_host import REPO_ROOT, running_server
 from devtools.model_files import link_standins
-from devtools.workflows import SMALL_PIPELINE, example_api, with_settings
+from devtools.workflows import SMALL_PIPELINE, example_api, training_only, with_settings
 
 EXAMPLES_DIR = REPO_ROOT / "example_workflows"
 # Run order: p3s_generate_with_model loads the model that p3s_full_pipeline saves; p3s_two_subjects
@@ -56,7 +56,7 @@ def train_second_subject(client: ComfyClient) -> None:
     """The full pipeline (small settings) on the other twin, saving p3s_two_subjects' second model."""
     from devtools.export_examples import SECOND_INSTANCE_PROMPT, SECOND_SAVE_NAME, second_points_json
 
-    prompt = with_settings(example_api("p3s_full_pipeline"), **SMALL_PIPELINE)
+    prompt = training_only(with_settings(example_api("p3s_full_pipeline"), **SMALL_PIPELINE))
     for node in prompt.values():
         if node["class_type"] == "P3SPoints":
             node["inputs"]["points"] = second_points_json()

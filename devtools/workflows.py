@@ -43,6 +43,28 @@ def with_settings(prompt: dict[str, Any], **settings: Any) -> dict[str, Any]:
     return prompt
 
 
+def training_only(prompt: dict[str, Any]) -> dict[str, Any]:
+    """The part of ``prompt`` that trains: every P3S Fine-tune with what it needs, and the Save Image
+    nodes of its own outputs (the loss plot), so that ComfyUI runs it without the sampling after it."""
+    keep: set[str] = set()
+    todo = [i for i, node in prompt.items() if node["class_type"] == "P3SFineTune"]
+    if not todo:
+        raise ValueError("the prompt has no P3SFineTune node")
+    savers = [
+        i
+        for i, node in prompt.items()
+        if node["class_type"] == "SaveImage" and prompt[node["inputs"]["images"][0]]["class_type"] == "P3SFineTune"
+    ]
+    todo += savers
+    while todo:
+        node_id = todo.pop()
+        if node_id in keep:
+            continue
+        keep.add(node_id)
+        todo += [v[0] for v in prompt[node_id]["inputs"].values() if isinstance(v, list) and len(v) == 2]
+    return {i: node for i, node in prompt.items() if i in keep}
+
+
 def selection_workflow(
     image: str,
     points_json: str,

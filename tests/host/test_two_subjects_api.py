@@ -1,6 +1,7 @@
 """Two subjects through POST /prompt on the real server: the shipped p3s_two_subjects example runs
-(small settings) with both models trained first, and the widget-free API path takes a region from
-Load Image's MASK with ``region_feather`` left out of the prompt.
+(small settings) with both models trained first (the full pipeline's training part only), and the
+widget-free API path takes a region from Load Image's MASK with ``region_feather`` left out of the
+prompt.
 """
 
 from __future__ import annotations
@@ -11,14 +12,14 @@ from PIL import Image
 
 from devtools.api_client import ComfyClient
 from devtools.example_thumbnails import train_second_subject
-from devtools.workflows import SMALL_PIPELINE, example_api, with_settings
+from devtools.workflows import SMALL_PIPELINE, example_api, training_only, with_settings
 
 pytestmark = pytest.mark.host
 
 
 @pytest.fixture(scope="module")
 def two_models(client: ComfyClient):
-    first = client.run(with_settings(example_api("p3s_full_pipeline"), **SMALL_PIPELINE), timeout=1800)
+    first = client.run(training_only(with_settings(example_api("p3s_full_pipeline"), **SMALL_PIPELINE)), timeout=1800)
     assert first.succeeded, first.error
     train_second_subject(client)
 
