@@ -2,10 +2,13 @@
 
 Our addition: the copy, the zero injection layers and the hint path learn at rates of their
 own (:func:`parameter_groups`); the AdamW state is kept by parameter name so that a
-checkpoint resumes exactly (:func:`optimizer_tensors`, :func:`load_optimizer_tensors`).
+checkpoint resumes exactly (:func:`optimizer_tensors`, :func:`load_optimizer_tensors`), and so
+is an fp16 run's loss scale (:func:`scaler_state`, :func:`load_scaler_state`).
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import nn
@@ -59,6 +62,27 @@ def load_optimizer_tensors(
     saved = optimizer.state_dict()
     saved["state"] = {**saved["state"], **{i: loaded[pid] for i, pid in enumerate(order) if pid in loaded}}
     optimizer.load_state_dict(saved)
+
+
+def scaler_state(scaler: torch.amp.GradScaler | None) -> dict | None:
+    """The part of a GradScaler's state a resume needs: its current scale and growth tracker."""
+    if scaler is None:
+        return None
+    state = scaler.state_dict()
+    if not state:  # a disabled scaler keeps nothing
+        return None
+    return {"scale": float(state["scale"]), "growth_tracker": int(state["_growth_tracker"])}
+
+
+def load_scaler_state(scaler: torch.amp.GradScaler, saved: dict) -> None:
+    """Put :func:`scaler_state`'s ``saved`` back into a fresh ``scaler`` (its growth settings kept)."""
+    scale, tracker = float(saved["scale"]), int(saved["growth_tracker"])
+    if not (math.isfinite(scale) and scale > 0) or tracker < 0:
+        raise P3SInputError(
+            f"The checkpoint's loss scale ({scale:g}, growth tracker {tracker}) is broken: resume from another "
+            "checkpoint, or train anew."
+        )
+    scaler.load_state_dict({**scaler.state_dict(), "scale": scale, "_growth_tracker": tracker})
 
 
 def trainable_parameters(p3s: P3SModel, scope: str | None = None) -> dict[str, nn.Parameter]:
