@@ -1,7 +1,8 @@
 """Where a P3S model lives and in which dtype it computes, under ComfyUI's model management.
 
-* :func:`base_compute_dtype`: the dtype the base MODEL computes in (its manual_cast dtype, else
-  its weights' dtype; fp8 storage never computes in fp8).
+* :func:`base_compute_dtype`: the dtype the base MODEL computes in (its manual_cast dtype, the
+  one ComfyUI's ModelComputeDtype sets included, else its weights' dtype; fp8 storage never
+  computes in fp8).
 * :func:`place_for_base`: the P3S model in that dtype on the MODEL's offload device, with its
   plain ``torch.nn`` layers turned into ComfyUI's manual_cast ops, so that ComfyUI's full,
   partial and lowvram loads can offload every layer and cast it per op (a plain ``nn`` module
@@ -42,12 +43,28 @@ _CAST_OPS = {
 
 
 def base_compute_dtype(model: comfy.model_patcher.ModelPatcher) -> torch.dtype:
-    """The dtype the base MODEL computes in (what its U-Net's inputs are cast to at sampling)."""
+    """The dtype the base MODEL computes in (what its U-Net's inputs are cast to at sampling).
+
+    ComfyUI's compute-dtype override (ModelComputeDtype, ``set_model_compute_dtype``) is an
+    object patch of ``manual_cast_dtype`` that is written onto the model only while that clone
+    is loaded: it is read through ``get_model_object``, which sees it loaded or not.
+    """
     base = model.model
-    dtype = getattr(base, "manual_cast_dtype", None) or base.get_dtype()
+    dtype = _patched_attribute(model, "manual_cast_dtype") or base.get_dtype()
     if dtype in COMPUTE_DTYPES:
         return dtype
     return torch.bfloat16 if comfy.model_management.should_use_bf16(model.load_device) else torch.float16
+
+
+def _patched_attribute(model: comfy.model_patcher.ModelPatcher, name: str):
+    """``model.model.<name>`` with the MODEL's object patches applied (None where it has none)."""
+    get = getattr(model, "get_model_object", None)
+    if get is None:
+        return getattr(model.model, name, None)
+    try:
+        return get(name)
+    except AttributeError:
+        return None
 
 
 def castable_layers(p3s: nn.Module) -> int:
