@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import gc
 import sys
 from dataclasses import replace
 
@@ -12,6 +13,7 @@ import folder_paths
 import torch
 from comfy_api.latest import io
 
+from ..p3s_core.errors import P3SInputError
 from ..p3s_core.inspection.attention_maps import TokenGroup
 from ..p3s_core.inspection.loss_plot import plot_losses
 from ..p3s_core.inspection.reference_overlays import reference_overlays
@@ -27,6 +29,7 @@ from ..p3s_core.training.finetune_run import (
     check_scope_choice,
     continued_model,
     continued_scope,
+    out_of_memory_advice,
     pick_scope,
     save_plan,
     save_target,
@@ -69,7 +72,14 @@ from .p3s_patching import (
     p3s_model_from_file,
     reference_features,
 )
-from .p3s_placement import base_compute_dtype, load_for_training, place_for_base, plain_ops_for_training, training_clone
+from .p3s_placement import (
+    base_compute_dtype,
+    free_memory_for_training,
+    load_for_training,
+    place_for_base,
+    plain_ops_for_training,
+    training_clone,
+)
 from .types import CATEGORY_MODEL, P3SModelType, injection_rank_input, lora_inputs
 
 
@@ -312,7 +322,7 @@ class P3SFineTune(io.ComfyNode):
             settings, picked = continued_scope(settings, scope, p3s.scope)
         else:
             resume = None
-            free = comfy.model_management.get_free_memory(model.load_device) if scope == "auto" else None
+            free = free_memory_for_training(model) if scope == "auto" else None
             chosen, picked = pick_scope(scope, free, model, data, settings, encoder, int(lora_rank), injection_rank)
             with torch.random.fork_rng(devices=[]):  # the encoder's random init follows the seed
                 torch.manual_seed(seed)
@@ -341,7 +351,10 @@ class P3SFineTune(io.ComfyNode):
         )
         before = None if resume is None else measure(p3s.to(frozen.load_device))  # a fresh model is the base
 
+        last_step = [start * settings.steps_per_epoch(images.shape[0])]
+
         def on_step(step: int, total: int, history: TrainHistory) -> None:
+            last_step[0] = step
             bar.update_absolute(step, total)
             _show_loss(f"{trained_scope}: step {step}/{total}  loss {history.total[-1]:.4f}")
             comfy.model_management.throw_exception_if_processing_interrupted()
@@ -349,6 +362,7 @@ class P3SFineTune(io.ComfyNode):
         def on_epoch(epoch: int, history: TrainHistory, state) -> None:
             plan.save_checkpoint(epoch, p3s, history, state)
 
+        out_of_memory = False
         try:
             history = train_p3s(
                 p3s,
@@ -363,10 +377,28 @@ class P3SFineTune(io.ComfyNode):
                 compute_dtype=compute_dtype,
                 frozen_context=lambda: plain_ops_for_training(unet),
             )
+        except torch.OutOfMemoryError:
+            out_of_memory = True  # handled below: this block's traceback holds the model and activations
         except BaseException:
             del p3s
             comfy.model_management.soft_empty_cache()
             raise
+        if out_of_memory:
+            del p3s
+            gc.collect()
+            comfy.model_management.soft_empty_cache()
+            estimate = picked if scope == "auto" and continue_from is None else None
+            raise P3SInputError(
+                out_of_memory_advice(
+                    settings,
+                    trained_scope,
+                    resolution,
+                    last_step[0] + 1,
+                    settings.total_steps(images.shape[0]),
+                    estimate,
+                    plan.written,
+                )
+            )
         p3s.__dict__[EPOCHS_DONE] = int(epochs)
         written = plan.save_final(p3s, history)  # saved first: nothing after this can lose the run
         saved = f"saved {_saved_name(written)}" if written is not None else "not saved (save_name is empty)"

@@ -155,6 +155,22 @@ def training_clone(model: comfy.model_patcher.ModelPatcher) -> comfy.model_patch
     return model.clone()
 
 
+def free_memory_for_training(model: comfy.model_patcher.ModelPatcher) -> int:
+    """Free memory of ``model``'s device once :func:`load_for_training` has offloaded every other model.
+
+    Read before training, while CLIP, CLIP vision and the VAE are still loaded from encoding the
+    references: their loaded bytes on that device are counted as free (the MODEL's own are not).
+    """
+    device = model.load_device
+    free = int(comfy.model_management.get_free_memory(device))
+    for loaded in comfy.model_management.current_loaded_models:
+        patcher = loaded.model
+        if patcher is None or loaded.device != device or patcher is model or patcher.is_clone(model):
+            continue
+        free += int(loaded.model_loaded_memory())
+    return free
+
+
 def load_for_training(model: comfy.model_patcher.ModelPatcher) -> None:
     """Load the frozen MODEL as ComfyUI's trainer does: every other model offloaded, this one fully loaded."""
     comfy.model_management.load_models_gpu([model], memory_required=1e20, force_full_load=True)
