@@ -39,6 +39,7 @@ from ..p3s_core.training.finetune_run import (
 from ..p3s_core.training.learning_check import LearningCheck, advice_for, subject_losses
 from ..p3s_core.training.learning_rates import AUTO_LR, SCOPE_LEARNING_RATES, check_lr_choice, resolve_lr
 from ..p3s_core.training.loop import train_p3s
+from ..p3s_core.training.precision import precision_used
 from ..p3s_core.training.prior_preservation import (
     DEFAULT_CLASS_IMAGES,
     check_prior_choice,
@@ -75,6 +76,7 @@ from .p3s_patching import (
 from .p3s_placement import (
     base_compute_dtype,
     free_memory_for_training,
+    host_fp16_works,
     load_for_training,
     place_for_base,
     plain_ops_for_training,
@@ -137,7 +139,8 @@ class P3SFineTune(io.ComfyNode):
                     options=list(PRECISIONS),
                     default="auto",
                     tooltip="For an fp32 base on a GPU: auto = bf16 autocast where the GPU has native bf16, else fp16 "
-                    "with loss scaling; fp32 = no autocast. A base loaded in fp16/bf16 always computes in its own "
+                    "with loss scaling, else (where ComfyUI judges fp16 broken or slow: GTX 16xx, Pascal, Maxwell) "
+                    "fp32; fp32 = no autocast. A base loaded in fp16/bf16 always computes in its own "
                     "dtype (trained weights stay fp32). On the CPU: fp32.",
                 ),
                 io.Combo.Input(
@@ -317,6 +320,9 @@ class P3SFineTune(io.ComfyNode):
         class_context = contexts[-1] if prior_on else None
 
         encoder = {**DEFAULT_ENCODER_CONFIG, "token_dim": clip_token_width(clip_vision)}
+        compute_dtype = base_compute_dtype(model)
+        used = precision_used(precision, model.load_device, compute_dtype, fp16_supported=host_fp16_works)
+        settings = replace(settings, precision=used)  # what auto means on this card, asked of ComfyUI
         if continue_from is not None:
             p3s, resume = continued_model(continue_from, lambda t, c: p3s_model_from_file(model, t, c, torch.float32))
             settings, picked = continued_scope(settings, scope, p3s.scope)
@@ -332,6 +338,7 @@ class P3SFineTune(io.ComfyNode):
         rate, rate_line = resolve_lr(lr_asked, trained_scope)
         settings = replace(settings, lr=rate)
         record = training_record(settings, trained_scope, scope, texts, images.shape[0], start)
+        record.update(precision=precision, precision_used=used)
         record.update(lr_requested="auto" if lr_asked == AUTO_LR else lr_asked, lr_reason=rate_line)
         if prior_on:
             made = f"{class_images.shape[0]} given" if class_images is not None else f"{class_image_count} generated"
@@ -339,11 +346,10 @@ class P3SFineTune(io.ComfyNode):
         plan = save_plan(target, epochs, save_every, start, overwrite, record, keep_checkpoints)
         if prior_on:  # after every check: the class images are the first expensive work
             data = _with_prior(data, model, clip, vae, class_text, class_context, class_images, class_image_count, seed)
-        _show_loss(f"P3S Fine-tune: {picked}; {rate_line}{_checkpoint_disk(plan, p3s)}")
+        _show_loss(f"P3S Fine-tune: {picked}; {rate_line}; precision {used}{_checkpoint_disk(plan, p3s)}")
         frozen = training_clone(model)
         load_for_training(frozen)  # CLIP, CLIP vision and VAE offloaded, the U-Net fully loaded
         unet = frozen.model.diffusion_model
-        compute_dtype = base_compute_dtype(model)
         sigmas = model.get_model_object("model_sampling").sigmas
         bar = comfy.utils.ProgressBar(settings.total_steps(images.shape[0]))
         measure = functools.partial(

@@ -155,6 +155,12 @@ def training_clone(model: comfy.model_patcher.ModelPatcher) -> comfy.model_patch
     return model.clone()
 
 
+def host_fp16_works(device: torch.device) -> bool:
+    """ComfyUI's judgement whether fp16 works and is fast on ``device`` (``should_use_fp16``: no on
+    GTX 16xx, where it is broken, on Pascal under Linux and on Maxwell, where it is slow)."""
+    return bool(comfy.model_management.should_use_fp16(device, prioritize_performance=True))
+
+
 def free_memory_for_training(model: comfy.model_patcher.ModelPatcher) -> int:
     """Free memory of ``model``'s device once :func:`load_for_training` has offloaded every other model.
 
