@@ -178,8 +178,21 @@ def free_memory_for_training(model: comfy.model_patcher.ModelPatcher) -> int:
 
 
 def load_for_training(model: comfy.model_patcher.ModelPatcher) -> None:
-    """Load the frozen MODEL as ComfyUI's trainer does: every other model offloaded, this one fully loaded."""
+    """Load the frozen MODEL as ComfyUI's trainer does: every other model offloaded, this one fully loaded.
+
+    Under ``--novram`` ComfyUI turns ``force_full_load`` into a 0.1-byte lowvram budget (its check
+    comes after the flag), which would stream every frozen weight per op in both passes and in
+    every checkpoint recompute: the rest is then loaded through ComfyUI's ``partially_load``.
+    Where that runs out of memory, the model stays as ComfyUI loaded it (slower, but it trains).
+    """
     comfy.model_management.load_models_gpu([model], memory_required=1e20, force_full_load=True)
+    if not getattr(model.model, "model_lowvram", False):
+        return
+    try:
+        model.partially_load(model.load_device, extra_memory=model.model_size())
+    except torch.OutOfMemoryError:
+        comfy.model_management.soft_empty_cache()
+        comfy.model_management.load_models_gpu([model], memory_required=1e20, force_full_load=True)
 
 
 def _cast_linear_forward(module: nn.Module):
