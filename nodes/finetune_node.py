@@ -381,7 +381,7 @@ class P3SFineTune(io.ComfyNode):
                 resume=resume,
                 on_epoch=on_epoch,
                 compute_dtype=compute_dtype,
-                frozen_context=lambda: plain_ops_for_training(unet),
+                frozen_context=lambda: plain_ops_for_training(unet, p3s),
             )
         except torch.OutOfMemoryError:
             out_of_memory = True  # handled below: this block's traceback holds the model and activations

@@ -218,14 +218,18 @@ def _fast_linear(module: nn.Module) -> bool:
 
 
 @contextlib.contextmanager
-def plain_ops_for_training(unet: nn.Module) -> Iterator[int]:
-    """While open, ``--fast`` Linear ops of the frozen U-Net compute through plain cast ops.
+def plain_ops_for_training(*modules: nn.Module) -> Iterator[int]:
+    """While open, ``--fast`` Linear ops of ``modules`` (the frozen U-Net, the P3S model) compute
+    through plain cast ops.
 
     ComfyUI's fp8 matmul (``fp8_ops``, scaled fp8 with ``fp8_matrix_mult``) and cublas ops have no
-    backward; training backpropagates through the frozen U-Net, so those layers use ComfyUI's
-    weight cast and ``F.linear`` instead. Yields the number of layers swapped; restored after.
+    backward; training backpropagates through the frozen U-Net and the copy, whose own layers
+    (scopes ``full``, ``attention``) are copies of the base's, op class included, so those layers
+    use ComfyUI's weight cast and ``F.linear`` instead. Yields the number of layers swapped;
+    restored after.
     """
-    swapped = [m for m in unet.modules() if _fast_linear(m) and "forward" not in vars(m)]
+    layers = {id(m): m for module in modules for m in module.modules()}.values()
+    swapped = [m for m in layers if _fast_linear(m) and "forward" not in vars(m)]
     for module in swapped:
         module.forward = _cast_linear_forward(module)
     try:
