@@ -80,6 +80,7 @@ from .p3s_placement import (
     load_for_training,
     place_for_base,
     plain_ops_for_training,
+    release_training_clone,
     training_clone,
 )
 from .types import CATEGORY_MODEL, P3SModelType, injection_rank_input, lora_inputs
@@ -387,10 +388,12 @@ class P3SFineTune(io.ComfyNode):
             out_of_memory = True  # handled below: this block's traceback holds the model and activations
         except BaseException:
             del p3s
+            release_training_clone(frozen, model)
             comfy.model_management.soft_empty_cache()
             raise
         if out_of_memory:
             del p3s
+            release_training_clone(frozen, model)
             gc.collect()
             comfy.model_management.soft_empty_cache()
             estimate = picked if scope == "auto" and continue_from is None else None
@@ -416,6 +419,7 @@ class P3SFineTune(io.ComfyNode):
             overlays = reference_overlays(
                 p3s, unet, sigmas, settings.precision, compute_dtype, data, images[0], word_groups
             )
+        release_training_clone(frozen, model)  # a dynamic MODEL's static rebuild: its memory back
         place_for_base(p3s, model)
         caption = check.summary() if check else _NOT_MEASURED
         plot = torch.from_numpy(plot_losses(history, caption=caption, warn=not (check and check.learned)))

@@ -31,6 +31,7 @@ import comfy.ops
 import torch
 from torch import nn
 
+from ..p3s_core.errors import P3SInputError
 from ..p3s_core.model.p3s_model import P3SModel
 
 COMPUTE_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
@@ -149,10 +150,37 @@ class P3SModelPatcher(comfy.model_patcher.ModelPatcher):
 
 
 def training_clone(model: comfy.model_patcher.ModelPatcher) -> comfy.model_patcher.ModelPatcher:
-    """A clone of ``model`` to train against: non-dynamic where ComfyUI loads dynamically (newer hosts)."""
-    if "disable_dynamic" in inspect.signature(model.clone).parameters:
-        return model.clone(disable_dynamic=True)
-    return model.clone()
+    """A clone of ``model`` to train against: non-dynamic where ComfyUI loads it dynamically (newer hosts).
+
+    A non-dynamic MODEL is cloned as it is. A dynamic one (``is_dynamic()``) is rebuilt by
+    ``clone(disable_dynamic=True)``, which reads the checkpoint again through the loader that
+    made it (a second copy in RAM while training; :func:`release_training_clone` frees it); a
+    MODEL without such a loader is refused with what to do.
+    """
+    is_dynamic = getattr(model, "is_dynamic", None)
+    if is_dynamic is None or not is_dynamic():
+        return model.clone()
+    if "disable_dynamic" not in inspect.signature(model.clone).parameters:
+        return model.clone()
+    if getattr(model, "cached_patcher_init", None) is None:
+        raise P3SInputError(
+            "This MODEL is loaded for ComfyUI's dynamic VRAM by a loader that cannot load it again in the "
+            "static form training needs: load it with ComfyUI's Load Checkpoint or Load Diffusion Model node, or "
+            "start ComfyUI with --disable-dynamic-vram."
+        )
+    return model.clone(disable_dynamic=True)
+
+
+def release_training_clone(frozen: comfy.model_patcher.ModelPatcher, model: comfy.model_patcher.ModelPatcher) -> None:
+    """Unload ``frozen`` where it is a model of its own (a dynamic MODEL's rebuild), not ``model``'s clone."""
+    if frozen.model is model.model:
+        return
+    loaded = comfy.model_management.current_loaded_models
+    for index in range(len(loaded) - 1, -1, -1):
+        if loaded[index].model is frozen:
+            loaded[index].model_unload()
+            loaded.pop(index)
+    comfy.model_management.soft_empty_cache()
 
 
 def host_fp16_works(device: torch.device) -> bool:
