@@ -19,6 +19,11 @@ Sections:
 5. host syncs per sampling step (CUDA: ``torch.cuda.set_sync_debug_mode``; CPU: calls of
    ``item``/``cpu``/``tolist``/``float``/``int``/``bool`` on tensors) for plain and P3S.
 6. memory back to its baseline after a cancelled training and after unloading the models.
+7. resume: 2 epochs straight (twice) vs 1 epoch and a resume, fp16 base on CUDA (GradScaler, fused
+   AdamW): the resumed run no further from the straight one than two straight runs, same loss scale.
+8. an fp32 base with ``precision`` auto: what ComfyUI's fp16 judgement makes of this card, finite loss.
+9. host syncs per step with the attention-map capture on (section 2 reports them per VRAM mode:
+   lowvram and novram leave the injection and hint layers on the CPU).
 
     python -m benchmarks.gpu_suite                 # CUDA, full size, 512 px (< 8 min on one GPU)
     python -m benchmarks.gpu_suite --cpu --tiny    # CPU smoke run (< 60 s)
@@ -292,7 +297,14 @@ def vram_mode(suite: Suite) -> None:
         ok &= suite.check(not torch.equal(trained, plain), f"vram {args.vram}: trained changed nothing")
         import comfy.model_management as mm
 
-        suite.row("vram modes", mode=args.vram, vram_state=str(mm.vram_state.name), ok=bool(ok))
+        steps = 4 if args.tiny else 10
+        applied = patching.apply_p3s(base, p3s, hint(args))
+        plain_syncs = count_syncs(args, lambda: sample(args, base, steps)) / steps
+        p3s_syncs = count_syncs(args, lambda: sample(args, applied, steps)) / steps
+        suite.row(
+            "vram modes", mode=args.vram, vram_state=str(mm.vram_state.name), ok=bool(ok),
+            plain_syncs_per_step=round(plain_syncs, 2), p3s_syncs_per_step=round(p3s_syncs, 2),
+        )  # fmt: skip
 
 
 def run_vram_modes(suite: Suite) -> None:
@@ -516,12 +528,133 @@ def memory_baseline(suite: Suite) -> None:
         )  # fmt: skip
 
 
+def resume_run(suite: Suite) -> None:
+    """Section 7: 2 epochs straight (twice) vs 1 epoch + resume, on the base GPU users load (fp16 on
+    CUDA: GradScaler on, fused AdamW): the resumed weights differ from the straight run's no more than
+    two straight runs differ from each other (CUDA's kernels add in a varying order), same loss scale."""
+    import torch
+
+    args = suite.args
+    patching, _, _ = pack()
+    base = build_base(args, "float32" if args.cpu else "float16", None)
+    ends = {}
+
+    def fresh():
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            return patching.new_p3s_model(base, encoder(args), "attention")
+
+    def keep(run: str):
+        def on_epoch(epoch, history, state):
+            ends[(run, epoch)] = state()
+
+        return on_epoch
+
+    def stop_after_first(epoch, history, state):
+        ends[("first", epoch)] = state()
+        raise KeyboardInterrupt
+
+    with suite.guarded("resume"):
+        straight, again, first = fresh(), fresh(), fresh()
+        train_run(args, base, straight, 2, on_epoch=keep("straight"))
+        train_run(args, base, again, 2, on_epoch=keep("again"))
+        with contextlib.suppress(KeyboardInterrupt):
+            train_run(args, base, first, 2, on_epoch=stop_after_first)
+        weights = {k: v.detach().to("cpu", copy=True) for k, v in first.state_dict().items()}
+        resumed = patching.p3s_model_from_file(base, weights, first.config, torch.float32)
+        train_run(args, base, resumed, 2, resume=ends[("first", 1)], on_epoch=keep("resumed"))
+
+        def max_difference(a, b) -> float:
+            sa, sb = a.state_dict(), b.state_dict()
+            return max(float((sa[k].float().cpu() - sb[k].float().cpu()).abs().max()) for k in sa)
+
+        noise = max_difference(straight, again)
+        resumed_diff = max_difference(straight, resumed)
+        same_scale = ends[("resumed", 2)].scaler == ends[("straight", 2)].scaler
+        suite.check(same_scale, "resume: the loss scale differs from the straight run's")
+        suite.check(resumed_diff <= max(2 * noise, 1e-6), f"resume: weights {resumed_diff:.2e} from the straight run")
+        suite.row(
+            "resume", base="fp32" if args.cpu else "fp16", scaler=str(ends[("straight", 2)].scaler),
+            straight_vs_straight=noise, straight_vs_resumed=resumed_diff, same_scale=same_scale,
+        )  # fmt: skip
+
+
+def train_run(args, base, p3s, epochs: int, **kw):
+    """Train ``p3s`` (attention scope) for ``epochs`` epochs of two images as P3S Fine-tune does."""
+    import torch
+
+    _, training_settings, training_loop = pack()
+    from devtools.pack_modules import import_pack_module
+
+    placement = import_pack_module("nodes.p3s_placement")
+    frozen = placement.training_clone(base)
+    placement.load_for_training(frozen)
+    unet = frozen.model.diffusion_model
+    settings = training_settings.TrainSettings(epochs=epochs, lr=1e-4, seed=7, scope="attention")
+    with torch.inference_mode():
+        return training_loop.train_p3s(
+            p3s, unet, base.get_model_object("model_sampling").sigmas, training_data(args, 2), settings,
+            device=frozen.load_device, compute_dtype=placement.base_compute_dtype(base),
+            frozen_context=lambda: placement.plain_ops_for_training(unet, p3s), **kw,
+        )  # fmt: skip
+
+
+def fp32_auto(suite: Suite) -> None:
+    """Section 8: an fp32 base with precision auto: what ComfyUI's judgement makes of this card, and a
+    finite loss in it (GTX 16xx / Pascal / Maxwell: fp32; T4, RTX 20: fp16 + GradScaler; else bf16)."""
+    import torch
+
+    from devtools.pack_modules import import_pack_module
+
+    args = suite.args
+    placement = import_pack_module("nodes.p3s_placement")
+    precision = import_pack_module("p3s_core.training.precision")
+    base = build_base(args, "float32", None)
+    device = base.load_device
+    used = precision.precision_used("auto", device, torch.float32, fp16_supported=placement.host_fp16_works)
+    with suite.guarded("fp32 auto"):
+        _, history = train(args, base, "attention", steps=2, precision=used)
+        finite = all(math.isfinite(v) for v in history.total)
+        suite.check(finite, f"fp32 auto ({used}): non-finite loss")
+        name = torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
+        suite.row("fp32 auto", device=name, precision_used=used, finite=finite, last_loss=round(history.total[-1], 4))
+
+
+def capture_syncs(suite: Suite) -> None:
+    """Section 9: host syncs per step of P3S sampling with the attention-map capture on."""
+    import torch
+
+    from devtools.pack_modules import import_pack_module
+
+    args = suite.args
+    patching, _, _ = pack()
+    capture = import_pack_module("nodes.attention_patching")
+    maps = import_pack_module("p3s_core.inspection.attention_maps")
+    base = build_base(args, "float32" if args.cpu else "float16", None)
+    p3s = patching.new_p3s_model(base, encoder(args), "full")
+    randomised(p3s)
+    steps = 4 if args.tiny else 20
+    applied = patching.apply_p3s(base, p3s, hint(args))
+    recorder = maps.AttentionRecorder(maps.CaptureSettings())
+    captured = capture.attach_attention_capture(applied, recorder)
+    with suite.guarded("capture syncs"):
+        sample(args, captured, 2)
+        per_step = {}
+        for name, model in (("p3s", applied), ("p3s + capture", captured)):
+            per_step[name] = count_syncs(args, lambda m=model: sample(args, m, steps)) / steps
+            suite.row("capture syncs", variant=name, syncs_per_step=round(per_step[name], 2))
+        suite.check(bool(torch.isfinite(sample(args, captured, 2)).all()), "capture: non-finite output")
+
+
 SECTIONS = {
     "dtypes": dtype_matrix,
     "vram-modes": run_vram_modes,
     "training": training_memory,
     "sampling": sampling_speed,
     "memory": memory_baseline,
+    "resume": resume_run,
+    "fp32-auto": fp32_auto,
+    "capture-syncs": capture_syncs,
 }
 
 

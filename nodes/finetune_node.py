@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import gc
 import sys
 from dataclasses import replace
 
@@ -12,6 +13,7 @@ import folder_paths
 import torch
 from comfy_api.latest import io
 
+from ..p3s_core.errors import P3SInputError
 from ..p3s_core.inspection.attention_maps import TokenGroup
 from ..p3s_core.inspection.loss_plot import plot_losses
 from ..p3s_core.inspection.reference_overlays import reference_overlays
@@ -27,6 +29,7 @@ from ..p3s_core.training.finetune_run import (
     check_scope_choice,
     continued_model,
     continued_scope,
+    out_of_memory_advice,
     pick_scope,
     save_plan,
     save_target,
@@ -36,6 +39,7 @@ from ..p3s_core.training.finetune_run import (
 from ..p3s_core.training.learning_check import LearningCheck, advice_for, subject_losses
 from ..p3s_core.training.learning_rates import AUTO_LR, SCOPE_LEARNING_RATES, check_lr_choice, resolve_lr
 from ..p3s_core.training.loop import train_p3s
+from ..p3s_core.training.precision import precision_used
 from ..p3s_core.training.prior_preservation import (
     DEFAULT_CLASS_IMAGES,
     check_prior_choice,
@@ -69,7 +73,16 @@ from .p3s_patching import (
     p3s_model_from_file,
     reference_features,
 )
-from .p3s_placement import base_compute_dtype, load_for_training, place_for_base, plain_ops_for_training, training_clone
+from .p3s_placement import (
+    base_compute_dtype,
+    free_memory_for_training,
+    host_fp16_works,
+    load_for_training,
+    place_for_base,
+    plain_ops_for_training,
+    release_training_clone,
+    training_clone,
+)
 from .types import CATEGORY_MODEL, P3SModelType, injection_rank_input, lora_inputs
 
 
@@ -127,7 +140,8 @@ class P3SFineTune(io.ComfyNode):
                     options=list(PRECISIONS),
                     default="auto",
                     tooltip="For an fp32 base on a GPU: auto = bf16 autocast where the GPU has native bf16, else fp16 "
-                    "with loss scaling; fp32 = no autocast. A base loaded in fp16/bf16 always computes in its own "
+                    "with loss scaling, else (where ComfyUI judges fp16 broken or slow: GTX 16xx, Pascal, Maxwell) "
+                    "fp32; fp32 = no autocast. A base loaded in fp16/bf16 always computes in its own "
                     "dtype (trained weights stay fp32). On the CPU: fp32.",
                 ),
                 io.Combo.Input(
@@ -307,12 +321,15 @@ class P3SFineTune(io.ComfyNode):
         class_context = contexts[-1] if prior_on else None
 
         encoder = {**DEFAULT_ENCODER_CONFIG, "token_dim": clip_token_width(clip_vision)}
+        compute_dtype = base_compute_dtype(model)
+        used = precision_used(precision, model.load_device, compute_dtype, fp16_supported=host_fp16_works)
+        settings = replace(settings, precision=used)  # what auto means on this card, asked of ComfyUI
         if continue_from is not None:
             p3s, resume = continued_model(continue_from, lambda t, c: p3s_model_from_file(model, t, c, torch.float32))
             settings, picked = continued_scope(settings, scope, p3s.scope)
         else:
             resume = None
-            free = comfy.model_management.get_free_memory(model.load_device) if scope == "auto" else None
+            free = free_memory_for_training(model) if scope == "auto" else None
             chosen, picked = pick_scope(scope, free, model, data, settings, encoder, int(lora_rank), injection_rank)
             with torch.random.fork_rng(devices=[]):  # the encoder's random init follows the seed
                 torch.manual_seed(seed)
@@ -322,6 +339,7 @@ class P3SFineTune(io.ComfyNode):
         rate, rate_line = resolve_lr(lr_asked, trained_scope)
         settings = replace(settings, lr=rate)
         record = training_record(settings, trained_scope, scope, texts, images.shape[0], start)
+        record.update(precision=precision, precision_used=used)
         record.update(lr_requested="auto" if lr_asked == AUTO_LR else lr_asked, lr_reason=rate_line)
         if prior_on:
             made = f"{class_images.shape[0]} given" if class_images is not None else f"{class_image_count} generated"
@@ -329,11 +347,10 @@ class P3SFineTune(io.ComfyNode):
         plan = save_plan(target, epochs, save_every, start, overwrite, record, keep_checkpoints)
         if prior_on:  # after every check: the class images are the first expensive work
             data = _with_prior(data, model, clip, vae, class_text, class_context, class_images, class_image_count, seed)
-        _show_loss(f"P3S Fine-tune: {picked}; {rate_line}{_checkpoint_disk(plan, p3s)}")
+        _show_loss(f"P3S Fine-tune: {picked}; {rate_line}; precision {used}{_checkpoint_disk(plan, p3s)}")
         frozen = training_clone(model)
         load_for_training(frozen)  # CLIP, CLIP vision and VAE offloaded, the U-Net fully loaded
         unet = frozen.model.diffusion_model
-        compute_dtype = base_compute_dtype(model)
         sigmas = model.get_model_object("model_sampling").sigmas
         bar = comfy.utils.ProgressBar(settings.total_steps(images.shape[0]))
         measure = functools.partial(
@@ -341,7 +358,10 @@ class P3SFineTune(io.ComfyNode):
         )
         before = None if resume is None else measure(p3s.to(frozen.load_device))  # a fresh model is the base
 
+        last_step = [start * settings.steps_per_epoch(images.shape[0])]
+
         def on_step(step: int, total: int, history: TrainHistory) -> None:
+            last_step[0] = step
             bar.update_absolute(step, total)
             _show_loss(f"{trained_scope}: step {step}/{total}  loss {history.total[-1]:.4f}")
             comfy.model_management.throw_exception_if_processing_interrupted()
@@ -349,6 +369,7 @@ class P3SFineTune(io.ComfyNode):
         def on_epoch(epoch: int, history: TrainHistory, state) -> None:
             plan.save_checkpoint(epoch, p3s, history, state)
 
+        out_of_memory = False
         try:
             history = train_p3s(
                 p3s,
@@ -361,12 +382,32 @@ class P3SFineTune(io.ComfyNode):
                 resume=resume,
                 on_epoch=on_epoch,
                 compute_dtype=compute_dtype,
-                frozen_context=lambda: plain_ops_for_training(unet),
+                frozen_context=lambda: plain_ops_for_training(unet, p3s),
             )
+        except torch.OutOfMemoryError:
+            out_of_memory = True  # handled below: this block's traceback holds the model and activations
         except BaseException:
             del p3s
+            release_training_clone(frozen, model)
             comfy.model_management.soft_empty_cache()
             raise
+        if out_of_memory:
+            del p3s
+            release_training_clone(frozen, model)
+            gc.collect()
+            comfy.model_management.soft_empty_cache()
+            estimate = picked if scope == "auto" and continue_from is None else None
+            raise P3SInputError(
+                out_of_memory_advice(
+                    settings,
+                    trained_scope,
+                    resolution,
+                    last_step[0] + 1,
+                    settings.total_steps(images.shape[0]),
+                    estimate,
+                    plan.written,
+                )
+            )
         p3s.__dict__[EPOCHS_DONE] = int(epochs)
         written = plan.save_final(p3s, history)  # saved first: nothing after this can lose the run
         saved = f"saved {_saved_name(written)}" if written is not None else "not saved (save_name is empty)"
@@ -378,6 +419,7 @@ class P3SFineTune(io.ComfyNode):
             overlays = reference_overlays(
                 p3s, unet, sigmas, settings.precision, compute_dtype, data, images[0], word_groups
             )
+        release_training_clone(frozen, model)  # a dynamic MODEL's static rebuild: its memory back
         place_for_base(p3s, model)
         caption = check.summary() if check else _NOT_MEASURED
         plot = torch.from_numpy(plot_losses(history, caption=caption, warn=not (check and check.learned)))

@@ -1,7 +1,8 @@
 """Where a P3S model lives and in which dtype it computes, under ComfyUI's model management.
 
-* :func:`base_compute_dtype`: the dtype the base MODEL computes in (its manual_cast dtype, else
-  its weights' dtype; fp8 storage never computes in fp8).
+* :func:`base_compute_dtype`: the dtype the base MODEL computes in (its manual_cast dtype, the
+  one ComfyUI's ModelComputeDtype sets included, else its weights' dtype; fp8 storage never
+  computes in fp8).
 * :func:`place_for_base`: the P3S model in that dtype on the MODEL's offload device, with its
   plain ``torch.nn`` layers turned into ComfyUI's manual_cast ops, so that ComfyUI's full,
   partial and lowvram loads can offload every layer and cast it per op (a plain ``nn`` module
@@ -30,6 +31,7 @@ import comfy.ops
 import torch
 from torch import nn
 
+from ..p3s_core.errors import P3SInputError
 from ..p3s_core.model.p3s_model import P3SModel
 
 COMPUTE_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
@@ -42,12 +44,28 @@ _CAST_OPS = {
 
 
 def base_compute_dtype(model: comfy.model_patcher.ModelPatcher) -> torch.dtype:
-    """The dtype the base MODEL computes in (what its U-Net's inputs are cast to at sampling)."""
+    """The dtype the base MODEL computes in (what its U-Net's inputs are cast to at sampling).
+
+    ComfyUI's compute-dtype override (ModelComputeDtype, ``set_model_compute_dtype``) is an
+    object patch of ``manual_cast_dtype`` that is written onto the model only while that clone
+    is loaded: it is read through ``get_model_object``, which sees it loaded or not.
+    """
     base = model.model
-    dtype = getattr(base, "manual_cast_dtype", None) or base.get_dtype()
+    dtype = _patched_attribute(model, "manual_cast_dtype") or base.get_dtype()
     if dtype in COMPUTE_DTYPES:
         return dtype
     return torch.bfloat16 if comfy.model_management.should_use_bf16(model.load_device) else torch.float16
+
+
+def _patched_attribute(model: comfy.model_patcher.ModelPatcher, name: str):
+    """``model.model.<name>`` with the MODEL's object patches applied (None where it has none)."""
+    get = getattr(model, "get_model_object", None)
+    if get is None:
+        return getattr(model.model, name, None)
+    try:
+        return get(name)
+    except AttributeError:
+        return None
 
 
 def castable_layers(p3s: nn.Module) -> int:
@@ -132,15 +150,77 @@ class P3SModelPatcher(comfy.model_patcher.ModelPatcher):
 
 
 def training_clone(model: comfy.model_patcher.ModelPatcher) -> comfy.model_patcher.ModelPatcher:
-    """A clone of ``model`` to train against: non-dynamic where ComfyUI loads dynamically (newer hosts)."""
-    if "disable_dynamic" in inspect.signature(model.clone).parameters:
-        return model.clone(disable_dynamic=True)
-    return model.clone()
+    """A clone of ``model`` to train against: non-dynamic where ComfyUI loads it dynamically (newer hosts).
+
+    A non-dynamic MODEL is cloned as it is. A dynamic one (``is_dynamic()``) is rebuilt by
+    ``clone(disable_dynamic=True)``, which reads the checkpoint again through the loader that
+    made it (a second copy in RAM while training; :func:`release_training_clone` frees it); a
+    MODEL without such a loader is refused with what to do.
+    """
+    is_dynamic = getattr(model, "is_dynamic", None)
+    if is_dynamic is None or not is_dynamic():
+        return model.clone()
+    if "disable_dynamic" not in inspect.signature(model.clone).parameters:
+        return model.clone()
+    if getattr(model, "cached_patcher_init", None) is None:
+        raise P3SInputError(
+            "This MODEL is loaded for ComfyUI's dynamic VRAM by a loader that cannot load it again in the "
+            "static form training needs: load it with ComfyUI's Load Checkpoint or Load Diffusion Model node, or "
+            "start ComfyUI with --disable-dynamic-vram."
+        )
+    return model.clone(disable_dynamic=True)
+
+
+def release_training_clone(frozen: comfy.model_patcher.ModelPatcher, model: comfy.model_patcher.ModelPatcher) -> None:
+    """Unload ``frozen`` where it is a model of its own (a dynamic MODEL's rebuild), not ``model``'s clone."""
+    if frozen.model is model.model:
+        return
+    loaded = comfy.model_management.current_loaded_models
+    for index in range(len(loaded) - 1, -1, -1):
+        if loaded[index].model is frozen:
+            loaded[index].model_unload()
+            loaded.pop(index)
+    comfy.model_management.soft_empty_cache()
+
+
+def host_fp16_works(device: torch.device) -> bool:
+    """ComfyUI's judgement whether fp16 works and is fast on ``device`` (``should_use_fp16``: no on
+    GTX 16xx, where it is broken, on Pascal under Linux and on Maxwell, where it is slow)."""
+    return bool(comfy.model_management.should_use_fp16(device, prioritize_performance=True))
+
+
+def free_memory_for_training(model: comfy.model_patcher.ModelPatcher) -> int:
+    """Free memory of ``model``'s device once :func:`load_for_training` has offloaded every other model.
+
+    Read before training, while CLIP, CLIP vision and the VAE are still loaded from encoding the
+    references: their loaded bytes on that device are counted as free (the MODEL's own are not).
+    """
+    device = model.load_device
+    free = int(comfy.model_management.get_free_memory(device))
+    for loaded in comfy.model_management.current_loaded_models:
+        patcher = loaded.model
+        if patcher is None or loaded.device != device or patcher is model or patcher.is_clone(model):
+            continue
+        free += int(loaded.model_loaded_memory())
+    return free
 
 
 def load_for_training(model: comfy.model_patcher.ModelPatcher) -> None:
-    """Load the frozen MODEL as ComfyUI's trainer does: every other model offloaded, this one fully loaded."""
+    """Load the frozen MODEL as ComfyUI's trainer does: every other model offloaded, this one fully loaded.
+
+    Under ``--novram`` ComfyUI turns ``force_full_load`` into a 0.1-byte lowvram budget (its check
+    comes after the flag), which would stream every frozen weight per op in both passes and in
+    every checkpoint recompute: the rest is then loaded through ComfyUI's ``partially_load``.
+    Where that runs out of memory, the model stays as ComfyUI loaded it (slower, but it trains).
+    """
     comfy.model_management.load_models_gpu([model], memory_required=1e20, force_full_load=True)
+    if not getattr(model.model, "model_lowvram", False):
+        return
+    try:
+        model.partially_load(model.load_device, extra_memory=model.model_size())
+    except torch.OutOfMemoryError:
+        comfy.model_management.soft_empty_cache()
+        comfy.model_management.load_models_gpu([model], memory_required=1e20, force_full_load=True)
 
 
 def _cast_linear_forward(module: nn.Module):
@@ -166,14 +246,18 @@ def _fast_linear(module: nn.Module) -> bool:
 
 
 @contextlib.contextmanager
-def plain_ops_for_training(unet: nn.Module) -> Iterator[int]:
-    """While open, ``--fast`` Linear ops of the frozen U-Net compute through plain cast ops.
+def plain_ops_for_training(*modules: nn.Module) -> Iterator[int]:
+    """While open, ``--fast`` Linear ops of ``modules`` (the frozen U-Net, the P3S model) compute
+    through plain cast ops.
 
     ComfyUI's fp8 matmul (``fp8_ops``, scaled fp8 with ``fp8_matrix_mult``) and cublas ops have no
-    backward; training backpropagates through the frozen U-Net, so those layers use ComfyUI's
-    weight cast and ``F.linear`` instead. Yields the number of layers swapped; restored after.
+    backward; training backpropagates through the frozen U-Net and the copy, whose own layers
+    (scopes ``full``, ``attention``) are copies of the base's, op class included, so those layers
+    use ComfyUI's weight cast and ``F.linear`` instead. Yields the number of layers swapped;
+    restored after.
     """
-    swapped = [m for m in unet.modules() if _fast_linear(m) and "forward" not in vars(m)]
+    layers = {id(m): m for module in modules for m in module.modules()}.values()
+    swapped = [m for m in layers if _fast_linear(m) and "forward" not in vars(m)]
     for module in swapped:
         module.forward = _cast_linear_forward(module)
     try:

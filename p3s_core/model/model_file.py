@@ -13,7 +13,8 @@ entries (safetensors metadata values are strings):
   format 2 adds ``scope``, ``lora`` and the base U-Net's ``base_signature``/``base_fingerprint``);
 * ``p3s.scope`` / ``p3s.base_fingerprint`` (format 2): the same, readable without JSON;
 * ``p3s.training``: JSON object or ``null``, the training settings, for the record;
-* ``p3s.resume`` (checkpoints only): JSON object ``{"epoch": k}``; the file then also holds the
+* ``p3s.resume`` (checkpoints only): JSON object ``{"epoch": k}`` (an fp16 run adds
+  ``"grad_scaler": {"scale": s, "growth_tracker": n}``); the file then also holds the
   optimiser state as ``optimizer.*`` tensors (float32) to resume training exactly;
 * ``modelspec.sai_model_spec`` / ``modelspec.architecture``: the common model-spec keys, so
   other tools can tell what the file is.

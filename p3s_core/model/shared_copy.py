@@ -60,7 +60,8 @@ def fresh_module(
 
     ``state`` maps ``prefix + name`` to the base's own (unpatched) values; the live tensors of
     ``module`` (maybe on the GPU, maybe LoRA-merged) are never copied: the deep copy is told to
-    use the new tensors in their place. ComfyUI's low-VRAM hooks are left behind. Floating-point
+    use the new tensors in their place. ComfyUI's low-VRAM hooks and what its loaders attach to a
+    loaded module (newer hosts' dynamic-VRAM arena handles and pinned buffers) are left behind. Floating-point
     weights take ``dtype`` (default: the base module's).
     """
     memo: dict[int, object] = {}
@@ -79,15 +80,36 @@ def fresh_module(
             hooks = sub.__dict__.get(attr)
             if hooks is not None:
                 memo[id(hooks)] = []
+        for attr in _loader_attributes(sub):  # never copied: native arena handles, pinned host buffers
+            value = sub.__dict__[attr]
+            if not isinstance(value, (bool, int, float, str, type(None))):
+                memo[id(value)] = None
     with torch.inference_mode(False):
         clone = copylib.deepcopy(module, memo)
     for sub in clone.modules():
-        if "prev_comfy_cast_weights" in sub.__dict__:
-            sub.comfy_cast_weights = sub.prev_comfy_cast_weights
-            del sub.prev_comfy_cast_weights
+        for attr in _loader_attributes(sub):
+            del sub.__dict__[attr]
         sub._forward_hooks.clear()
         sub._forward_pre_hooks.clear()
     return clone
+
+
+# What ComfyUI's loaders attach to a live module while it is loaded: the dynamic-VRAM loader of
+# newer hosts its arena allocation (``_v``, ``_v_signature``, ``_v_block``), pinned host buffers
+# (``_pin_state``, ``_pins``), ``seed_key``, per-op LoRA functions (``*_lowvram_function``) and
+# ``comfy_cast_weights`` set on the instance (with a ``prev_`` backup under lowvram, without one
+# by the dynamic loader). A copy of the module is loaded by ComfyUI anew and needs none of it:
+# its ops cast as their class says until then.
+_LOADER_PREFIXES = ("_v", "_pin")
+_LOADER_NAMES = ("seed_key", "comfy_cast_weights", "prev_comfy_cast_weights")
+
+
+def _loader_attributes(module: nn.Module) -> list[str]:
+    return [
+        name
+        for name in module.__dict__
+        if name.startswith(_LOADER_PREFIXES) or name in _LOADER_NAMES or name.endswith("_lowvram_function")
+    ]
 
 
 def attention_paths(unet: nn.Module) -> list[str]:

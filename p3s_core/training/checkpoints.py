@@ -3,8 +3,9 @@
 A checkpoint of epoch k of ``<name>.safetensors`` is ``<name>_e<kkkk>.safetensors`` beside it:
 a format-2 P3S model file (so P3S Loader and P3S Apply read it like any model) whose tensors
 are stored in float32, plus the AdamW state as ``optimizer.*`` tensors and ``p3s.resume`` =
-``{"epoch": k}``. With the per-epoch random streams of :mod:`.step`, P3S Fine-tune given a
-checkpoint and the same settings continues exactly where the uninterrupted run would be.
+``{"epoch": k}`` (with ``"grad_scaler": {"scale", "growth_tracker"}`` for an fp16 run). With
+the per-epoch random streams of :mod:`.step`, P3S Fine-tune given a checkpoint and the same
+settings continues exactly where the uninterrupted run would be.
 Files are written atomically by :func:`..model.model_file.save_p3s_model` (never a partial file).
 """
 
@@ -39,9 +40,10 @@ def save_checkpoint(
     """Write ``p3s`` with its optimiser state as a checkpoint (float32, atomically)."""
     tensors = dict(p3s.state_dict())
     tensors.update({OPTIMIZER_PREFIX + key: value for key, value in state.optimizer.items()})
-    save_p3s_model(
-        path, tensors, p3s.config, training, dtype="fp32", overwrite=overwrite, resume={"epoch": state.epoch}
-    )
+    resume = {"epoch": state.epoch}
+    if state.scaler is not None:
+        resume["grad_scaler"] = dict(state.scaler)
+    save_p3s_model(path, tensors, p3s.config, training, dtype="fp32", overwrite=overwrite, resume=resume)
 
 
 def resume_state_of(tensors: Mapping[str, torch.Tensor], info: P3SModelInfo) -> tuple[dict, ResumeState]:
@@ -51,7 +53,10 @@ def resume_state_of(tensors: Mapping[str, torch.Tensor], info: P3SModelInfo) -> 
     if info.resume is not None:
         try:
             epoch = int(info.resume["epoch"])
-        except (KeyError, TypeError, ValueError):
+            scaler = info.resume.get("grad_scaler")
+            if scaler is not None:
+                scaler = {"scale": float(scaler["scale"]), "growth_tracker": int(scaler["growth_tracker"])}
+        except (KeyError, TypeError, ValueError, AttributeError):
             raise P3SInputError("This checkpoint's p3s.resume metadata is broken: use another checkpoint.") from None
-        return model_tensors, ResumeState(epoch, optimizer)
+        return model_tensors, ResumeState(epoch, optimizer, scaler)
     return model_tensors, ResumeState(int((info.training or {}).get("epochs", 0)), {})

@@ -16,9 +16,11 @@ ZeroConv and encoder train in every scope. A ``full`` model can also be trained 
 
 Resume (our addition): the randomness of epoch ``e`` (image order, noise, timesteps, dropout)
 comes from a generator seeded with ``(seed, e)`` alone, so training can stop after any epoch
-and go on later; :class:`ResumeState` carries the epochs done and the AdamW state, which is
-what a checkpoint stores. Resuming from a checkpoint of epoch k with the same settings gives
-the same weights as an uninterrupted run.
+and go on later; :class:`ResumeState` carries the epochs done, the AdamW state and, training
+in fp16, the GradScaler's scale and growth tracker (else a resumed run would start again at
+65536 and skip other steps), which is what a checkpoint stores. Resuming from a checkpoint of
+epoch k with the same settings gives the same weights as an uninterrupted run (on CUDA up to
+the nondeterminism of its kernels, see docs/gpus_and_vram.md).
 
 Options measured in the toy world (docs/toy_world.md) [our additions]:
 
@@ -62,7 +64,14 @@ from ..errors import P3SInputError
 from ..model.injection_layers import low_rank_parameters
 from ..model.p3s_model import P3SModel
 from .checkpointing import checkpointed
-from .optimiser import load_optimizer_tensors, optimizer_tensors, parameter_groups, trainable_parameters
+from .optimiser import (
+    load_optimizer_tensors,
+    load_scaler_state,
+    optimizer_tensors,
+    parameter_groups,
+    scaler_state,
+    trainable_parameters,
+)
 from .precision import casting_weights, make_optimizer, training_precision, unet_compute_dtype
 from .settings import EpochCallback, ResumeState, StepCallback, TrainHistory, TrainingData, TrainSettings
 from .step import draw_step, epoch_generator, pick_hint_rows, step_losses
@@ -136,6 +145,8 @@ def train_p3s(
                 if resume is not None and resume.optimizer:
                     load_optimizer_tensors(optimizer, resume.optimizer, trainable)
                 scaler = precision.scaler(device)
+                if scaler is not None and resume is not None and resume.scaler is not None:
+                    load_scaler_state(scaler, resume.scaler)
                 images = data.latents.shape[0]
                 total = settings.total_steps(images)
                 step = start_epoch * settings.steps_per_epoch(images)
@@ -190,7 +201,7 @@ def train_p3s(
                         if on_step is not None:
                             on_step(step, total, history)
                     if on_epoch is not None:
-                        state = functools.partial(_resume_state, epoch + 1, optimizer, names)
+                        state = functools.partial(_resume_state, epoch + 1, optimizer, names, scaler)
                         on_epoch(epoch + 1, history, state)
         finally:
             if optimizer is not None:
@@ -246,8 +257,10 @@ def _prior_loss(p3s, unet, sigmas, data: TrainingData, count: int, gen, settings
     return l_prior.float()
 
 
-def _resume_state(epoch: int, optimizer: torch.optim.Optimizer, names: dict[int, str]) -> ResumeState:
-    return ResumeState(epoch, optimizer_tensors(optimizer, names))
+def _resume_state(
+    epoch: int, optimizer: torch.optim.Optimizer, names: dict[int, str], scaler: torch.amp.GradScaler | None
+) -> ResumeState:
+    return ResumeState(epoch, optimizer_tensors(optimizer, names), scaler_state(scaler))
 
 
 @contextlib.contextmanager

@@ -2,10 +2,13 @@
 
 Our addition: the copy, the zero injection layers and the hint path learn at rates of their
 own (:func:`parameter_groups`); the AdamW state is kept by parameter name so that a
-checkpoint resumes exactly (:func:`optimizer_tensors`, :func:`load_optimizer_tensors`).
+checkpoint resumes exactly (:func:`optimizer_tensors`, :func:`load_optimizer_tensors`), and so
+is an fp16 run's loss scale (:func:`scaler_state`, :func:`load_scaler_state`).
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import nn
@@ -35,7 +38,14 @@ def optimizer_tensors(optimizer: torch.optim.Optimizer, names: dict[int, str]) -
 def load_optimizer_tensors(
     optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], params: dict[str, nn.Parameter]
 ) -> None:
-    """Put :func:`optimizer_tensors`' state back; a :class:`P3SInputError` when it does not fit."""
+    """Put :func:`optimizer_tensors`' state back; a :class:`P3SInputError` when it does not fit.
+
+    The state goes in through torch's own ``load_state_dict``, which places each tensor where
+    the optimiser reads it: the moments on the parameter's device and dtype, ``step`` on the
+    parameter's device for fused and capturable AdamW (whose kernels read it there), else on
+    the CPU.
+    """
+    loaded = {}
     for name, param in params.items():
         state = {key: tensors.get(f"{name}.{key}") for key in _ADAM_KEYS}
         if all(value is None for value in state.values()):
@@ -45,11 +55,34 @@ def load_optimizer_tensors(
                 f"The checkpoint's optimiser state does not fit parameter {name!r}: resume from a "
                 "checkpoint of this model, or train it anew."
             )
-        optimizer.state[param] = {
-            "step": state["step"].to(torch.float32).clone(),
-            "exp_avg": state["exp_avg"].to(param.device, param.dtype).clone(),
-            "exp_avg_sq": state["exp_avg_sq"].to(param.device, param.dtype).clone(),
-        }
+        loaded[id(param)] = {key: value.detach().to(torch.float32).clone() for key, value in state.items()}
+    if not loaded:
+        return
+    order = [id(param) for group in optimizer.param_groups for param in group["params"]]
+    saved = optimizer.state_dict()
+    saved["state"] = {**saved["state"], **{i: loaded[pid] for i, pid in enumerate(order) if pid in loaded}}
+    optimizer.load_state_dict(saved)
+
+
+def scaler_state(scaler: torch.amp.GradScaler | None) -> dict | None:
+    """The part of a GradScaler's state a resume needs: its current scale and growth tracker."""
+    if scaler is None:
+        return None
+    state = scaler.state_dict()
+    if not state:  # a disabled scaler keeps nothing
+        return None
+    return {"scale": float(state["scale"]), "growth_tracker": int(state["_growth_tracker"])}
+
+
+def load_scaler_state(scaler: torch.amp.GradScaler, saved: dict) -> None:
+    """Put :func:`scaler_state`'s ``saved`` back into a fresh ``scaler`` (its growth settings kept)."""
+    scale, tracker = float(saved["scale"]), int(saved["growth_tracker"])
+    if not (math.isfinite(scale) and scale > 0) or tracker < 0:
+        raise P3SInputError(
+            f"The checkpoint's loss scale ({scale:g}, growth tracker {tracker}) is broken: resume from another "
+            "checkpoint, or train anew."
+        )
+    scaler.load_state_dict({**scaler.state_dict(), "scale": scale, "_growth_tracker": tracker})
 
 
 def trainable_parameters(p3s: P3SModel, scope: str | None = None) -> dict[str, nn.Parameter]:

@@ -8,7 +8,9 @@
   op). The P3S modules cast their weights to the input per op. ``precision`` is then unused.
 * An fp32 base runs under autocast on CUDA: ``auto`` picks bf16 where the GPU computes it
   natively (``including_emulation=False``) and fp16 otherwise (T4, V100, RTX 20: emulated
-  bf16 is slower there); ``bf16`` / ``fp16`` force one, ``fp32`` turns autocast off. On the
+  bf16 is slower there), unless the host judges fp16 broken or slow on the card (ComfyUI's
+  ``should_use_fp16``: GTX 16xx, Pascal, Maxwell), where it trains in fp32
+  (:func:`precision_used`); ``bf16`` / ``fp16`` force one, ``fp32`` turns autocast off. On the
   CPU an fp32 base trains in fp32.
 * fp16 trains with a ``GradScaler``; bf16 and fp32 do not need one.
 * Only trained parameters are float32 (master weights); everything else keeps its dtype.
@@ -67,19 +69,49 @@ def native_bf16(device: torch.device) -> bool:
         return torch.cuda.get_device_capability(device)[0] >= 8
 
 
+def _fp16_assumed(_device: torch.device) -> bool:
+    return True
+
+
+def precision_used(
+    precision: str,
+    device: torch.device,
+    base_dtype: torch.dtype,
+    bf16_supported: Callable[[torch.device], bool] = native_bf16,
+    fp16_supported: Callable[[torch.device], bool] = _fp16_assumed,
+) -> str:
+    """``fp32``, ``bf16`` or ``fp16``: what a training step on ``device`` computes in, ``precision`` asked.
+
+    ``fp16_supported(device)``: whether fp16 works and is fast there (the host's judgement: ComfyUI
+    knows cards where it is broken or slower than fp32, GTX 16xx, Pascal, Maxwell); ``auto``
+    trains an fp32 base in fp32 on those instead of fp16 autocast.
+    """
+    device = torch.device(device)
+    if base_dtype in HALF_DTYPES:
+        return "bf16" if base_dtype == torch.bfloat16 else "fp16"
+    if device.type != "cuda" or precision == "fp32":
+        return "fp32"
+    if precision in ("bf16", "fp16"):
+        return precision
+    if bf16_supported(device):
+        return "bf16"
+    return "fp16" if fp16_supported(device) else "fp32"
+
+
 def training_precision(
     precision: str,
     device: torch.device,
     base_dtype: torch.dtype,
     bf16_supported: Callable[[torch.device], bool] = native_bf16,
+    fp16_supported: Callable[[torch.device], bool] = _fp16_assumed,
 ) -> TrainingPrecision:
     """The precision of a training step on ``device`` beside a base computing in ``base_dtype``."""
-    device = torch.device(device)
     if base_dtype in HALF_DTYPES:
         return TrainingPrecision(base_dtype, None, base_dtype == torch.float16)
-    if device.type != "cuda" or precision == "fp32":
+    used = precision_used(precision, device, base_dtype, bf16_supported, fp16_supported)
+    if used == "fp32":
         return TrainingPrecision(None, None, False)
-    if precision == "bf16" or (precision == "auto" and bf16_supported(device)):
+    if used == "bf16":
         return TrainingPrecision(None, torch.bfloat16, False)
     return TrainingPrecision(None, torch.float16, True)
 

@@ -162,13 +162,16 @@ StepCallback = Callable[[int, int, TrainHistory], None]
 
 @dataclass
 class ResumeState:
-    """Where a training stopped: epochs done and the AdamW state by parameter name.
+    """Where a training stopped: epochs done, the AdamW state by parameter name, the fp16 loss scale.
 
-    ``optimizer`` maps ``<parameter name>.<exp_avg|exp_avg_sq|step>`` to float32 tensors.
+    ``optimizer`` maps ``<parameter name>.<exp_avg|exp_avg_sq|step>`` to float32 tensors;
+    ``scaler``: the GradScaler's ``{"scale": float, "growth_tracker": int}`` of an fp16 run
+    (None: a run without one, or a checkpoint written before it was kept).
     """
 
     epoch: int
     optimizer: dict[str, torch.Tensor] = field(default_factory=dict)
+    scaler: dict | None = None
 
 
 EpochCallback = Callable[[int, TrainHistory, Callable[[], ResumeState]], None]

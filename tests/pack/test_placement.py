@@ -145,3 +145,27 @@ def test_fast_ops_fall_back_to_cast_ops_while_training():
     )
     assert len(history.total) == 1 and not p3s.injection_is_zero()
     assert all("forward" not in vars(m) for m in unet.modules()), "the fast ops are back after training"
+
+
+@pytest.mark.parametrize("scope", ["full", "attention"])
+def test_fast_ops_of_the_copys_own_layers_fall_back_too(scope, tmp_path, monkeypatch):
+    """The ``full`` and ``attention`` copies own deep copies of the base's layers, ``--fast`` class
+    included: P3S Fine-tune swaps theirs as well as the frozen U-Net's while training."""
+    import comfy.ops
+    import folder_paths
+
+    class FastLinear(comfy.ops.manual_cast.Linear):
+        def forward_comfy_cast_weights(self, input):
+            return _NoBackward.apply(input, self.weight, self.bias)
+
+    monkeypatch.setitem(folder_paths.folder_names_and_paths, "p3s", ([str(tmp_path)], {".safetensors"}))
+    with torch.inference_mode():
+        model = tiny_sd15_patcher(seed=0)
+    for module in model.model.diffusion_model.modules():
+        if type(module) is comfy.ops.disable_weight_init.Linear:
+            module.__class__ = FastLinear
+    p3s, _, overlays = fine_tune(model, "", scope)
+    own = [m for m in p3s.copy.modules() if type(m) is FastLinear]
+    assert own, "the copy's own layers keep the base's op class"
+    assert not p3s.injection_is_zero() and torch.isfinite(overlays).all()
+    assert all("forward" not in vars(m) for m in own), "put back after training"

@@ -16,3 +16,8 @@ def test_gpu_suite_runs_on_the_cpu_with_the_tiny_model():
     assert {r["scope"] for r in rows["training"]} == {"full", "attention", "lora", "injection"}
     assert all(r["peak_mib"] > 0 for r in rows["training"])
     assert {r["variant"] for r in rows["sampling"]} == {"plain", "p3s", "controlnet"}
+    resume = rows["resume"][0]
+    assert resume["same_scale"] and resume["straight_vs_resumed"] == 0.0, "bit-identical on the CPU"
+    assert rows["fp32 auto"][0]["precision_used"] == "fp32" and rows["fp32 auto"][0]["finite"]
+    assert {r["variant"] for r in rows["capture syncs"]} == {"p3s", "p3s + capture"}
+    assert all(r["p3s_syncs_per_step"] >= r["plain_syncs_per_step"] for r in rows["vram modes"])
