@@ -106,6 +106,11 @@ class AttentionRecorder:
 
     def __init__(self, settings: CaptureSettings):
         self.settings = settings
+        # Per model call the sampler hands every layer the same ``sigmas`` tensor, and per run the
+        # same ``sample_sigmas``: each is read from the device once (our addition: no host sync per
+        # layer), and the sums stay on the maps' device until they are read.
+        self._sigma: tuple[torch.Tensor | None, float] = (None, 0.0)
+        self._schedule: tuple[torch.Tensor | None, list[float]] = (None, [])
         self.reset()
 
     def reset(self) -> None:
@@ -114,7 +119,7 @@ class AttentionRecorder:
         self.bins = 0
         self._sums: dict[str, torch.Tensor] = {}
         self._counts: dict[str, torch.Tensor] = {}
-        self._loss_sum: list[float] = []
+        self._loss_sum: list[torch.Tensor | float] = []
         self._loss_count: list[int] = []
         self._pending_copy: tuple[int, torch.Tensor] | None = None
 
@@ -142,12 +147,27 @@ class AttentionRecorder:
         if sample_sigmas is None or sigmas is None or len(sample_sigmas) < 2:
             index, steps = 0, max(self.num_steps, 1)  # outside a sampler: one step
         else:
-            index, steps = step_index(float(sigmas.max()), sample_sigmas)
+            index, steps = step_index(self._read_sigma(sigmas), self._read_schedule(sample_sigmas))
         if steps != self.num_steps:
             self.reset()
             self.num_steps = steps
             self._loss_sum, self._loss_count = [0.0] * steps, [0] * steps
         return index
+
+    def _read_sigma(self, sigmas: torch.Tensor) -> float:
+        """The call's sigma, read from the device once per model call (the frozen and the copy's
+        layers get the same tensor; holding it keeps its identity from being reused)."""
+        if sigmas is not self._sigma[0]:
+            self._sigma = (sigmas, float(sigmas.max()))
+        return self._sigma[1]
+
+    def _read_schedule(self, sample_sigmas) -> list[float]:
+        """The run's sigmas as floats, read from the device once per sampling run."""
+        if not isinstance(sample_sigmas, torch.Tensor):
+            return [float(v) for v in sample_sigmas]
+        if sample_sigmas is not self._schedule[0]:
+            self._schedule = (sample_sigmas, sample_sigmas.detach().float().tolist())
+        return self._schedule[1]
 
     def _store(self, role: str, step: int, maps: torch.Tensor) -> None:
         scale = min(1.0, self.settings.max_side / max(maps.shape[-2:]))
@@ -159,10 +179,10 @@ class AttentionRecorder:
         if stored is None or tuple(stored.shape[1:]) != shape:
             per_bin = len(ROLES) * maps.numel() * 4
             self.bins = max(1, min(max(self.num_steps, 1), self.settings.budget_bytes // per_bin))
-            self._sums = {r: torch.zeros((self.bins, *shape)) for r in ROLES}
+            self._sums = {r: maps.new_zeros((self.bins, *shape), dtype=torch.float32) for r in ROLES}
             self._counts = {r: torch.zeros(self.bins) for r in ROLES}
         b = step * self.bins // max(self.num_steps, 1)
-        self._sums[role][b] += maps.cpu()
+        self._sums[role][b] += maps.to(self._sums[role].device, torch.float32)
         self._counts[role][b] += 1
 
     def record(self, role: str, probs: torch.Tensor, options: dict, samples: int | None = None) -> None:
@@ -182,7 +202,7 @@ class AttentionRecorder:
             self._pending_copy = None
             if copy_step == step and copy_probs.shape == probs.shape and self.num_steps:
                 loss = attention_consistency_loss(copy_probs, probs, self.settings.normalisation)
-                self._loss_sum[step] += float(loss)
+                self._loss_sum[step] = self._loss_sum[step] + loss.detach().float()
                 self._loss_count[step] += 1
         size = spatial_size(probs.shape[2], options.get("original_shape"))
         maps = probs_to_maps(probs, size, self.settings.groups)
@@ -206,11 +226,11 @@ class AttentionRecorder:
         counts = self._counts[role][chosen]
         if float(counts.sum()) == 0:
             return None
-        return self._sums[role][chosen].sum(dim=0) / counts.sum()
+        return self._sums[role][chosen].sum(dim=0).cpu() / counts.sum()
 
     def loss_curve(self) -> list[float | None]:
         """``L_ac`` per sampling step (mean over the step's calls); None where the copy did not run."""
-        return [s / c if c else None for s, c in zip(self._loss_sum, self._loss_count, strict=True)]
+        return [float(s) / c if c else None for s, c in zip(self._loss_sum, self._loss_count, strict=True)]
 
 
 def make_attn2_capture(

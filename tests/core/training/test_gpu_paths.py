@@ -231,3 +231,26 @@ def test_training_uses_an_autograd_safe_attention_when_memory_is_short(base, mon
     out = precision.autograd_safe_attention(q, q, q, 8)
     reference = attention.attention_basic(q.detach(), q.detach(), q.detach(), 8)
     torch.testing.assert_close(out.detach(), reference, rtol=1e-4, atol=1e-5)
+
+
+def test_the_attention_capture_adds_at_most_one_sync_per_model_call(base, hint, monkeypatch):
+    """The capture reads each call's sigma once and the schedule once per run; its sums stay on the
+    maps' device until they are read (on CUDA every other read would stall the sampler per layer)."""
+    capture = import_pack_module("nodes.attention_patching")
+    maps = import_pack_module("p3s_core.inspection.attention_maps")
+    p3s = patching.new_p3s_model(base, ENCODER)
+    randomise_injection(p3s)
+    applied = patching.apply_p3s(base, p3s, hint)
+    recorder = maps.AttentionRecorder(maps.CaptureSettings())
+    captured = capture.attach_attention_capture(applied, recorder)
+    steps = 6
+    alone, with_capture = SyncCounter(), SyncCounter()
+    with alone.installed(monkeypatch):
+        sample(applied, steps=steps)
+    monkeypatch.undo()
+    with with_capture.installed(monkeypatch):
+        sample(captured, steps=steps)
+    monkeypatch.undo()
+    assert recorder.calls("frozen") == steps and recorder.maps("frozen") is not None, "the capture recorded"
+    extra = with_capture.calls - alone.calls
+    assert extra <= steps + 1, f"the capture added {extra} syncs over {steps} model calls"
