@@ -107,7 +107,7 @@ def run_batch(
     log: Callable[[str], None] = print,
     engine: Engine | None = None,
 ) -> BatchSummary:
-    """Run the items not yet done on the engine of ``options`` (or ``engine``, then closed at the end).
+    """Run the items not yet done on the engine of ``options`` (or on ``engine``, which stays open).
 
     Raises :class:`~p3s_batch.ledger.LedgerBusy` when another driver holds ``out_dir``.
     """
@@ -117,14 +117,17 @@ def run_batch(
         tickets, done = resume_tickets(ledger, items)
         if options.limit is not None:
             tickets = tickets[: options.limit]
-        if engine is None:
+        own_engine = engine is None
+        if own_engine:
             engine = build_engine(workflow, options, ledger.client_key())
         ledger.start_run(engine.name)
         log(
             f"batch: {len(items)} item(s), {done} done before, {len(tickets)} to run on "
             f"{engine.size} server(s) ({engine.name} engine); ledger {ledger.path}"
         )
-        summary = drive(engine, ledger, tickets, out_dir, log, options.max_server_losses, options.progress_bar)
+        summary = drive(
+            engine, ledger, tickets, out_dir, log, options.max_server_losses, options.progress_bar, own_engine
+        )
         summary.skipped = done
         ledger.end_run(summary.__dict__)
     log(

@@ -228,8 +228,9 @@ def drive(
     log: Callable[[str], None],
     max_server_losses: int = 3,
     progress_bar: bool | None = None,
+    close_engine: bool = True,
 ) -> BatchSummary:
-    """Run the tickets on the engine's workers; the engine is closed at the end."""
+    """Run the tickets on the engine's workers (closed at the end unless ``close_engine`` is false)."""
     driver = _Driver(engine, ledger, Path(out_dir), log, max_server_losses)
     # tqdm over items, with each server's current step; shown on a terminal only (None = auto).
     with tqdm(total=len(tickets), unit="item", disable=True if progress_bar is False else None, leave=False) as bar:
@@ -241,5 +242,6 @@ def drive(
         except KeyboardInterrupt:
             driver.summary.interrupted = True
         finally:
-            engine.close()
+            if close_engine:
+                engine.close()
     return driver.summary
