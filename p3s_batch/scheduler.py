@@ -12,6 +12,7 @@ rest pending: rerunning the same command resumes them.
 from __future__ import annotations
 
 import shutil
+import time
 import uuid
 from collections import deque
 from collections.abc import Callable
@@ -25,6 +26,10 @@ from p3s_batch.engines import Engine, WorkerLost
 from p3s_batch.items import BatchItem
 from p3s_batch.ledger import FAILED, PENDING, RUNNING, SERVER_LOST, SUCCESS, Ledger
 from p3s_batch.worker import Outcome, ServerInfo, WorkItem
+
+
+WORKER_RECOVER_TRIES = 6
+"""Calls of a worker that could not answer (an actor restarting) before it is retired, 2 s apart and doubling."""
 
 
 @dataclass
@@ -66,6 +71,8 @@ class _Driver:
         self.retired: dict[int, str] = {}
         self.idle: list[int] = []
         self.inflight: dict[Any, tuple[int, str, _Ticket | None, str | None]] = {}
+        self.recover_due: dict[int, float] = {}
+        self.unreachable: dict[int, int] = {}
 
     # -- dispatch -----------------------------------------------------------------------------
 
@@ -98,8 +105,14 @@ class _Driver:
             self.inflight[handle] = (worker, "item", ticket, prompt_id)
             self.idle.remove(worker)
 
-    def _recover(self, worker: int) -> None:
-        self.inflight[self.engine.call(worker, "recover")] = (worker, "recover", None, None)
+    def _recover(self, worker: int, delay: float = 0.0) -> None:
+        self.recover_due[worker] = time.monotonic() + delay
+
+    def _start_due_recovers(self) -> None:
+        for worker, due in list(self.recover_due.items()):
+            if due <= time.monotonic():
+                del self.recover_due[worker]
+                self.inflight[self.engine.call(worker, "recover")] = (worker, "recover", None, None)
 
     # -- ends ---------------------------------------------------------------------------------
 
@@ -107,10 +120,16 @@ class _Driver:
         if isinstance(value, ServerInfo):
             self.urls[worker] = value.url
             self.ledger.record_server(value.name, value.url, value.host, value.pid)
+            self.unreachable.pop(worker, None)
             self.idle.append(worker)
             return
+        if isinstance(value, WorkerLost):  # an actor being restarted by Ray: ask again, a few times
+            tries = self.unreachable[worker] = self.unreachable.get(worker, 0) + 1
+            if tries <= WORKER_RECOVER_TRIES:
+                self._recover(worker, delay=min(30.0, 2.0**tries))
+                return
         self.retired[worker] = str(value)
-        self.log(f"batch: server {worker + 1} is out of this run: {value}")
+        self.log(f"batch: worker {worker + 1} is out of this run: {value}")
 
     def _ended(self, worker: int, ticket: _Ticket, prompt_id: str, value: Outcome | WorkerLost) -> bool:
         """Record an item's end; True when it is back in the queue."""
@@ -170,11 +189,15 @@ class _Driver:
         for worker in range(self.engine.size):
             self._recover(worker)
         while pending or any(kind == "item" for _, kind, _, _ in self.inflight.values()):
+            self._start_due_recovers()
             self._dispatch(pending)
-            if not self.inflight:
+            if not self.inflight and not self.recover_due:
                 reasons = "; ".join(self.retired.values()) or "no server"
                 self.summary.stopped = f"no server left to run the {len(pending)} pending item(s): {reasons}"
                 break
+            if not self.inflight:
+                time.sleep(0.2)
+                continue
             for handle in self.engine.wait(list(self.inflight), timeout=0.5):
                 worker, kind, ticket, prompt_id = self.inflight.pop(handle)
                 try:
@@ -182,7 +205,7 @@ class _Driver:
                 except WorkerLost as exc:
                     value = exc
                 if kind == "recover":
-                    self._recovered(worker, value if not isinstance(value, WorkerLost) else str(value))
+                    self._recovered(worker, value)
                 elif self._ended(worker, ticket, prompt_id, value):
                     pending.appendleft(ticket)
                     self._recover(worker)
