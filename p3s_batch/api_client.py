@@ -273,9 +273,10 @@ class EventStream:
         ws_url = "ws" + url.removeprefix("http") + f"/ws?clientId={client_id}"
         self.timeout = timeout
         try:
-            self._ws: ClientConnection = connect(
+            self._opening = connect(
                 ws_url, open_timeout=timeout, proxy=None, compression=None, max_size=None, ping_interval=None
             )
+            self._ws: ClientConnection = self._opening.__enter__()
         except (OSError, InvalidHandshake, InvalidURI, TimeoutError) as exc:
             raise ServerUnreachable(f"{url}/ws: {type(exc).__name__}: {exc}") from None
 
@@ -286,7 +287,7 @@ class EventStream:
         self.close()
 
     def close(self) -> None:
-        self._ws.close()
+        self._opening.__exit__(None, None, None)
 
     def next_message(self, timeout: float | None = None) -> dict[str, Any] | None:
         """The next JSON message (``{"type": ..., "data": ...}``), or None when none came within ``timeout``

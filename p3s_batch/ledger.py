@@ -139,6 +139,8 @@ class Ledger:
                 self.db.execute("PRAGMA synchronous=FULL")
                 self.db.executescript(SCHEMA)
                 self._import_manifest_once()
+            elif not self.db.execute("SELECT 1 FROM sqlite_master WHERE name = 'runs'").fetchone():
+                raise FileNotFoundError(f"the batch ledger in {self.out_dir} is being created")
         except BaseException:
             self.close()
             raise

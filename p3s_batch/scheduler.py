@@ -27,7 +27,6 @@ from p3s_batch.items import BatchItem
 from p3s_batch.ledger import FAILED, PENDING, RUNNING, SERVER_LOST, SUCCESS, Ledger
 from p3s_batch.worker import Outcome, ServerInfo, WorkItem
 
-
 WORKER_RECOVER_TRIES = 6
 """Calls of a worker that could not answer (an actor restarting) before it is retired, 2 s apart and doubling."""
 

@@ -58,10 +58,11 @@ def _cell(value: str) -> str:
 
 def successes(out: Path) -> set[str]:
     """The ids of the items the ledger has as succeeded (none while the ledger is not there yet)."""
-    if not (out / "ledger.sqlite").is_file():
+    try:
+        with Ledger(out, lock=False) as ledger:
+            return {item.id for item in ledger.items().values() if item.status == "success"}
+    except FileNotFoundError:  # not there yet
         return set()
-    with Ledger(out, lock=False) as ledger:
-        return {item.id for item in ledger.items().values() if item.status == "success"}
 
 
 def history_count(client: ComfyClient) -> int:
