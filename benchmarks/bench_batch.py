@@ -193,6 +193,7 @@ def accounting_run(workflow, items: list[BatchItem], out: Path, engine, kill_act
             "killed_actors": len(killer.killed_actors),
             "restarted_servers": sum(len(p) > 1 for p in pids.values()),
             "requeued": summary.requeued,
+            "retired_workers": summary.retired,
             "outputs_complete": outputs_complete(out, ledger, workflow),
             "seconds": round(elapsed, 1),
         }

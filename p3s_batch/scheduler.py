@@ -39,6 +39,8 @@ class BatchSummary:
     retries: int = 0
     requeued: int = 0
     pending: int = 0
+    retired: int = 0
+    """Workers whose server did not come back (out of the rest of the run)."""
     interrupted: bool = False
     stopped: str | None = None
     """Why the run ended with items left (no server answers), or None."""
@@ -212,6 +214,7 @@ class _Driver:
                     self.idle.append(worker)
             self._show_progress()
         self.summary.pending = len(pending)
+        self.summary.retired = len(self.retired)
 
     def _show_progress(self) -> None:
         if self.bar is None:

@@ -28,4 +28,5 @@ def test_ten_items_survive_a_killed_server_and_a_killed_actor():
     assert report["duplicates"] == 0 and report["outputs_complete"] is True
     assert (report["killed_servers"], report["killed_actors"]) == (1, 1)
     assert report["restarted_servers"] >= 1 and report["requeued"] >= 2
+    assert report["retired_workers"] == 0, "the killed actor came back (Ray restarted it) and was not given up"
     assert set(report["items_per_min"]) == {"2"}
