@@ -228,7 +228,8 @@ def main(argv: list[str] | None = None) -> int:
     engine = None
     try:
         settings = WorkerSettings(retries=1, backoff=0.5, timeout=600, server_wait=120)
-        spec = launch_spec(tmp / "spec", clip_vision=args.workflow == "select")
+        selection = args.workflow == "select"
+        spec = launch_spec(tmp / "spec", clip_vision=selection, pack=selection)
         engine = RayEngine(workflow, settings, [], 2, spec, "bench")
         report: dict[str, Any] = {"engine": "ray", "servers": 2, "workflow": args.workflow}
         if not args.quick:

@@ -29,12 +29,16 @@ def slow_workflow(seconds: float = 0.3) -> dict[str, Any]:
     }
 
 
-def launch_spec(folder: Path, clip_vision: bool = False) -> LaunchSpec:
-    """Folders under ``folder`` for launched test servers: custom_nodes (pack, slow-image node), models."""
+def launch_spec(folder: Path, clip_vision: bool = False, pack: bool = True) -> LaunchSpec:
+    """Folders under ``folder`` for launched test servers: custom_nodes (the pack unless ``pack`` is
+    false, the slow-image node), models (the CLIP vision stand-in with ``clip_vision``)."""
     nodes, models = folder / "custom_nodes", folder / "models"
     nodes.mkdir(parents=True, exist_ok=True)
     (models / "clip_vision").mkdir(parents=True, exist_ok=True)
-    for name, target in ((PACK_LINK_NAME, REPO_ROOT), ("devtools_batch_probe", REPO_ROOT / "devtools" / "batch_probe")):
+    links = [("devtools_batch_probe", REPO_ROOT / "devtools" / "batch_probe")]
+    if pack:
+        links.append((PACK_LINK_NAME, REPO_ROOT))
+    for name, target in links:
         if not (nodes / name).exists():
             (nodes / name).symlink_to(target, target_is_directory=True)
     if clip_vision:

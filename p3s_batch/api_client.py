@@ -190,6 +190,8 @@ class ComfyClient:
                     raise TimeoutError(f"prompt {prompt_id} did not finish within {timeout:g} s")
                 message = stream.next_message(timeout=min(left, 15.0))
                 if message is None:
+                    if time.monotonic() >= deadline:
+                        continue  # past the timeout: said above, without asking a server that may hang
                     if _finished(entry := self.history(prompt_id)):
                         return PromptResult(prompt_id, entry)
                     continue

@@ -45,11 +45,12 @@ class BatchOptions:
     ray_init: dict[str, Any] = field(default_factory=dict)
     cpu_servers: bool = False
     server_wait: float = 60.0
+    http_timeout: float = 15.0
     max_server_losses: int = 3
     progress_bar: bool | None = None
 
     def worker_settings(self) -> WorkerSettings:
-        return WorkerSettings(self.retries, self.backoff, self.timeout, self.server_wait)
+        return WorkerSettings(self.retries, self.backoff, self.timeout, self.server_wait, self.http_timeout)
 
 
 def build_engine(workflow: dict[str, Any], options: BatchOptions, client_key: str) -> Engine:

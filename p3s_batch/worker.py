@@ -46,6 +46,8 @@ class WorkerSettings:
     timeout: float = 600.0
     server_wait: float = 60.0
     """Seconds :meth:`ServerWorker.recover` waits for a lost server to answer again."""
+    http_timeout: float = 15.0
+    """Seconds one HTTP request may go unanswered before the server counts as lost."""
 
 
 @dataclass
@@ -131,7 +133,7 @@ class ServerWorker:
         if self.client:
             self.client.close()
         client_id = f"p3s-batch-{self._client_key}-{hashlib.sha1(self.url.encode()).hexdigest()[:8]}"
-        self.client = ComfyClient(self.url, client_id=client_id, timeout=15.0)
+        self.client = ComfyClient(self.url, client_id=client_id, timeout=self.settings.http_timeout)
         self._uploaded.clear()
 
     def info(self) -> ServerInfo:

@@ -67,36 +67,48 @@ def test_a_prompt_past_the_timeout_is_cancelled_and_the_server_goes_on(client: C
     assert any(kind == "execution_interrupted" for kind, _ in entry["status"]["messages"])
 
 
-def test_a_server_killed_mid_item_loses_nothing(comfy_server: ComfyServer, tmp_path: Path):
+def test_a_server_that_hangs_then_is_killed_mid_item_loses_nothing(comfy_server: ComfyServer, tmp_path: Path):
     base = tmp_path / "victim"
     base.mkdir()
     link_batch_probe(base)
     workflow = slow_workflow()
-    items = load_items(items_csv(tmp_path, [f"k{i},1.0,{i / 10}" for i in range(6)]), workflow)
+    count = 20
+    items = load_items(items_csv(tmp_path, [f"k{i:02d},1.5,{i / count}" for i in range(count)]), workflow)
     out = tmp_path / "out"
     with running_server(base) as victim:
 
-        def kill_when_busy() -> None:
-            wait_until(
-                lambda: any(r.status == "running" and r.server == victim.url for r in ledger_state(out)[0].values())
-            )
+        def busy_on_victim() -> bool:
+            return any(r.status == "running" and r.server == victim.url for r in ledger_state(out)[0].values())
+
+        def lost_on_victim() -> int:
+            return sum(a["outcome"] == "server_lost" and a["server"] == victim.url for a in ledger_state(out)[1])
+
+        def hang_then_kill() -> None:
+            wait_until(busy_on_victim)
             time.sleep(0.3)  # mid-item
+            os.kill(victim.process.pid, signal.SIGSTOP)  # hangs: no answer, connections stay open
+            wait_until(lambda: lost_on_victim() == 1)
+            os.kill(victim.process.pid, signal.SIGCONT)  # back: the worker's recover finds it answering
+            wait_until(busy_on_victim)
+            time.sleep(0.3)
             os.kill(victim.process.pid, signal.SIGKILL)
 
-        killer = threading.Thread(target=kill_when_busy, daemon=True)
+        killer = threading.Thread(target=hang_then_kill, daemon=True)
         killer.start()
-        options = BatchOptions(servers=[victim.url, comfy_server.url], retries=0, server_wait=1)
-        lines: list[str] = []
-        summary = run_batch(workflow, items, out, options, log=lines.append)
+        options = BatchOptions(
+            servers=[victim.url, comfy_server.url], retries=0, timeout=3, server_wait=30, http_timeout=3
+        )
+        summary = run_batch(workflow, items, out, options, log=print)
         killer.join(5)
-    assert victim.process.poll() is not None, "the victim was killed during the run"
-    assert (summary.succeeded, summary.failed, summary.pending, summary.requeued) == (6, 0, 0, 1)
+    assert victim.process.poll() == -signal.SIGKILL, "the victim hung, came back, and was killed during the run"
+    assert (summary.succeeded, summary.failed, summary.pending, summary.requeued) == (count, 0, 0, 2)
     rows, attempts = ledger_state(out)
     assert all(r.status == "success" and (out / r.outputs[0]).is_file() for r in rows.values())
-    (lost,) = [a for a in attempts if a["outcome"] == "server_lost"]
-    assert lost["server"] == victim.url and "closed" in lost["error"]
-    assert sorted(a["item_id"] for a in attempts if a["outcome"] == "success") == [f"k{i}" for i in range(6)]
-    assert any("is out of this run" in line for line in lines), "the dead server was retired"
+    hung, killed = [a for a in attempts if a["outcome"] == "server_lost"]
+    assert hung["server"] == killed["server"] == victim.url
+    assert "did not finish within --timeout 3 s and the server did not answer its cancel" in hung["error"]
+    assert "closed" in killed["error"]
+    assert sorted(a["item_id"] for a in attempts if a["outcome"] == "success") == sorted(rows), "each once"
 
 
 def test_a_killed_driver_is_refused_company_then_resumed_adopting_its_prompt(client: ComfyClient, tmp_path: Path):
