@@ -103,7 +103,7 @@ class ComfyClient:
             reraise=True,
         )
 
-    def _request(
+    def _send(
         self, method: str, path: str, retry_on: tuple[type[BaseException], ...] = TRANSIENT, **kwargs: Any
     ) -> httpx.Response:
         try:
@@ -121,7 +121,19 @@ class ComfyClient:
         return response
 
     def get_json(self, path: str) -> Any:
-        return self._request("GET", path).json()
+        return self._send("GET", path).json()
+
+    def get_bytes(self, path: str) -> bytes:
+        """GET ``path`` (a file the server serves); its body."""
+        return self._send("GET", path).content
+
+    def post_json(self, path: str, body: Any) -> Any:
+        """POST ``body`` as JSON to ``path``; the answer's JSON (None when it has none)."""
+        response = self._send("POST", path, retry_on=NEVER_SENT, json=body)
+        try:
+            return response.json()
+        except ValueError:
+            return None
 
     def object_info(self) -> dict[str, Any]:
         return self.get_json("/object_info")
@@ -129,7 +141,7 @@ class ComfyClient:
     def alive(self) -> bool:
         """True when the server answers ``/queue`` (cheap) within the client's timeout."""
         try:
-            self._request("GET", "/queue", retry_on=())
+            self._send("GET", "/queue", retry_on=())
         except (ServerUnreachable, ComfyAPIError):
             return False
         return True
@@ -144,7 +156,7 @@ class ComfyClient:
         body: dict[str, Any] = {"prompt": prompt, "client_id": self.client_id}
         if prompt_id:
             body["prompt_id"] = prompt_id
-        return self._request("POST", "/prompt", retry_on=NEVER_SENT, json=body).json()
+        return self._send("POST", "/prompt", retry_on=NEVER_SENT, json=body).json()
 
     def queue(self, prompt: dict[str, Any]) -> str:
         """POST /prompt; returns the prompt id (validation errors raise :class:`ComfyAPIError`)."""
@@ -227,12 +239,12 @@ class ComfyClient:
             return self.wait(self.queue(prompt), timeout=timeout, events=events)
 
     def interrupt(self) -> None:
-        self._request("POST", "/interrupt", json={})
+        self._send("POST", "/interrupt", json={})
 
     def cancel(self, prompt_id: str) -> None:
         """Drop a prompt from the queue, or stop it if it is running (other prompts are left alone)."""
-        self._request("POST", "/queue", json={"delete": [prompt_id]})
-        self._request("POST", "/interrupt", json={"prompt_id": prompt_id})
+        self._send("POST", "/queue", json={"delete": [prompt_id]})
+        self._send("POST", "/interrupt", json={"prompt_id": prompt_id})
 
     def events(self, timeout: float | None = None) -> EventStream:
         """The server's websocket messages for this client (progress, executing, ...); open it before queueing."""
@@ -240,7 +252,7 @@ class ComfyClient:
 
     def view(self, image: dict[str, str]) -> bytes:
         """GET /view for an output record."""
-        return self._request("GET", "/view", params=image).content
+        return self._send("GET", "/view", params=image).content
 
     def upload_image(self, path: Path, overwrite: bool = True, name: str | None = None) -> str:
         """POST /upload/image (under ``name``, default the file's name); returns the name to give LoadImage."""
@@ -248,7 +260,7 @@ class ComfyClient:
 
     def upload_bytes(self, data: bytes, name: str, overwrite: bool = True) -> str:
         """POST /upload/image of ``data`` under ``name``; returns the name to give LoadImage."""
-        answer = self._request(
+        answer = self._send(
             "POST",
             "/upload/image",
             files={"image": (name, data, "application/octet-stream")},

@@ -181,6 +181,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.engine == "ray":  # before anything is written: says how to install it when missing
+        from p3s_batch.ray_engine import import_ray
+
+        import_ray()
     spec = None
     try:
         workflow = load_workflow(args.workflow)

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
+import subprocess
+import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
-from devtools.comfy_host import free_port
+from devtools.comfy_host import REPO_ROOT, free_port
+from p3s_batch.api_client import ComfyClient, ServerUnreachable
 from p3s_batch.cli import BatchOptions, main, run_batch
 from p3s_batch.items import BatchInputError, build_prompt, load_items, load_workflow
 from p3s_batch.ledger import Ledger, LedgerBusy
@@ -181,3 +187,74 @@ def test_the_status_command_reports_counts_and_errors(tmp_path: Path, capsys):
     text = capsys.readouterr().out
     assert "1 item(s): 0 succeeded, 1 failed" in text and "a: boom" in text
     assert ledger_main([str(tmp_path / "none")]) == 2
+
+
+def test_launch_options_are_checked_before_anything_starts(tmp_path: Path, capsys):
+    flow = write(tmp_path / "flow.json", json.dumps(WORKFLOW))
+    items = write(tmp_path / "items.csv", "3.seed\n1\n")
+    out = str(tmp_path / "out")
+    with pytest.raises(SystemExit):
+        main([str(flow), str(items), "-o", out, "--launch", "2", "--comfyui", ""])
+    assert "--launch needs --comfyui DIR" in capsys.readouterr().err
+    assert main([str(flow), str(items), "-o", out, "--launch", "2", "--comfyui", str(tmp_path)]) == 2
+    assert "no main.py there; point it at a ComfyUI folder" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main([str(flow), str(items), "-o", out, "--ray-address", "auto"])
+    assert "need --engine ray" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists(), "nothing is written for refused options"
+
+
+def test_the_ray_engine_without_ray_says_how_to_install_it(tmp_path: Path):
+    flow = write(tmp_path / "flow.json", json.dumps(WORKFLOW))
+    items = write(tmp_path / "items.csv", "3.seed\n1\n")
+    script = (
+        "import sys; sys.modules['ray'] = None\n"  # as if Ray were not installed
+        "from p3s_batch.cli import main\n"
+        f"main([{str(flow)!r}, {str(items)!r}, '-o', {str(tmp_path / 'out')!r}, '--engine', 'ray'])\n"
+    )
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO_ROOT, timeout=60)
+    assert run.returncode != 0 and "pip install 'comfyui-p3s[ray]'" in run.stderr
+    assert not (tmp_path / "out").exists()
+
+
+class _Answers(http.server.BaseHTTPRequestHandler):
+    """``/queue`` answers JSON; ``/prompt`` reads the request, counts it and drops the connection."""
+
+    prompts = 0
+
+    def do_GET(self):
+        body = b'{"queue_running": [], "queue_pending": []}'
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers["Content-Length"]))
+        type(self).prompts += 1
+        self.close_connection = True  # no answer at all: the client cannot know whether it was queued
+
+    def log_message(self, *args):
+        pass
+
+
+def test_transient_connection_errors_are_retried_with_backoff_but_a_sent_prompt_is_not():
+    port = free_port()
+    client = ComfyClient(f"http://127.0.0.1:{port}", retries=3)
+    server: list[http.server.HTTPServer] = []
+
+    def listen_soon():
+        time.sleep(0.1)  # the first attempt is refused; the second, 0.2 s later, is answered
+        server.append(http.server.HTTPServer(("127.0.0.1", port), _Answers))
+        server[0].serve_forever()
+
+    threading.Thread(target=listen_soon, daemon=True).start()
+    try:
+        assert client.get_json("/queue") == {"queue_running": [], "queue_pending": []}
+        with pytest.raises(ServerUnreachable, match="/prompt"):
+            client.submit({"1": {"class_type": "X", "inputs": {}}}, "p1")
+        assert _Answers.prompts == 1, "a prompt the server may have queued is not sent twice"
+    finally:
+        server[0].shutdown()
+        client.close()
