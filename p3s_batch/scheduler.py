@@ -101,7 +101,13 @@ class _Driver:
             prompt_id = ticket.adopt_prompt if adopt else f"p3s-batch-{uuid.uuid4().hex}"
             ticket.adopt_server = ticket.adopt_prompt = None
             self.ledger.mark_running(ticket.item.id, ticket.item.params, url, prompt_id)
-            images = {str(path): path.read_bytes() for path in ticket.item.image_paths()}
+            try:
+                images = {str(path): path.read_bytes() for path in ticket.item.image_paths()}
+            except OSError as exc:  # gone or unreadable since the items were checked
+                failed = Outcome(ticket.item.id, FAILED, url, error=f"cannot read an image of the item: {exc}")
+                failed.attempts = [{"server": url, "prompt_id": None, "outcome": FAILED, "error": failed.error}]
+                self._ended(worker, ticket, prompt_id, failed)
+                continue
             handle = self.engine.call(worker, "run_item", WorkItem(ticket.item, images, prompt_id, adopt))
             self.inflight[handle] = (worker, "item", ticket, prompt_id)
             self.idle.remove(worker)

@@ -258,3 +258,19 @@ def test_transient_connection_errors_are_retried_with_backoff_but_a_sent_prompt_
     finally:
         server[0].shutdown()
         client.close()
+
+
+def test_an_image_gone_since_the_check_fails_its_item_not_the_run(tmp_path: Path):
+    write(tmp_path / "ref.png", "not really a png")
+    items = load_items(write(tmp_path / "items.csv", "id,@image:1.image\ngone,ref.png\n"), WORKFLOW)
+    (tmp_path / "ref.png").unlink()
+    server = http.server.HTTPServer(("127.0.0.1", 0), _Answers)  # answers /queue: the worker is ready
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        options = BatchOptions(servers=[f"http://127.0.0.1:{server.server_port}"], retries=0)
+        summary = run_batch(WORKFLOW, items, tmp_path / "out", options, log=lambda _: None)
+    finally:
+        server.shutdown()
+    assert (summary.succeeded, summary.failed) == (0, 1)
+    with Ledger(tmp_path / "out", lock=False) as ledger:
+        assert ledger.item("gone").status == "failed" and "cannot read an image" in ledger.item("gone").error
