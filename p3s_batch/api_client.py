@@ -77,6 +77,12 @@ class PromptResult:
         return files
 
 
+def _json(body: Any) -> dict[str, Any]:
+    """A JSON request body as ComfyUI's own frontend sends it: NaN and Infinity as JSON's literals
+    (httpx's ``json=`` refuses them, and a NaN input must reach the node that reports it)."""
+    return {"content": json.dumps(body).encode(), "headers": {"Content-Type": "application/json"}}
+
+
 def _finished(entry: dict[str, Any] | None) -> bool:
     status = (entry or {}).get("status", {})
     return status.get("completed") is not None and status.get("status_str") in ("success", "error")
@@ -129,7 +135,7 @@ class ComfyClient:
 
     def post_json(self, path: str, body: Any) -> Any:
         """POST ``body`` as JSON to ``path``; the answer's JSON (None when it has none)."""
-        response = self._send("POST", path, retry_on=NEVER_SENT, json=body)
+        response = self._send("POST", path, retry_on=NEVER_SENT, **_json(body))
         try:
             return response.json()
         except ValueError:
@@ -156,7 +162,7 @@ class ComfyClient:
         body: dict[str, Any] = {"prompt": prompt, "client_id": self.client_id}
         if prompt_id:
             body["prompt_id"] = prompt_id
-        return self._send("POST", "/prompt", retry_on=NEVER_SENT, json=body).json()
+        return self._send("POST", "/prompt", retry_on=NEVER_SENT, **_json(body)).json()
 
     def queue(self, prompt: dict[str, Any]) -> str:
         """POST /prompt; returns the prompt id (validation errors raise :class:`ComfyAPIError`)."""
