@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import sys
 import tempfile
@@ -262,6 +263,7 @@ def main(argv: list[str] | None = None) -> int:
         if engine is not None:
             engine.close()
         ray.shutdown()
+        shutil.rmtree(tmp, ignore_errors=True)
     print(json.dumps(report, indent=None if args.json else 2))
     ok = report["lost"] == 0 and report["duplicates"] == 0 and report["outputs_complete"]
     return 0 if ok else 1
