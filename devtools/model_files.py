@@ -58,3 +58,12 @@ def link_memory_probe(base_dir: Path) -> Path:
     if not link.exists():
         link.symlink_to(Path(__file__).resolve().parent / "memory_probe", target_is_directory=True)
     return link
+
+
+def link_batch_probe(base_dir: Path) -> Path:
+    """Link the test-only slow-image node (``devtools/batch_probe``) into ``custom_nodes``."""
+    link = base_dir / "custom_nodes" / "devtools_batch_probe"
+    link.parent.mkdir(parents=True, exist_ok=True)
+    if not link.exists():
+        link.symlink_to(Path(__file__).resolve().parent / "batch_probe", target_is_directory=True)
+    return link

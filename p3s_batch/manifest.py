@@ -1,4 +1,7 @@
-"""The batch manifest: one JSON line per finished item, appended; it is also the resume state.
+"""The JSONL manifest of earlier p3s-batch versions: one JSON line per finished item, appended.
+
+p3s-batch now keeps its state in the SQLite ledger (p3s_batch/ledger.py), which imports an output
+folder's ``manifest.jsonl`` once; this module reads (and can still write) that format.
 
 Each line is written with a single ``write`` on a file opened for appending, then flushed and
 synced, so a killed run leaves at most one incomplete last line. Reading skips such a line,

@@ -12,7 +12,14 @@ import pytest
 
 from devtools.api_client import ComfyClient
 from devtools.comfy_host import ComfyServer, running_server
-from devtools.model_files import CHECKPOINT, CLIP_VISION, MODEL_CACHE, link_memory_probe, link_standins
+from devtools.model_files import (
+    CHECKPOINT,
+    CLIP_VISION,
+    MODEL_CACHE,
+    link_batch_probe,
+    link_memory_probe,
+    link_standins,
+)
 
 CLIP_NAME = CLIP_VISION
 CHECKPOINT_NAME = CHECKPOINT
@@ -25,6 +32,7 @@ def comfy_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ComfyServ
     base = tmp_path_factory.mktemp("comfy_base")
     link_standins(base)  # the SD1.5 stand-in takes ~1 min once
     link_memory_probe(base)  # a test-only node that counts live tensor bytes (test_memory_api)
+    link_batch_probe(base)  # a test-only slow image node (test_batch_faults)
     with running_server(base) as server:
         yield server
 

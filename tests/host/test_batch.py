@@ -20,7 +20,7 @@ from devtools.sample_scene import LEFT_CENTRE, RIGHT_CENTRE, disc_mask, twin_poi
 from devtools.workflows import selection_workflow
 from p3s_batch.cli import BatchOptions, run_batch
 from p3s_batch.items import load_items, load_workflow
-from p3s_batch.manifest import Manifest
+from p3s_batch.ledger import Ledger
 
 from .conftest import CLIP_NAME, SCENE_NAME
 
@@ -56,12 +56,21 @@ def _cell(value: str) -> str:
     return '"' + value.replace('"', '""') + '"' if any(ch in value for ch in ',"\n') else value
 
 
+def successes(out: Path) -> set[str]:
+    """The ids of the items the ledger has as succeeded (none while the ledger is not there yet)."""
+    try:
+        with Ledger(out, lock=False) as ledger:
+            return {item.id for item in ledger.items().values() if item.status == "success"}
+    except FileNotFoundError:  # not there yet
+        return set()
+
+
 def history_count(client: ComfyClient) -> int:
     return len(client.get_json("/history"))
 
 
-def subject_mask(out: Path, record: dict) -> np.ndarray:
-    (name,) = [f for f in record["outputs"] if Path(f).name.startswith(f"{SUBJECT_NODE}_")]
+def subject_mask(out: Path, record) -> np.ndarray:
+    (name,) = [f for f in record.outputs if Path(f).name.startswith(f"{SUBJECT_NODE}_")]
     return np.asarray(Image.open(out / name).convert("L")) > 127
 
 
@@ -87,22 +96,23 @@ def test_items_run_on_two_servers_with_their_overrides_and_a_failure_is_reported
 
     assert (summary.succeeded, summary.failed, summary.retries, summary.skipped) == (2, 1, 1, 0)
     assert history_count(client) - before == 4, "3 items + 1 retry of the failing one were queued"
-    records = Manifest(out / "manifest.jsonl").latest()
+    with Ledger(out, lock=False) as ledger:
+        records, attempts = ledger.items(), ledger.attempts()
     assert set(records) == {"left", "right", "broken"}
-    assert {r["server"] for r in records.values()} == set(servers)
+    assert {a["server"] for a in attempts} == set(servers)
     left, right, broken = records["left"], records["right"], records["broken"]
-    assert left["status"] == right["status"] == "success" and left["attempts"] == 1
-    assert left["params"] == {"4.dilation": "4"} and right["params"]["@image:1.image"] == "refs/scene.png"
+    assert left.status == right.status == "success" and left.attempts == 1
+    assert left.params == {"4.dilation": "4"} and right.params["@image:1.image"] == "refs/scene.png"
     for record in (left, right):
-        assert len(record["outputs"]) >= 4 and all((out / f).is_file() for f in record["outputs"])
+        assert len(record.outputs) >= 4 and all((out / f).is_file() for f in record.outputs)
     # The overrides reached the server: each item's mask holds the twin its points picked.
     left_mask, right_mask = subject_mask(out, left), subject_mask(out, right)
     assert left_mask[disc_mask(LEFT_CENTRE)].mean() > 0.95 and not left_mask[disc_mask(RIGHT_CENTRE)].any()
     assert right_mask[disc_mask(RIGHT_CENTRE)].mean() > 0.95 and not right_mask[disc_mask(LEFT_CENTRE)].any()
     uploaded = list((comfy_server.base_dir / "input").glob("p3s_batch_*_scene.png"))
     assert len(uploaded) == 1, "the reference image was uploaded under a content-hashed name"
-    assert broken["status"] == "failed" and broken["attempts"] == 2 and broken["outputs"] == []
-    assert "No positive point on image 1" in broken["error"] and "P3SPoints (node 2)" in broken["error"]
+    assert broken.status == "failed" and broken.attempts == 2 and broken.outputs == []
+    assert "No positive point on image 1" in broken.error and "P3SPoints (node 2)" in broken.error
     assert not (out / "broken").exists()
     assert sum(line.startswith("[") for line in lines) == 3, "one progress line per item"
     assert "2 ok, 1 failed, 0 skipped (done before), 1 retry" in lines[-1]
@@ -123,8 +133,8 @@ def test_a_limited_run_resumes_without_redoing_finished_items(client: ComfyClien
     second = run_batch(workflow, items, out, BatchOptions(servers=[client.url], retries=0), log=lines.append)
     assert (second.succeeded, second.skipped) == (2, 1)
     assert history_count(client) - before == 2, "only the two unfinished items were queued"
-    records = Manifest(out / "manifest.jsonl").records()
-    assert sorted(r["id"] for r in records) == ["r2", "r3", "r4"], "each item ran exactly once"
+    with Ledger(out, lock=False) as ledger:
+        assert sorted(a["item_id"] for a in ledger.attempts()) == ["r2", "r3", "r4"], "each item ran exactly once"
     assert "1 done before, 2 to run" in lines[0]
 
     # A changed parameter makes that item pending again; the others stay done.
@@ -132,7 +142,8 @@ def test_a_limited_run_resumes_without_redoing_finished_items(client: ComfyClien
     changed = load_items(csv_items(tmp_path, rows), workflow)
     third = run_batch(workflow, changed, out, BatchOptions(servers=[client.url], retries=0), log=lambda _: None)
     assert (third.succeeded, third.skipped) == (1, 2)
-    assert Manifest(out / "manifest.jsonl").latest()["r3"]["params"] == {"5.radius": "7"}
+    with Ledger(out, lock=False) as ledger:
+        assert ledger.item("r3").params == {"5.radius": "7"} and ledger.item("r3").status == "success"
 
 
 def test_a_killed_cli_run_is_resumed_by_the_same_command(client: ComfyClient, workflow_file: Path, tmp_path: Path):
@@ -143,21 +154,20 @@ def test_a_killed_cli_run_is_resumed_by_the_same_command(client: ComfyClient, wo
     command = [sys.executable, "-m", "p3s_batch", str(workflow_file), str(items_file), "-o", str(out)]
     command += ["--server", client.url, "--retries", "0"]
     process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    manifest = Manifest(out / "manifest.jsonl")
     deadline = time.monotonic() + 120
-    while not manifest.records() and process.poll() is None and time.monotonic() < deadline:
+    while not successes(out) and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
     os.kill(process.pid, signal.SIGKILL)
     process.wait(timeout=30)
-    done_before = {r["id"] for r in manifest.records() if r["status"] == "success"}
+    done_before = successes(out)
     assert done_before, "the first run finished at least one item before it was killed"
 
     resumed = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert f"{len(done_before)} done before, {3 - len(done_before)} to run" in resumed.stdout
-    records = manifest.records()
-    assert sorted(r["id"] for r in records) == [f"s{i}" for i in range(3)], "no finished item ran again"
-    assert all(r["status"] == "success" for r in records)
+    with Ledger(out, lock=False) as ledger:
+        successful = [a["item_id"] for a in ledger.attempts() if a["outcome"] == "success"]
+    assert sorted(successful) == [f"s{i}" for i in range(3)], "no finished item ran again"
 
 
 def test_an_item_with_invalid_inputs_is_reported_not_half_run(client: ComfyClient, workflow_file: Path, tmp_path: Path):
@@ -166,6 +176,7 @@ def test_an_item_with_invalid_inputs_is_reported_not_half_run(client: ComfyClien
     items = load_items(csv_items(tmp_path, [{"id": "no-clip", "3.clip_name": "absent.safetensors"}]), workflow)
     summary = run_batch(workflow, items, tmp_path / "out", BatchOptions(servers=[client.url], retries=0), log=print)
     assert (summary.succeeded, summary.failed) == (0, 1)
-    (record,) = Manifest(tmp_path / "out" / "manifest.jsonl").records()
-    assert record["error"].startswith("invalid inputs, not run: node 3 (CLIPVisionLoader)")
-    assert "absent.safetensors" in record["error"] and record["outputs"] == []
+    with Ledger(tmp_path / "out", lock=False) as ledger:
+        (record,) = ledger.items().values()
+    assert record.error.startswith("invalid inputs, not run: node 3 (CLIPVisionLoader)")
+    assert "absent.safetensors" in record.error and record.outputs == []

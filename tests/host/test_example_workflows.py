@@ -45,7 +45,7 @@ def test_the_template_browser_lists_the_examples_and_serves_them_with_thumbnails
     for name in LISTED:
         served = client.get_json(f"/api/workflow_templates/{PACK_LINK_NAME}/{name}.json")
         assert served == json.loads((EXAMPLES / f"{name}.json").read_text())
-        thumbnail = client._request(f"/api/workflow_templates/{PACK_LINK_NAME}/{name}.jpg")
+        thumbnail = client.get_bytes(f"/api/workflow_templates/{PACK_LINK_NAME}/{name}.jpg")
         with Image.open(io.BytesIO(thumbnail)) as image:
             assert image.format == "JPEG" and image.width >= 256
 

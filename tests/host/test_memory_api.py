@@ -11,7 +11,6 @@ full-size stand-in, the smallest thing a leak would keep). The margin is 1 MB.
 
 from __future__ import annotations
 
-import json
 import time
 
 import pytest
@@ -44,9 +43,7 @@ def tensor_bytes(client: ComfyClient, label: str, prompt: dict | None = None, af
 
 def tensor_bytes_after_free(client: ComfyClient, label: str) -> int:
     """``POST /free`` (unload models, drop caches), then the probe's count of live tensor bytes."""
-    client._request(
-        "/free", json.dumps({"unload_models": True, "free_memory": True}).encode(), {"Content-Type": "application/json"}
-    )
+    client.post_json("/free", {"unload_models": True, "free_memory": True})
     time.sleep(2.0)  # the worker wakes on the flag and frees before the probe is queued
     return tensor_bytes(client, label)
 

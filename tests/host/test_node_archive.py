@@ -29,7 +29,7 @@ def test_the_archive_loads_under_another_folder_name_with_its_widget_once(tmp_pa
         scripts = [path for path in client.get_json("/extensions") if path.endswith("/p3s_points.js")]
         assert scripts == [f"/extensions/{FOLDER}/p3s_points.js"], "the widget registers once"
         # Where the frontend's node help panel looks for a custom node's page.
-        page = client._request(f"/extensions/{FOLDER}/docs/P3SPoints.md").decode()
+        page = client.get_bytes(f"/extensions/{FOLDER}/docs/P3SPoints.md").decode()
         assert page == (REPO_ROOT / "web" / "docs" / "P3SPoints.md").read_text()
         assert client.get_json("/i18n")["en"]["nodeDefs"]["P3SFineTune"]["display_name"] == "P3S Fine-tune"
         assert FOLDER in client.get_json("/workflow_templates")

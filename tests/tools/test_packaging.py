@@ -1,5 +1,6 @@
-"""What users get: ``pip install .`` gives the p3s-batch tool only; the registry's node archive holds
-what ComfyUI loads and no tests or dev tools; the registry metadata is complete."""
+"""What users get: ``pip install .`` gives the p3s-batch tool only (Ray only with --engine ray);
+the registry's node archive holds what ComfyUI loads and no tests or dev tools; the registry metadata
+is complete."""
 
 from __future__ import annotations
 
@@ -32,11 +33,15 @@ def test_pip_install_into_a_fresh_venv_gives_p3s_batch_and_no_dev_tools(tmp_path
     subprocess.run([*pip, "--python", str(python), "install", "--no-deps", str(wheel)], check=True)
 
     (site,) = venv.glob("lib/python*/site-packages")
+    # Its dependencies (httpx, tenacity, websockets, tqdm) come from this environment, through a .pth.
+    (site / "deps.pth").write_text(next(p for p in sys.path if p.endswith("site-packages")) + "\n")
     top_level = {p.name for p in site.iterdir() if not p.name.endswith((".dist-info", ".pth"))} - {"__pycache__"}
     assert top_level == {"p3s_batch"}, "no devtools, tests, nodes or p3s_core in the user's environment"
-    # The command runs on the standard library alone: the fresh venv has nothing else.
     answer = subprocess.run([str(venv / "bin" / "p3s-batch"), "--help"], capture_output=True, text=True, check=True)
-    assert "usage: p3s-batch" in answer.stdout
+    assert "usage: p3s-batch" in answer.stdout and "--engine {local,ray}" in answer.stdout
+    quiet = "import sys, p3s_batch.cli; print(sorted(m for m in ('ray', 'torch') if m in sys.modules))"
+    loaded = subprocess.run([str(python), "-c", quiet], capture_output=True, text=True, check=True, cwd=tmp_path)
+    assert loaded.stdout.strip() == "[]", "the default engine imports neither Ray nor torch"
 
 
 def test_the_node_archive_holds_what_comfyui_loads_and_no_tests():
