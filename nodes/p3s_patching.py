@@ -22,6 +22,7 @@ from ..p3s_core.model.injection_layers import DEFAULT_INJECTION_RANK
 from ..p3s_core.model.injection_pass import make_injection_patch
 from ..p3s_core.model.model_file import split_optimizer_state
 from ..p3s_core.model.p3s_model import P3SModel, p3s_model_from_tensors
+from ..p3s_core.model.run_weights import RunWeights
 from ..p3s_core.model.shared_copy import DEFAULT_LORA_ALPHA, DEFAULT_LORA_RANK
 from ..p3s_core.model.subject_encoder import mask_to_latent, mask_to_patch_grid, patch_grid_side
 from ..p3s_core.sampling.injection import InjectionSettings, RegionSettings, WeightSchedule, make_diffusion_wrapper
@@ -192,6 +193,20 @@ def check_region(region: torch.Tensor | None, region_feather: float = 0.0) -> tu
     return as_region_masks(region), feather
 
 
+def end_of_run(run_weights: RunWeights):
+    """An ``OUTER_SAMPLE`` wrapper that drops the run's cast weights when sampling ends, however it
+    ends (the device holds them only while sampling)."""
+
+    def wrapper(executor, *args, **kwargs):
+        try:
+            return executor(*args, **kwargs)
+        finally:
+            run_weights.clear()
+
+    wrapper.run_weights = run_weights  # what it clears, for inspection
+    return wrapper
+
+
 def apply_p3s(
     model: comfy.model_patcher.ModelPatcher,
     p3s: P3SModel,
@@ -236,10 +251,12 @@ def apply_p3s(
         wrappers = comfy.patcher_extension.WrappersMP
         patched.add_wrapper_with_key(wrappers.CALC_COND_BATCH, key, make_area_recorder(areas))
         patched.add_wrapper_with_key(wrappers.OUTER_SAMPLE, key, make_batch_check(masks.shape[0]))
+    run_weights = RunWeights()
+    patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.OUTER_SAMPLE, f"{key}_run", end_of_run(run_weights))
     patched.add_wrapper_with_key(
         comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL,
         key,
-        make_diffusion_wrapper(p3s, hint.detach(), settings, schedule, key, region_settings),
+        make_diffusion_wrapper(p3s, hint.detach(), settings, schedule, key, region_settings, run_weights),
     )
     patched.set_model_attn1_output_patch(make_injection_patch("attn1", key))
     patched.set_model_attn2_output_patch(make_injection_patch("attn2", key))

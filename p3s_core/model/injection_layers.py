@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import P3SInputError
+from .run_weights import Cast, cast_like
 
 AUTO_INJECTION_RANK = -1
 """``injection_rank`` -1: the pack's rank, :data:`LOW_INJECTION_RANK`, in every scope."""
@@ -101,12 +102,13 @@ def injection_parameter_count(channels: int, rank: int) -> int:
     return channels * channels + channels
 
 
-def injection_delta(layer: nn.Module, state: torch.Tensor) -> torch.Tensor:
-    """``layer(state)`` computed in ``state``'s dtype and device (the layer's weights cast to it)."""
+def injection_delta(layer: nn.Module, state: torch.Tensor, cast: Cast = cast_like) -> torch.Tensor:
+    """``layer(state)`` computed in ``state``'s dtype and device (the layer's weights cast to it by
+    ``cast``: a fresh copy per call, or :class:`.run_weights.RunWeights` at sampling)."""
     if isinstance(layer, LowRankInjection):
-        low = F.linear(state, layer.down.weight.to(state))
-        return F.linear(low, layer.up.weight.to(state)) * layer.scale + layer.up.bias.to(state)
-    return F.linear(state, layer.weight.to(state), layer.bias.to(state))
+        low = F.linear(state, cast(layer.down.weight, state))
+        return F.linear(low, cast(layer.up.weight, state)) * layer.scale + cast(layer.up.bias, state)
+    return F.linear(state, cast(layer.weight, state), cast(layer.bias, state))
 
 
 def output_is_zero(layer: nn.Module) -> bool:

@@ -22,6 +22,7 @@ from ..bases.unet_sites import ATTENTIONS
 from ..errors import P3SInputError
 from .injection_layers import injection_delta
 from .p3s_model import P3SModel
+from .run_weights import Cast, cast_like
 
 COND = 0  # ComfyUI's cond_or_uncond value for positive (cond) rows
 
@@ -63,6 +64,7 @@ def run_copy(
     options: dict | None = None,
     base: torch.nn.Module | None = None,
     copy_net: torch.nn.Module | None = None,
+    cast: Cast = cast_like,
 ) -> dict[tuple[str, int, int, str], torch.Tensor]:
     """Run the copy on ``x + hint_conv(hint)``; return its attn outputs by (block, id, index, attn).
 
@@ -70,6 +72,7 @@ def run_copy(
     wrapper's ``copy_options``).
     ``base``: the base U-Net being run, whose modules the copy shares (all scopes but ``full``);
     ``copy_net``: the copy's module over it, when the caller already built it.
+    ``cast``: how the hint layer's weights reach ``x``'s device and dtype (see :mod:`.run_weights`).
     """
     captured: dict[tuple[str, int, int, str], torch.Tensor] = {}
 
@@ -83,7 +86,8 @@ def run_copy(
 
     fresh = {**(options or {}), "patches": {f"{a}_output_patch": [capture(a)] for a in ATTENTIONS}}
     conv = p3s.hint_conv  # weights cast to the input: wherever ComfyUI left them, in whatever dtype
-    x_in = x + F.conv2d(hint.to(x), conv.weight.to(x), conv.bias.to(x) if conv.bias is not None else None)
+    bias = cast(conv.bias, x) if conv.bias is not None else None
+    x_in = x + F.conv2d(hint.to(x), cast(conv.weight, x), bias)
     if copy_net is None:
         if base is None and p3s.scope != "full":
             raise P3SInputError(f"A P3S model of scope {p3s.scope!r} runs over its base U-Net: pass the base.")
@@ -93,16 +97,16 @@ def run_copy(
 
 
 def injection_deltas(
-    p3s: P3SModel, captured: dict[tuple[str, int, int, str], torch.Tensor], weight: float
+    p3s: P3SModel, captured: dict[tuple[str, int, int, str], torch.Tensor], weight: float, cast: Cast = cast_like
 ) -> dict[tuple[str, int, int, str], torch.Tensor]:
-    """``weight * layer(state)`` for every captured site and attention."""
+    """``weight * layer(state)`` for every captured site and attention (weights cast by ``cast``)."""
     deltas = {}
     for site in p3s.sites:
         for attn in ATTENTIONS:
             state = captured.get((*site.host_key, attn))
             if state is None:
                 continue
-            deltas[(*site.host_key, attn)] = injection_delta(p3s.site_layer(site, attn), state) * weight
+            deltas[(*site.host_key, attn)] = injection_delta(p3s.site_layer(site, attn), state, cast) * weight
     return deltas
 
 

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from ..errors import P3SInputError
 from ..model.injection_pass import COND, injection_deltas, run_copy
 from ..model.p3s_model import P3SModel
+from ..model.run_weights import RunWeights, cast_like
 from .regions import AreaLog, RegionTokens, check_region_batch, chunk_regions, place_hint, region_at_latent, rows_region
 
 REFERENCE_MODES = ("cycle", "mean")
@@ -168,11 +169,15 @@ def make_diffusion_wrapper(
     schedule: WeightSchedule | None,
     state_key: str,
     region: RegionSettings | None = None,
+    run_weights: RunWeights | None = None,
 ) -> Callable[..., Any]:
     """The ``DIFFUSION_MODEL`` wrapper that runs the copy and hands its states to the patches.
 
     ``region`` (our addition): the injection acts only there (see :class:`RegionSettings`); None
     is the whole image, exactly as without the option.
+    ``run_weights`` (our addition): the P3S layers' weights cast to the sampler's device and dtype
+    once per run (:mod:`..model.run_weights`; the caller clears it when the run ends); None casts
+    them on every call.
 
     Per model call it reads the current sigma once (one device sync); the schedule's sigmas are
     read once per sampling run (:class:`SigmaCache`); row indices and per-row hints are built
@@ -180,6 +185,7 @@ def make_diffusion_wrapper(
     them, so nothing inside the U-Net waits for the device.
     """
     schedule = schedule or ConstantSchedule(1.0)
+    cast = run_weights if run_weights is not None else cast_like
     sigma_cache = SigmaCache()
     layouts: dict[tuple, tuple[torch.Tensor | None, torch.Tensor, torch.Tensor, RegionTokens | None]] = {}
     latent_regions: dict[tuple[int, int], torch.Tensor] = {}
@@ -247,9 +253,10 @@ def make_diffusion_wrapper(
         extra = copy_options(transformer_options, index if rows is not None else None, x.shape[0])
         # The copy shares the modules of the U-Net being sampled (the wrapper's class object).
         base = getattr(executor, "class_obj", None)
-        captured = run_copy(p3s, sub_x, sub_t, sub_context, row_hint, extra, base)
+        captured = run_copy(p3s, sub_x, sub_t, sub_context, row_hint, extra, base, cast=cast)
         options = dict(transformer_options)
-        options[state_key] = {"deltas": injection_deltas(p3s, captured, weight), "rows": rows, "region": weights}
+        deltas = injection_deltas(p3s, captured, weight, cast)
+        options[state_key] = {"deltas": deltas, "rows": rows, "region": weights}
         return executor(x, timesteps, context, y, control, options, **kwargs)
 
     return wrapper

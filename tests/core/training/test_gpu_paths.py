@@ -254,3 +254,35 @@ def test_the_attention_capture_adds_at_most_one_sync_per_model_call(base, hint, 
     assert recorder.calls("frozen") == steps and recorder.maps("frozen") is not None, "the capture recorded"
     extra = with_capture.calls - alone.calls
     assert extra <= steps + 1, f"the capture added {extra} syncs over {steps} model calls"
+
+
+def test_p3s_layers_left_elsewhere_cross_once_per_run_and_are_dropped_after(base, hint, monkeypatch):
+    """Where ComfyUI leaves the injection and hint layers off the sampler's device or dtype (lowvram,
+    novram: emulated by keeping them in float64 beside a float32 U-Net), each weight is cast once
+    per sampling run, not once per model call, and nothing cast is held after the run."""
+    p3s = patching.new_p3s_model(base, ENCODER)
+    randomise_injection(p3s)
+    model = patching.apply_p3s(base, p3s, hint)  # placed for the base: float32 here
+    own = [p3s.hint_conv, *p3s.injection.modules()]
+    for module in own:
+        module.to(torch.float64)
+    weights = {p.data_ptr() for m in own for p in m.parameters(recurse=False)}
+    casts = []
+    original_to = torch.Tensor.to
+
+    def to(tensor, *args, **kwargs):
+        out = original_to(tensor, *args, **kwargs)
+        if out.dtype != tensor.dtype and tensor.data_ptr() in weights:  # a weight (or a view of it) cast
+            casts.append(tensor.data_ptr())
+        return out
+
+    steps = 4
+    monkeypatch.setattr(torch.Tensor, "to", to)
+    out = sample(model, steps=steps)
+    monkeypatch.undo()
+    assert torch.isfinite(out).all()
+    assert casts, "the float64 layers were cast to the U-Net's dtype"
+    assert len(casts) == len(set(casts)), f"{len(casts)} casts of {len(set(casts))} weights in {steps} steps"
+    key = next(iter(model.wrappers["diffusion_model"]))
+    run_end = model.wrappers["outer_sample"][f"{key}_run"][0]
+    assert run_end.run_weights.held_bytes() == 0, "the run's cast weights are dropped when sampling ends"
