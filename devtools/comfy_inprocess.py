@@ -25,6 +25,10 @@ def import_comfy() -> ModuleType:
         sys.path.insert(0, str(root))
     import comfy.cli_args
 
+    # As ComfyUI's main.py: its ``utils`` package before ComfyUI's nodes.py puts ``comfy/`` first on
+    # sys.path (after which ``import utils`` would find ``comfy/utils.py``).
+    import utils.extra_config  # noqa: F401
+
     comfy.cli_args.args.cpu = True
     comfy.cli_args.args.disable_all_custom_nodes = True
     import comfy
