@@ -66,8 +66,8 @@ from .class_images import (
 from .framing_node import frame_inputs
 from .model_folder import P3S_FOLDER, register_p3s_folder
 from .p3s_patching import (
+    check_base_model,
     check_reference_batches,
-    check_sd15_model,
     clip_token_width,
     new_p3s_model,
     p3s_model_from_file,
@@ -281,7 +281,7 @@ class P3SFineTune(io.ComfyNode):
         class_image_count=DEFAULT_CLASS_IMAGES,
     ) -> io.NodeOutput:
         # Every check runs before anything is encoded or trained.
-        check_sd15_model(model)
+        check_base_model(model)
         check_scope_choice(scope)
         lr_asked = check_lr_choice(lr)
         finite("lora_alpha", lora_alpha)

@@ -9,10 +9,10 @@ from ..p3s_core.sampling.injection import REFERENCE_MODES
 from ..p3s_core.sampling.regions import MAX_FEATHER
 from .p3s_patching import (
     apply_p3s,
+    check_base_model,
     check_injection_settings,
     check_reference_batches,
     check_region,
-    check_sd15_model,
     encode_hint,
     p3s_model_from_file,
 )
@@ -118,7 +118,7 @@ class P3SApply(io.ComfyNode):
         region=None,
         region_feather=0,
     ) -> io.NodeOutput:
-        check_sd15_model(model)  # every check runs before the model is rebuilt or anything is encoded
+        check_base_model(model)  # every check runs before the model is rebuilt or anything is encoded
         check_injection_settings(strength, start_percent, end_percent)
         check_reference_batches(reference_images, subject_mask)
         check_region(region, region_feather)

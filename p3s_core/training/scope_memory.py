@@ -23,8 +23,7 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
-from ..bases.sd15 import check_sd15_layout
-from ..bases.unet_sites import ATTENTIONS
+from ..bases.unet_sites import ATTENTIONS, injection_sites
 from ..model.injection_layers import injection_parameter_count, resolve_injection_rank
 from ..model.shared_copy import SCOPES, attention_paths, lora_paths
 from ..model.subject_encoder import SubjectEncoder
@@ -41,7 +40,7 @@ def p3s_layer_parameters(unet: nn.Module, encoder_config: Mapping, injection_ran
     latent, inputs = int(encoder_config.get("latent_channels", 4)), int(unet.in_channels)
     hint_conv = latent * inputs + inputs
     rank = resolve_injection_rank(injection_rank)
-    injection = sum(len(ATTENTIONS) * injection_parameter_count(s.channels, rank) for s in check_sd15_layout(unet))
+    injection = sum(len(ATTENTIONS) * injection_parameter_count(s.channels, rank) for s in injection_sites(unet))
     return encoder + hint_conv + injection
 
 

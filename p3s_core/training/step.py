@@ -12,8 +12,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..bases.sd15 import LAST_CROSS_ATTENTION
-from ..bases.unet_sites import ATTENTIONS
+from ..bases.registry import base_named
+from ..bases.unet_sites import ATTENTIONS, last_layer_key, layer_key
 from ..model.injection_pass import injection_deltas, make_attention_probe, make_injection_patch, run_copy
 from ..model.p3s_model import P3SModel
 from .losses import attention_consistency_loss, ldm_loss, subject_weight
@@ -60,8 +60,9 @@ def step_losses(
     attention map) and the frozen U-Net with the injections (capturing its map). Pass ``maps``
     to keep those two maps (``"copy"``, ``"frozen"``: ``[B*H, N, T]`` probabilities).
     ``hint_rows``: the references whose hints the rows get (default: their own, ``rows``).
-    ``lac_layers``: ``last`` = L_ac at output block 11 [stated]; ``all`` = the mean over all
-    16 cross-attention layers (the paper's Table IV alternative) [reconstructed].
+    ``lac_layers``: ``last`` = L_ac at the base's last cross-attention layer (output block 11 in
+    SD1.5) [stated]; ``all`` = the mean over every cross-attention layer (16 in SD1.5, the paper's
+    Table IV alternative) [reconstructed].
     ``copy_net``: the copy's module over ``unet`` (:meth:`P3SModel.copy_module`), built if None.
     ``precision``: the dtype the U-Nets' inputs are cast to (:func:`training_precision`).
     ``background_loss_weight`` < 1 weights ``L_LDM`` outside the rows' subject masks by it
@@ -82,15 +83,16 @@ def step_losses(
     latent_masks = None if data.latent_masks is None else data.latent_masks[hint_rows]
     hint = p3s.encoder(data.tokens[hint_rows], data.mask_grids[hint_rows], data.latents[hint_rows], latent_masks)
     maps = {} if maps is None else maps
-    blocks = [LAST_CROSS_ATTENTION] if lac_layers == "last" else [(s.block, s.block_id) for s in p3s.sites]
+    last = last_cross_attention(p3s)
+    blocks = [last] if lac_layers == "last" else [layer_key(s) for s in p3s.sites]
     probe = {
-        "patches_replace": {"attn2": {b: make_attention_probe(maps, _map_name("copy", b)) for b in blocks}},
+        "patches_replace": {"attn2": {b: make_attention_probe(maps, _map_name("copy", b, last)) for b in blocks}},
         ATTENTION_OVERRIDE_KEY: attention_override,
     }
     captured = run_copy(p3s, x_in, t, context, hint, probe, base=unet, copy_net=copy_net)
     options = {
         "patches": {f"{a}_output_patch": [make_injection_patch(a, _STATE_KEY)] for a in ATTENTIONS},
-        "patches_replace": {"attn2": {b: make_attention_probe(maps, _map_name("frozen", b)) for b in blocks}},
+        "patches_replace": {"attn2": {b: make_attention_probe(maps, _map_name("frozen", b, last)) for b in blocks}},
         _STATE_KEY: {"deltas": injection_deltas(p3s, captured, 1.0), "rows": None},
         ATTENTION_OVERRIDE_KEY: attention_override,
     }
@@ -100,15 +102,21 @@ def step_losses(
         weight = subject_weight(data.latent_masks[rows], background_loss_weight)
     l_ldm = ldm_loss(noise_pred.float(), noise, weight)
     terms = [
-        attention_consistency_loss(maps[_map_name("copy", b)], maps[_map_name("frozen", b)], normalisation)
+        attention_consistency_loss(maps[_map_name("copy", b, last)], maps[_map_name("frozen", b, last)], normalisation)
         for b in blocks
     ]
     return l_ldm, torch.stack(terms).mean()
 
 
-def _map_name(model: str, block: tuple[str, int]) -> str:
-    """``copy`` / ``frozen`` for the last cross-attention layer, ``copy:input_1`` etc. for the others."""
-    return model if block == LAST_CROSS_ATTENTION else f"{model}:{block[0]}_{block[1]}"
+def last_cross_attention(p3s: P3SModel) -> tuple:
+    """The layer key of ``p3s``'s base's last cross-attention layer, the one ``L_ac`` compares [stated]."""
+    return last_layer_key(p3s.sites, base_named(p3s.base).LAST_CROSS_ATTENTION)
+
+
+def _map_name(model: str, layer: tuple, last: tuple) -> str:
+    """``copy`` / ``frozen`` for the last cross-attention layer, ``copy:input_1`` (``copy:input_4_1`` in a
+    deeper block) for the others."""
+    return model if layer == last else f"{model}:{'_'.join(str(part) for part in layer)}"
 
 
 def pick_hint_rows(rows: torch.Tensor, references: int, source: str, gen: torch.Generator) -> torch.Tensor:
