@@ -12,6 +12,7 @@ from types import ModuleType
 
 import comfy.model_management
 import comfy.model_patcher
+import comfy.model_sampling
 import comfy.patcher_extension
 import torch
 
@@ -34,6 +35,7 @@ from ..p3s_core.sampling.regions import (
     make_batch_check,
 )
 from ..p3s_core.selection.letterbox import letterbox_pixels
+from ..p3s_core.training.step import NUM_TIMESTEPS
 from ..p3s_core.validation import finite, window
 from .p3s_placement import P3SModelPatcher, base_compute_dtype, place_for_base
 
@@ -46,6 +48,47 @@ def check_base_model(model: comfy.model_patcher.ModelPatcher) -> ModuleType:
     base = base_for_model(model)
     base.check_layout(model.model.diffusion_model)
     return base
+
+
+def check_trainable_sampling(model: comfy.model_patcher.ModelPatcher) -> None:
+    """A ``P3SInputError`` unless the MODEL's ``model_sampling`` is what the training step assumes:
+    eps-prediction over ComfyUI's 1000 discrete training sigmas (SD1.5 and SDXL base checkpoints).
+
+    The step's noisy input ``(x0 + sigma n) / sqrt(sigma^2 + 1)`` and noise target are
+    ``comfy.model_sampling.EPS``'s; a v-prediction, x0 or flow checkpoint (or a Model Sampling node
+    that makes it one) would be trained against the wrong target (our addition).
+    """
+    sampling = model.get_model_object("model_sampling")
+    eps = comfy.model_sampling.EPS
+    same = all(
+        getattr(type(sampling), name, None) is getattr(eps, name) for name in ("calculate_input", "calculate_denoised")
+    )
+    sigmas = getattr(sampling, "sigmas", None)
+    if not same or sigmas is None or sigmas.shape[0] != NUM_TIMESTEPS:
+        raise P3SInputError(
+            f"P3S Fine-tune trains eps-prediction models over {NUM_TIMESTEPS} discrete noise levels (SD1.5, SDXL "
+            f"base); this MODEL samples with {type(sampling).__name__}. Use a standard eps checkpoint (not a "
+            "v-prediction, EDM or flow one) and no Model Sampling node before the Fine-tune."
+        )
+
+
+def text_conditioning(
+    clip, model: comfy.model_patcher.ModelPatcher, texts: list[str], latent_size: tuple[int, int], pixels: int
+) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+    """Each text's context ``[1, T, C]`` and, for a MODEL with an ADM input (SDXL), its ``y`` ``[len, A]``.
+
+    ``y`` is ComfyUI's own (the model's ``encode_adm`` on the pooled output, at the latents' pixel
+    size as ComfyUI's sampler gives it); None for a MODEL without one (SD1.5).
+    """
+    if not getattr(model.model, "adm_channels", 0):
+        return [clip.encode_from_tokens(clip.tokenize(t)) for t in texts], None
+    height, width = (side * pixels for side in latent_size)
+    contexts, ys = [], []
+    for text in texts:
+        context, pooled = clip.encode_from_tokens(clip.tokenize(text), return_pooled=True)
+        contexts.append(context)
+        ys.append(model.model.encode_adm(pooled_output=pooled, width=width, height=height).float().cpu())
+    return contexts, torch.cat(ys)
 
 
 def base_diffusion_state_dict(model: comfy.model_patcher.ModelPatcher) -> dict[str, torch.Tensor]:

@@ -238,7 +238,8 @@ def _prior_loss(p3s, unet, sigmas, data: TrainingData, count: int, gen, settings
     classes = torch.randint(data.prior_latents.shape[0], (count,), generator=gen)
     hint_rows = torch.randint(data.latents.shape[0], (count,), generator=gen)
     noise, timesteps, drop = draw_step(data.prior_latents[classes].shape, settings.dropout, gen)
-    targets = (data.prior_latents[classes], data.prior_contexts[classes])
+    prior_ys = None if data.prior_ys is None else data.prior_ys[classes]
+    targets = (data.prior_latents[classes], data.prior_contexts[classes], prior_ys)
     with precision.context(data.latents.device):
         l_prior, _ = step_losses(
             p3s,

@@ -52,7 +52,7 @@ def step_losses(
     copy_net: nn.Module | None = None,
     precision: TrainingPrecision | None = None,
     background_loss_weight: float = 1.0,
-    targets: tuple[torch.Tensor, torch.Tensor] | None = None,
+    targets: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(L_LDM, L_ac)`` for one batch (float32); the caller combines them.
 
@@ -67,16 +67,25 @@ def step_losses(
     ``precision``: the dtype the U-Nets' inputs are cast to (:func:`training_precision`).
     ``background_loss_weight`` < 1 weights ``L_LDM`` outside the rows' subject masks by it
     (:func:`.losses.subject_weight`, our addition); 1 = the paper's loss.
-    ``targets``: ``(latents, contexts)`` to denoise instead of the references' ``rows`` (prior
+    ``targets``: ``(latents, contexts, ys)`` to denoise instead of the references' ``rows`` (prior
     preservation's class images; the hints still come from ``hint_rows``, no subject weighting).
+    The ADM input ``y`` (SDXL) is the rows' own, the empty prompt's where dropped, the same for the
+    copy and the frozen U-Net; None on SD1.5.
     """
     device = data.latents.device
-    x0, row_contexts = targets if targets is not None else (data.latents[rows], data.contexts[rows])
+    if targets is not None:
+        x0, row_contexts, row_ys = targets
+    else:
+        x0, row_contexts = data.latents[rows], data.contexts[rows]
+        row_ys = None if data.ys is None else data.ys[rows]
     noise, timesteps = noise.to(device), timesteps.to(device)
     sigma = sigmas[timesteps].view(-1, 1, 1, 1)
     cast = precision.inputs if precision is not None else (lambda tensor: tensor)
     x_in = cast((x0 + sigma * noise) / torch.sqrt(sigma**2 + 1.0))
     context = cast(torch.where(drop.to(device).view(-1, 1, 1), data.uncond.expand_as(row_contexts), row_contexts))
+    y = None
+    if row_ys is not None:
+        y = cast(torch.where(drop.to(device).view(-1, 1), data.uncond_y.expand_as(row_ys), row_ys))
     t = timesteps.float()
 
     hint_rows = rows if hint_rows is None else hint_rows
@@ -89,14 +98,14 @@ def step_losses(
         "patches_replace": {"attn2": {b: make_attention_probe(maps, _map_name("copy", b, last)) for b in blocks}},
         ATTENTION_OVERRIDE_KEY: attention_override,
     }
-    captured = run_copy(p3s, x_in, t, context, hint, probe, base=unet, copy_net=copy_net)
+    captured = run_copy(p3s, x_in, t, context, hint, probe, base=unet, copy_net=copy_net, y=y)
     options = {
         "patches": {f"{a}_output_patch": [make_injection_patch(a, _STATE_KEY)] for a in ATTENTIONS},
         "patches_replace": {"attn2": {b: make_attention_probe(maps, _map_name("frozen", b, last)) for b in blocks}},
         _STATE_KEY: {"deltas": injection_deltas(p3s, captured, 1.0), "rows": None},
         ATTENTION_OVERRIDE_KEY: attention_override,
     }
-    noise_pred = unet(x_in, t, context=context, transformer_options=options)
+    noise_pred = unet(x_in, t, context=context, y=y, transformer_options=options)
     weight = None
     if background_loss_weight != 1.0 and targets is None:
         weight = subject_weight(data.latent_masks[rows], background_loss_weight)

@@ -19,6 +19,7 @@ model_file = import_pack_module("p3s_core.model.model_file")
 errors = import_pack_module("p3s_core.errors")
 
 DEPTH = 2
+POOLED = 32
 
 
 @pytest.fixture(scope="module")
@@ -133,3 +134,44 @@ def test_a_file_saved_on_sdxl_records_it_and_each_base_refuses_the_others(xl, ba
     assert info.base == "sd15" and info.config["architecture"] == "p3s-sd15"
     with pytest.raises(errors.P3SInputError, match=r"trained on an SD1\.5 base \(p3s-sd15\).*MODEL is SDXL"):
         patching.p3s_model_from_file(xl, tensors, info.config)
+
+
+@pytest.mark.parametrize("lac_layers", ["last", "all"])
+def test_a_training_step_on_sdxl_passes_y_and_compares_the_last_transformer_block(xl, lac_layers):
+    step = import_pack_module("p3s_core.training.step")
+    settings = import_pack_module("p3s_core.training.settings")
+    p3s = patching.new_p3s_model(xl, ENCODER, "injection")
+    randomise_injection(p3s)
+    gen = torch.Generator().manual_seed(4)
+    y_width = POOLED + 6 * 256
+    data = settings.TrainingData(
+        latents=torch.randn(2, 4, 8, 8, generator=gen),
+        tokens=torch.randn(2, 17, 16, generator=gen),
+        mask_grids=torch.ones(2, 4, 4),
+        contexts=torch.randn(2, 7, 64, generator=gen),
+        uncond=torch.randn(1, 7, 64, generator=gen),
+        ys=torch.randn(2, y_width, generator=gen),
+        uncond_y=torch.randn(1, y_width, generator=gen),
+    )
+    seen: list[torch.Tensor] = []
+    unet = xl.model.diffusion_model
+    handle = unet.register_forward_pre_hook(lambda _m, _a, kwargs: seen.append(kwargs["y"]), with_kwargs=True)
+    maps: dict[str, torch.Tensor] = {}
+    sigmas = xl.get_model_object("model_sampling").sigmas
+    drop = torch.tensor([False, True])
+    try:
+        l_ldm, l_ac = step.step_losses(
+            p3s, unet, sigmas, data, torch.tensor([0, 1]), torch.randn(2, 4, 8, 8, generator=gen),
+            torch.tensor([100, 700]), drop, maps=maps, lac_layers=lac_layers,
+        )  # fmt: skip
+    finally:
+        handle.remove()
+    assert torch.isfinite(l_ldm) and torch.isfinite(l_ac)
+    assert len(seen) == 2, "the copy's pass (injection scope: the base U-Net) and the frozen pass"
+    for y in seen:  # the dropped row gets the empty prompt's y, the other its own
+        assert torch.equal(y[0], data.ys[0]) and torch.equal(y[1], data.uncond_y[0])
+    assert step.last_cross_attention(p3s) == ("output", 5, DEPTH - 1)
+    assert maps["frozen"].shape[1] == 4 * 4, "output 5 is at half the latent's side"
+    if lac_layers == "all":
+        assert {"copy:input_4_0", "copy:input_4_1", "copy:middle_0_1", "copy:output_5_0"} <= set(maps)
+        assert len(maps) == 2 * len(p3s.sites)
