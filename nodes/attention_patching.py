@@ -65,7 +65,8 @@ def attach_attention_capture(
     block = recorder.settings.block
     patched = model.clone()
     replace = patched.model_options["transformer_options"].get("patches_replace", {}).get("attn2", {})
-    previous = replace.get((*block, 0), replace.get(block))
+    exact = block if len(block) == 3 else (*block, 0)  # ComfyUI looks up (block, id, index) first
+    previous = replace.get(exact, replace.get(block[:2]))
     patched.set_model_attn2_replace(make_attn2_capture(recorder, "frozen", _attention_now, previous), *block)
     options = patched.model_options["transformer_options"]  # a fresh dict after set_model_attn2_replace
     for_copy = dict(options.get(COPY_PATCHES_REPLACE_KEY, {}))

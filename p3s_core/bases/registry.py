@@ -21,6 +21,11 @@ DEFAULT_BASE = sd15.NAME
 _COMFY_CONFIG_MODULE = "comfy.supported_models"
 
 
+def attention_map_layers() -> list[str]:
+    """Every base's Attention Maps layers, SD1.5's first (ComfyUI block keys mean the same block in each)."""
+    return list(dict.fromkeys(layer for base in BASE_MODULES for layer in base.ATTENTION_MAP_LAYERS))
+
+
 def supported_names() -> str:
     """``SD1.5, SDXL``: the supported bases as messages name them."""
     return ", ".join(b.DISPLAY_NAME for b in BASE_MODULES)
