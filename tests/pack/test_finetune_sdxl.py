@@ -40,12 +40,12 @@ def p3s_folder(tmp_path, monkeypatch):
     return tmp_path
 
 
-def run(model, save_name: str = "", epochs: int = 2, scope: str = "injection"):
+def run(model, save_name: str = "", epochs: int = 2, scope: str = "injection", **extra):
     images, mask = references()
     with torch.inference_mode():  # as ComfyUI executes every node
         return node.P3SFineTune.execute(
             model, StandinSdxlClip(), StandinVae(), StandinClipVision(), images, mask,
-            "a photo of sks disc", epochs, 1e-3, 0.1, 0.1, 64, 1, 3, "auto", scope, False, save_name, False,
+            "a photo of sks disc", epochs, 1e-3, 0.1, 0.1, 64, 1, 3, "auto", scope, False, save_name, False, **extra,
         )  # fmt: skip
 
 
@@ -68,6 +68,24 @@ def test_finetune_on_sdxl_passes_y_and_saves_an_sdxl_model(p3s_folder):
     tensors, info = model_file.load_p3s_model(p3s_folder / "xl" / "disc.safetensors", expected_base=None)
     assert info.base == "sdxl" and info.config["architecture"] == "p3s-sdxl"
     assert "injection.output_5_1.attn2.weight" in tensors
+
+
+def test_prior_preservation_on_sdxl_gives_the_class_images_the_class_prompts_y():
+    model = tiny_sdxl_patcher(seed=0)
+    ys: list[torch.Tensor] = []
+    handle = model.model.diffusion_model.register_forward_pre_hook(
+        lambda _m, _args, kwargs: ys.append(kwargs["y"]), with_kwargs=True
+    )
+    given = torch.rand(2, 48, 48, 3, generator=torch.Generator().manual_seed(2))
+    try:
+        prior = {"prior_loss_weight": 0.5, "class_images": given, "class_prompt": "a disc"}
+        out = run(model, epochs=1, attention_word="sks", **prior)
+    finally:
+        handle.remove()
+    assert not out.result[0].injection_is_zero()
+    width = POOLED + 6 * 256
+    assert ys and all(y.shape[-1] == width for y in ys)
+    assert len({tuple(y[0, :POOLED].tolist()) for y in ys}) >= 2, "the caption's and the class prompt's pooled text"
 
 
 def test_finetune_refuses_a_model_that_is_not_eps_prediction():
