@@ -13,6 +13,7 @@ import folder_paths
 import torch
 from comfy_api.latest import io
 
+from ..p3s_core.bases.registry import BASE_MODULES, DEFAULT_BASE, base_named
 from ..p3s_core.errors import P3SInputError
 from ..p3s_core.inspection.attention_maps import TokenGroup
 from ..p3s_core.inspection.loss_plot import plot_losses
@@ -134,7 +135,14 @@ class P3SFineTune(io.ComfyNode):
                 io.Float.Input(
                     "dropout", default=0.1, min=0.0, max=1.0, step=0.01, tooltip="Share of steps with empty text."
                 ),
-                io.Int.Input("resolution", default=512, min=64, max=2048, step=8, tooltip="Longer image side."),
+                io.Int.Input(
+                    "resolution",
+                    default=base_named(DEFAULT_BASE).DEFAULT_RESOLUTION,
+                    min=64,
+                    max=2048,
+                    step=8,
+                    tooltip=f"Longer image side; the bases were trained at {_base_resolutions()}.",
+                ),
                 io.Int.Input("batch_size", default=1, min=1, max=16, tooltip="Images per optimiser step."),
                 io.Int.Input("seed", default=0, min=0, max=2**31 - 1, tooltip="Same seed, same model."),
                 io.Combo.Input(
@@ -451,6 +459,11 @@ def _with_prior(data, model, clip, vae, class_text, class_condition, given, coun
         release_sampler_memory()
     context, y = class_condition
     return with_class_images(data, latents, context, y)
+
+
+def _base_resolutions() -> str:
+    """``512 (SD1.5), 1024 (SDXL)``: each base's training size, as the tooltip shows it."""
+    return ", ".join(f"{b.DEFAULT_RESOLUTION} ({b.DISPLAY_NAME})" for b in BASE_MODULES)
 
 
 def _auto_rates() -> str:
