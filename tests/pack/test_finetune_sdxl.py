@@ -70,6 +70,17 @@ def test_finetune_on_sdxl_passes_y_and_saves_an_sdxl_model(p3s_folder):
     assert "injection.output_5_1.attn2.weight" in tensors
 
 
+def test_an_sdxl_checkpoint_records_its_base_and_resumes_exactly(p3s_folder):
+    whole = run(tiny_sdxl_patcher(seed=0), "xl.safetensors", epochs=2, save_every=1).result[0]
+    model_file = pack_core(node).model.model_file
+    tensors, info = model_file.load_p3s_model(p3s_folder / "xl_e0001.safetensors", expected_base=None)
+    assert info.base == "sdxl" and info.resume == {"epoch": 1}
+    checkpoint = model_file.P3SModelFile(tensors, info, name="xl_e0001.safetensors")
+    resumed = run(tiny_sdxl_patcher(seed=0), "", epochs=2, continue_from=checkpoint).result[0]
+    for key, value in whole.state_dict().items():
+        assert torch.equal(resumed.state_dict()[key], value), key
+
+
 def test_prior_preservation_on_sdxl_gives_the_class_images_the_class_prompts_y():
     model = tiny_sdxl_patcher(seed=0)
     ys: list[torch.Tensor] = []

@@ -175,3 +175,16 @@ def test_a_training_step_on_sdxl_passes_y_and_compares_the_last_transformer_bloc
     if lac_layers == "all":
         assert {"copy:input_4_0", "copy:input_4_1", "copy:middle_0_1", "copy:output_5_0"} <= set(maps)
         assert len(maps) == 2 * len(p3s.sites)
+
+
+def test_a_region_on_sdxl_weights_every_site_at_its_own_grid(xl, xl_plain):
+    p3s = patching.new_p3s_model(xl, ENCODER, "injection")
+    randomise_injection(p3s)
+    hint = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(5))
+    whole = sample(patching.apply_p3s(xl, p3s, hint))
+    everywhere = torch.ones(1, 64, 64)  # image pixels: 8 per latent pixel, as SDXL's VAE
+    assert torch.equal(sample(patching.apply_p3s(xl, p3s, hint, region=everywhere)), whole)
+    left = torch.zeros(1, 64, 64)
+    left[:, :, :32] = 1.0
+    in_left = sample(patching.apply_p3s(xl, p3s, hint, region=left))
+    assert (in_left - whole).abs().max() > 1e-4 and (in_left - xl_plain).abs().max() > 1e-4
