@@ -103,7 +103,7 @@ class P3SFineTune(io.ComfyNode):
             "gamma 0.1, 10% condition dropout, about 6 minutes on an RTX 3090). Cancel stops within one step "
             "and writes nothing.",
             inputs=[
-                io.Model.Input("model", tooltip="The SD1.5 base model (stays frozen)."),
+                io.Model.Input("model", tooltip="The SD1.5 or SDXL base model (stays frozen)."),
                 io.Clip.Input("clip", tooltip="The base model's CLIP text encoder (frozen)."),
                 io.Vae.Input("vae", tooltip="The base model's VAE (frozen)."),
                 io.ClipVision.Input("clip_vision", tooltip="CLIP ViT-L/14 vision model read by the subject encoder."),

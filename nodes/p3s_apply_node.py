@@ -28,12 +28,14 @@ class P3SApply(io.ComfyNode):
             node_id="P3SApply",
             display_name="P3S Apply",
             category=CATEGORY_APPLY,
-            description="Apply a P3S model to an SD1.5 MODEL: the copy sees the noisy latent plus the "
+            description="Apply a P3S model to an SD1.5 or SDXL MODEL: the copy sees the noisy latent plus the "
             "reference hint and its self/cross-attention outputs are added to the model's at every "
             "transformer block, scaled by strength x schedule. Composes with LoRAs, ControlNets and "
             "other patches; the input MODEL is not changed.",
             inputs=[
-                io.Model.Input("model", tooltip="The SD1.5 MODEL to patch (it is not changed; the output is a copy)."),
+                io.Model.Input(
+                    "model", tooltip="The SD1.5 or SDXL MODEL to patch (it is not changed; the output is a copy)."
+                ),
                 P3SModelType.Input("p3s_model", tooltip="The subject model from P3S Fine-tune, Loader or Init."),
                 io.Image.Input("reference_images", tooltip="The cleaned (inpainted) reference images."),
                 io.Mask.Input("subject_mask", tooltip="One subject mask per reference image (or one for all)."),

@@ -53,3 +53,20 @@ def test_maps_node_on_sdxl_maps_the_last_transformer_block_of_the_chosen_block()
     errors = pack_core(nodes).errors
     with pytest.raises(errors.P3SInputError, match=r"SDXL has no cross-attention layer 'output_11'.*output_5\)"):
         nodes.P3SAttentionMaps.execute(xl, TokenizerClip(), "a photo of sks dog", "sks", "output_11", "mean", 64)
+
+
+def test_an_sdxl_clip_gives_the_same_word_columns_as_its_clip_l():
+    import comfy.sdxl_clip
+
+    patching = import_pack_module("nodes.attention_patching")
+
+    class SdxlTokenizerClip:
+        tokenizer = comfy.sdxl_clip.SDXLTokenizer()
+
+        def tokenize(self, text: str) -> dict:
+            return self.tokenizer.tokenize_with_weights(text)
+
+    prompt, words = "a photo of sks dog on a beach", ["sks", "dog"]
+    groups = patching.word_groups(SdxlTokenizerClip(), prompt, words)
+    assert groups == patching.word_groups(TokenizerClip(), prompt, words)
+    assert [g.columns for g in groups] == [(4,), (5,)]
