@@ -24,7 +24,8 @@ ARCHITECTURE = "p3s-sdxl"
 MODELSPEC_ARCHITECTURE = "stable-diffusion-xl-v1-base"
 """The base part of the file's ``modelspec.architecture`` (the model-spec name of SDXL 1.0 base)."""
 COMFY_MODEL_CONFIG = "SDXL"
-"""The ``comfy.supported_models`` class (or a subclass: SSD-1B, Vega) ComfyUI builds for this base."""
+"""The ``comfy.supported_models`` class (or a subclass) ComfyUI builds for this base; distilled subclasses
+without SDXL's blocks (SSD-1B has no middle transformer) are refused by :func:`check_layout`."""
 EXAMPLE_CHECKPOINT = "sd_xl_base_1.0"
 """A checkpoint named in messages."""
 
@@ -39,8 +40,8 @@ DEFAULT_RESOLUTION = 1024
 LATENT_FORMAT = "SDXL"
 """ComfyUI's ``latent_formats`` class (scale 0.13025); the pack reads the MODEL's own."""
 
-# The blocks that hold transformer blocks in SDXL 1.0 (and in SSD-1B and Vega, which keep the
-# layout with fewer blocks per site): input 4,5,7,8; middle 0; output 0..5.
+# The blocks that hold transformer blocks in SDXL 1.0: input 4,5,7,8; middle 0; output 0..5 (depth
+# 2 at the middle level, 10 at the deepest; any depth is accepted, the sites are read from the U-Net).
 TRANSFORMER_BLOCKS = (
     *(("input", i) for i in (4, 5, 7, 8)),
     ("middle", 0),

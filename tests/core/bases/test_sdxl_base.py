@@ -188,3 +188,18 @@ def test_a_region_on_sdxl_weights_every_site_at_its_own_grid(xl, xl_plain):
     left[:, :, :32] = 1.0
     in_left = sample(patching.apply_p3s(xl, p3s, hint, region=left))
     assert (in_left - whole).abs().max() > 1e-4 and (in_left - xl_plain).abs().max() > 1e-4
+
+
+def test_an_sdxl_subclass_without_sdxls_blocks_is_refused_by_the_layout_check():
+    import comfy.model_patcher
+    import comfy.supported_models
+
+    from devtools.tiny_models import sdxl_unet_config
+
+    config = {**sdxl_unet_config(), "transformer_depth_middle": -1}  # SSD-1B's: no middle transformer
+    patcher = comfy.model_patcher.ModelPatcher(
+        comfy.supported_models.SSD1B(config).get_model({}), torch.device("cpu"), torch.device("cpu")
+    )
+    assert registry.base_for_model(patcher) is sdxl
+    with pytest.raises(errors.P3SInputError, match=r"input 4,5,7,8, middle 0, output 0\.\.5"):
+        patching.check_base_model(patcher)
