@@ -1,4 +1,5 @@
-"""The P3S model: the trainable copy of the U-Net, hint ZeroConv, subject encoder, 32 injection layers.
+"""The P3S model: the trainable copy of the U-Net, hint ZeroConv, subject encoder, injection layers
+(one for attn1 and one for attn2 of every transformer block: 32 on SD1.5).
 
 [stated] "a trainable copy of U-Net"; "we add the hidden states both in self and cross
 attention layers to the original model through a zero convolution".

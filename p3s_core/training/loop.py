@@ -35,7 +35,8 @@ Options measured in the toy world (docs/toy_world.md) [our additions]:
   ``lr``).
 * ``low_rank_lr_scale``: low-rank injection layers learn at that rate times this (default 3,
   :data:`..model.injection_layers.LOW_RANK_LR_SCALE`; 1 = the same as full layers).
-* ``lac_layers``: ``last`` (output block 11, [stated]) or ``all`` 16 cross-attention layers.
+* ``lac_layers``: ``last`` (the base's last cross-attention layer, SD1.5's output block 11, [stated])
+  or ``all`` cross-attention layers (16 on SD1.5).
 * ``background_loss_weight``: ``L_LDM`` outside the subject mask weighs this much (1 = the
   paper's loss), so that what is left of look-alikes and backgrounds is learned less.
 * ``prior_loss_weight`` (DreamBooth's prior preservation): above 0, each step also denoises as

@@ -9,7 +9,9 @@ The estimate of a training run of a scope, in bytes:
   :data:`ACTIVATION_BYTES_PER_LATENT_PIXEL` per latent pixel and image for SD1.5 in 16-bit
   autocast (twice that in float32, a quarter with gradient checkpointing). This coefficient is
   an estimate for 512 px (4096 latent pixels: about 8 GB for both passes), not a measurement on
-  every attention backend; a margin of :data:`MARGIN` is added on top.
+  every attention backend; a margin of :data:`MARGIN` is added on top. SDXL uses the same
+  coefficient, which is not measured there (its deep blocks keep more per latent pixel, so
+  ``auto`` may pick a scope that does not fit; the Fine-tune then says what to lower).
 
 The frozen base U-Net's weights are counted only when they are not on the device yet. ``auto``
 picks the first scope of :data:`~.shared_copy.SCOPES` (richest first) whose estimate fits the

@@ -56,7 +56,7 @@ def step_losses(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(L_LDM, L_ac)`` for one batch (float32); the caller combines them.
 
-    Runs the encoder (hint), the copy (capturing its attention outputs and its output-11
+    Runs the encoder (hint), the copy (capturing its attention outputs and its last-layer
     attention map) and the frozen U-Net with the injections (capturing its map). Pass ``maps``
     to keep those two maps (``"copy"``, ``"frozen"``: ``[B*H, N, T]`` probabilities).
     ``hint_rows``: the references whose hints the rows get (default: their own, ``rows``).
