@@ -1,9 +1,10 @@
-"""Small ComfyUI models with SD1.5's block layout, for tests and benchmarks (no weights needed).
+"""Small ComfyUI models with SD1.5's (and SDXL's) block layout, for tests and benchmarks (no weights needed).
 
 ``tiny_sd15_patcher`` builds ``comfy.supported_models.SD15(unet_config).get_model({})`` with
 SD1.5's layout (transformer blocks at input 1,2,4,5,7,8, middle 0, output 3..11, depth 1)
 and small channels, then initialises every parameter from a seeded generator, because
-ComfyUI's ops skip initialisation. Call ``devtools.comfy_inprocess.import_comfy()`` first.
+ComfyUI's ops skip initialisation; ``tiny_sdxl_patcher`` does the same with SDXL's classes.
+Call ``devtools.comfy_inprocess.import_comfy()`` first.
 """
 
 from __future__ import annotations
@@ -34,6 +35,39 @@ def sd15_unet_config(model_channels: int = 32, context_dim: int = 32, num_heads:
         "num_heads": num_heads,
         "num_head_channels": -1,
         "transformer_depth_output": [1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0],
+        "use_temporal_resblock": False,
+        "use_temporal_attention": False,
+    }
+
+
+SDXL_SIZE_EMBEDDINGS = 6 * 256
+"""The six size embeddings (height, width, crops, target size) ComfyUI's SDXL ``encode_adm`` adds to the pooled text."""
+
+
+def sdxl_unet_config(
+    model_channels: int = 32, context_dim: int = 64, pooled_dim: int = 32, depth: int = 2, head_channels: int = 16
+) -> dict:
+    """An SDXL ``unet_config`` (as ComfyUI's detection builds it: three levels, transformer blocks of
+    ``depth`` at the two deeper ones, linear projections, an ADM input) with chosen widths."""
+    return {
+        "use_checkpoint": False,
+        "image_size": 32,
+        "out_channels": 4,
+        "use_spatial_transformer": True,
+        "legacy": False,
+        "num_classes": "sequential",
+        "adm_in_channels": pooled_dim + SDXL_SIZE_EMBEDDINGS,
+        "in_channels": 4,
+        "model_channels": model_channels,
+        "num_res_blocks": [2, 2, 2],
+        "transformer_depth": [0, 0, depth, depth, depth, depth],
+        "channel_mult": [1, 2, 4],
+        "transformer_depth_middle": depth,
+        "use_linear_in_transformer": True,
+        "context_dim": context_dim,
+        "num_heads": -1,
+        "num_head_channels": head_channels,
+        "transformer_depth_output": [0, 0, 0, depth, depth, depth, depth, depth, depth],
         "use_temporal_resblock": False,
         "use_temporal_attention": False,
     }
@@ -71,6 +105,35 @@ def tiny_sd15_patcher(
     config["dtype"] = dtype
     model_config = comfy.supported_models.SD15(config)
     model_config.set_inference_dtype(dtype, manual_cast_dtype)
+    model = model_config.get_model({})
+    init_parameters(model.diffusion_model, seed)
+    model.diffusion_model.to(dtype)
+    device = comfy.model_management.get_torch_device()
+    return comfy.model_patcher.ModelPatcher(model, load_device=device, offload_device=device)
+
+
+def tiny_sdxl_patcher(
+    model_channels: int = 32,
+    context_dim: int = 64,
+    pooled_dim: int = 32,
+    depth: int = 2,
+    seed: int = 0,
+    dtype: torch.dtype = torch.float32,
+):
+    """A ``ModelPatcher`` over a randomly initialised SDXL-shaped model on the CPU.
+
+    ComfyUI's own ``supported_models.SDXL`` and ``model_base.SDXL`` (so its ``encode_adm`` makes
+    ``y`` from a conditioning's ``pooled_output`` of ``pooled_dim`` and the size embeddings), with
+    transformer blocks of ``depth`` > 1 and a context wider than the tiny SD1.5 model's.
+    """
+    import comfy.model_management
+    import comfy.model_patcher
+    import comfy.supported_models
+
+    config = sdxl_unet_config(model_channels, context_dim, pooled_dim, depth)
+    config["dtype"] = dtype
+    model_config = comfy.supported_models.SDXL(config)
+    model_config.set_inference_dtype(dtype, None)
     model = model_config.get_model({})
     init_parameters(model.diffusion_model, seed)
     model.diffusion_model.to(dtype)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 from comfy_api.latest import io, ui
 
-from ..p3s_core.bases.sd15 import ATTENTION_MAP_LAYERS
+from ..p3s_core.bases.registry import attention_map_layers
+from ..p3s_core.bases.unet_sites import last_layer_key
 from ..p3s_core.errors import P3SInputError
 from ..p3s_core.inspection.attention_maps import DEFAULT_BLOCK, DEFAULT_MAX_SIDE, AttentionRecorder, CaptureSettings
 from ..p3s_core.inspection.attention_overlay import attention_overlays, label_images, parse_step_items
@@ -14,9 +15,10 @@ from ..p3s_core.inspection.tokens import parse_words
 from ..p3s_core.training.losses import NORMALISATIONS
 from ..p3s_core.validation import MAX_PROMPT_CHARS, MAX_WORDS_CHARS, text_length
 from .attention_patching import attach_attention_capture, word_groups
+from .p3s_patching import check_base_model
 from .types import CATEGORY_INSPECT, P3SAttentionType
 
-LAYERS = ATTENTION_MAP_LAYERS
+LAYERS = attention_map_layers()
 PLOT_WIDTH, PLOT_HEIGHT = 512, 320
 
 
@@ -34,7 +36,8 @@ class P3SAttentionMaps(io.ComfyNode):
             "attention output to P3S Attention Overlays. The sampled image does not change.",
             inputs=[
                 io.Model.Input(
-                    "model", tooltip="A plain SD1.5 MODEL or one from P3S Apply (then the copy is mapped too)."
+                    "model",
+                    tooltip="A plain SD1.5 or SDXL MODEL, or one from P3S Apply (then the copy is mapped too).",
                 ),
                 io.Clip.Input("clip", tooltip="The CLIP that encodes the positive prompt (to find the words' tokens)."),
                 io.String.Input(
@@ -50,7 +53,8 @@ class P3SAttentionMaps(io.ComfyNode):
                     "layer",
                     options=LAYERS,
                     default=f"{DEFAULT_BLOCK[0]}_{DEFAULT_BLOCK[1]}",
-                    tooltip="Cross-attention layer; output_11 is the last one, the layer L_ac uses.",
+                    tooltip="Cross-attention layer (a ComfyUI block; in a block of several transformer blocks, its "
+                    "last). The last one, the layer L_ac uses: output_11 on SD1.5, output_5 on SDXL.",
                 ),
                 io.Combo.Input(
                     "normalisation",
@@ -77,12 +81,28 @@ class P3SAttentionMaps(io.ComfyNode):
         text_length("prompt", prompt, MAX_PROMPT_CHARS)
         names = parse_words(text_length("words", words, MAX_WORDS_CHARS))
         groups = word_groups(clip, prompt, names)
-        name, _, number = layer.rpartition("_")
         settings = CaptureSettings(
-            block=(name, int(number)), groups=groups, max_side=max_side, normalisation=normalisation
+            block=capture_layer(model, layer), groups=groups, max_side=max_side, normalisation=normalisation
         )
         recorder = AttentionRecorder(settings)
         return io.NodeOutput(attach_attention_capture(model, recorder), recorder)
+
+
+def capture_layer(model, layer: str) -> tuple:
+    """The attn2 layer key of ``layer`` (a block key, ``output_11``) on the MODEL's base: ``(block, id)``, or
+    ``(block, id, index)`` of the block's last transformer block where it holds several (SDXL).
+
+    A layer the base does not have is refused with the base's layers (our addition).
+    """
+    base = check_base_model(model)
+    if layer not in base.ATTENTION_MAP_LAYERS:
+        raise P3SInputError(
+            f"{base.DISPLAY_NAME} has no cross-attention layer {layer!r}: choose one of "
+            f"{', '.join(base.ATTENTION_MAP_LAYERS)} (the last, the layer L_ac uses: "
+            f"{'_'.join(map(str, base.LAST_CROSS_ATTENTION))})."
+        )
+    name, _, number = layer.rpartition("_")
+    return last_layer_key(base.check_layout(model.model.diffusion_model), (name, int(number)))
 
 
 class P3SAttentionOverlays(io.ComfyNode):
@@ -119,7 +139,7 @@ class P3SAttentionOverlays(io.ComfyNode):
         if attention.maps("frozen") is None:
             raise P3SInputError(
                 "No attention maps were captured: sample with the MODEL from P3S Attention Maps before this node, "
-                "with an SD1.5 model that has the chosen layer."
+                "with an SD1.5 or SDXL model that has the chosen layer."
             )
         items = parse_step_items(steps, attention.num_steps)
         outputs: dict[str, list[torch.Tensor]] = {"frozen": [], "copy": [], "difference": []}

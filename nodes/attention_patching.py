@@ -23,10 +23,17 @@ WRAPPER_KEY_PREFIX = "p3s_attention"
 
 
 def _clip_l_ids(clip, text: str) -> list[list]:
+    """The CLIP-L token ids per chunk. SDXL's CLIP adds a ``g`` encoder whose chunks hold the same
+    columns (its context is both side by side in width), so ``l`` gives the columns of both."""
     tokens = clip.tokenize(text)
-    if not isinstance(tokens, dict) or "l" not in tokens or len(tokens) != 1:
+    if not isinstance(tokens, dict) or "l" not in tokens or not set(tokens) <= {"l", "g"}:
         kinds = sorted(tokens) if isinstance(tokens, dict) else type(tokens).__name__
-        raise P3SInputError(f"Attention maps need an SD1.5 CLIP (one 'l' text encoder); this CLIP has {kinds}.")
+        raise P3SInputError(
+            f"Attention maps need an SD1.5 or SDXL CLIP (an 'l' text encoder, with SDXL's 'g' beside it); "
+            f"this CLIP has {kinds}."
+        )
+    if "g" in tokens and [len(c) for c in tokens["g"]] != [len(c) for c in tokens["l"]]:
+        raise P3SInputError("This CLIP's 'l' and 'g' token chunks differ in length: its columns cannot be matched.")
     return [[tok[0] if isinstance(tok[0], int) else -1 for tok in chunk] for chunk in tokens["l"]]
 
 
@@ -65,7 +72,8 @@ def attach_attention_capture(
     block = recorder.settings.block
     patched = model.clone()
     replace = patched.model_options["transformer_options"].get("patches_replace", {}).get("attn2", {})
-    previous = replace.get((*block, 0), replace.get(block))
+    exact = block if len(block) == 3 else (*block, 0)  # ComfyUI looks up (block, id, index) first
+    previous = replace.get(exact, replace.get(block[:2]))
     patched.set_model_attn2_replace(make_attn2_capture(recorder, "frozen", _attention_now, previous), *block)
     options = patched.model_options["transformer_options"]  # a fresh dict after set_model_attn2_replace
     for_copy = dict(options.get(COPY_PATCHES_REPLACE_KEY, {}))

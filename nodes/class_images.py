@@ -13,6 +13,7 @@ import comfy.utils
 import torch
 from comfy_api.latest import io
 
+from ..p3s_core.bases.registry import base_for_model
 from ..p3s_core.training.prior_preservation import (
     CLASS_SAMPLE_CFG,
     CLASS_SAMPLE_STEPS,
@@ -84,7 +85,10 @@ def generated_class_latents(model, positive, negative, count: int, shape: tuple[
 
 def encoded_class_latents(images: torch.Tensor, vae, model, shape: tuple[int, int]) -> torch.Tensor:
     """The given class images, centre-cropped and resized to the references' size, as model-space latents."""
-    pixels = comfy.utils.common_upscale(images[..., :3].movedim(-1, 1), shape[1] * 8, shape[0] * 8, "area", "center")
+    scale = base_for_model(model).PIXELS_PER_LATENT
+    pixels = comfy.utils.common_upscale(
+        images[..., :3].movedim(-1, 1), shape[1] * scale, shape[0] * scale, "area", "center"
+    )
     return model.model.process_latent_in(vae.encode(pixels.movedim(1, -1).clamp(0, 1))).float().cpu()
 
 

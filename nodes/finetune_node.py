@@ -13,6 +13,7 @@ import folder_paths
 import torch
 from comfy_api.latest import io
 
+from ..p3s_core.bases.registry import BASE_MODULES, DEFAULT_BASE, base_named
 from ..p3s_core.errors import P3SInputError
 from ..p3s_core.inspection.attention_maps import TokenGroup
 from ..p3s_core.inspection.loss_plot import plot_losses
@@ -66,12 +67,14 @@ from .class_images import (
 from .framing_node import frame_inputs
 from .model_folder import P3S_FOLDER, register_p3s_folder
 from .p3s_patching import (
+    check_base_model,
     check_reference_batches,
-    check_sd15_model,
+    check_trainable_sampling,
     clip_token_width,
     new_p3s_model,
     p3s_model_from_file,
     reference_features,
+    text_conditioning,
 )
 from .p3s_placement import (
     base_compute_dtype,
@@ -100,7 +103,7 @@ class P3SFineTune(io.ComfyNode):
             "gamma 0.1, 10% condition dropout, about 6 minutes on an RTX 3090). Cancel stops within one step "
             "and writes nothing.",
             inputs=[
-                io.Model.Input("model", tooltip="The SD1.5 base model (stays frozen)."),
+                io.Model.Input("model", tooltip="The SD1.5 or SDXL base model (stays frozen)."),
                 io.Clip.Input("clip", tooltip="The base model's CLIP text encoder (frozen)."),
                 io.Vae.Input("vae", tooltip="The base model's VAE (frozen)."),
                 io.ClipVision.Input("clip_vision", tooltip="CLIP ViT-L/14 vision model read by the subject encoder."),
@@ -132,7 +135,14 @@ class P3SFineTune(io.ComfyNode):
                 io.Float.Input(
                     "dropout", default=0.1, min=0.0, max=1.0, step=0.01, tooltip="Share of steps with empty text."
                 ),
-                io.Int.Input("resolution", default=512, min=64, max=2048, step=8, tooltip="Longer image side."),
+                io.Int.Input(
+                    "resolution",
+                    default=base_named(DEFAULT_BASE).DEFAULT_RESOLUTION,
+                    min=64,
+                    max=2048,
+                    step=8,
+                    tooltip=f"Longer image side; the bases were trained at {_base_resolutions()}.",
+                ),
                 io.Int.Input("batch_size", default=1, min=1, max=16, tooltip="Images per optimiser step."),
                 io.Int.Input("seed", default=0, min=0, max=2**31 - 1, tooltip="Same seed, same model."),
                 io.Combo.Input(
@@ -281,7 +291,8 @@ class P3SFineTune(io.ComfyNode):
         class_image_count=DEFAULT_CLASS_IMAGES,
     ) -> io.NodeOutput:
         # Every check runs before anything is encoded or trained.
-        check_sd15_model(model)
+        base = check_base_model(model)
+        check_trainable_sampling(model)
         check_scope_choice(scope)
         lr_asked = check_lr_choice(lr)
         finite("lora_alpha", lora_alpha)
@@ -314,11 +325,20 @@ class P3SFineTune(io.ComfyNode):
             images, mask = resize_references(reference_images, subject_mask, resolution)
         tokens, grids, latents, latent_masks = reference_features(images, mask, vae, clip_vision, model)
         prompts = [*texts, "", *([class_text] if prior_on else [])]
-        contexts = match_token_lengths([clip.encode_from_tokens(clip.tokenize(t)) for t in prompts])
+        contexts, ys = text_conditioning(clip, model, prompts, tuple(latents.shape[-2:]), base.PIXELS_PER_LATENT)
+        contexts = match_token_lengths(contexts)
+        r = len(texts)
         data = TrainingData(
-            latents, tokens, grids, torch.cat(contexts[: len(texts)]), contexts[len(texts)], latent_masks
+            latents,
+            tokens,
+            grids,
+            torch.cat(contexts[:r]),
+            contexts[r],
+            latent_masks,
+            ys=None if ys is None else ys[:r],
+            uncond_y=None if ys is None else ys[r : r + 1],
         )
-        class_context = contexts[-1] if prior_on else None
+        class_context = (contexts[-1], None if ys is None else ys[-1:]) if prior_on else None
 
         encoder = {**DEFAULT_ENCODER_CONFIG, "token_dim": clip_token_width(clip_vision)}
         compute_dtype = base_compute_dtype(model)
@@ -426,8 +446,9 @@ class P3SFineTune(io.ComfyNode):
         return io.NodeOutput(p3s, plot.unsqueeze(0), overlays, ui={"text": [saved, learned]})
 
 
-def _with_prior(data, model, clip, vae, class_text, context, given, count, seed) -> TrainingData:
-    """``data`` with prior preservation's class latents: ``given`` encoded, or ``count`` made by the base."""
+def _with_prior(data, model, clip, vae, class_text, class_condition, given, count, seed) -> TrainingData:
+    """``data`` with prior preservation's class latents: ``given`` encoded, or ``count`` made by the base;
+    ``class_condition``: the class prompt's ``(context, y)`` (``y`` None without an ADM input)."""
     shape = tuple(data.latents.shape[-2:])
     if given is not None:
         latents = encoded_class_latents(given, vae, model, shape)
@@ -436,7 +457,13 @@ def _with_prior(data, model, clip, vae, class_text, context, given, count, seed)
         positive, negative = conditioning(clip, class_text), conditioning(clip, "")
         latents = generated_class_latents(model, positive, negative, int(count), shape, seed)
         release_sampler_memory()
-    return with_class_images(data, latents, context)
+    context, y = class_condition
+    return with_class_images(data, latents, context, y)
+
+
+def _base_resolutions() -> str:
+    """``512 (SD1.5), 1024 (SDXL)``: each base's training size, as the tooltip shows it."""
+    return ", ".join(f"{b.DEFAULT_RESOLUTION} ({b.DISPLAY_NAME})" for b in BASE_MODULES)
 
 
 def _auto_rates() -> str:

@@ -7,14 +7,12 @@ import json
 import folder_paths
 from comfy_api.latest import io
 
-from ..p3s_core.bases.registry import DEFAULT_BASE
+from ..p3s_core.bases.registry import BASES
 from ..p3s_core.errors import P3SInputError
 from ..p3s_core.model.model_file import P3SModelFile, load_p3s_model, resolve_model_path
 from ..p3s_core.validation import bounded
 from .model_folder import P3S_FOLDER, register_p3s_folder
 from .types import CATEGORY_MODEL, P3SModelType
-
-BASE = DEFAULT_BASE
 
 
 class P3SLoaderNode(io.ComfyNode):
@@ -55,7 +53,12 @@ class P3SLoaderNode(io.ComfyNode):
     @classmethod
     def execute(cls, model_name: str) -> io.NodeOutput:
         path = resolve_model_path(folder_paths.get_folder_paths(P3S_FOLDER), model_name)
-        tensors, info = load_p3s_model(path, expected_base=BASE)
+        # Any supported base: the file meets its MODEL in P3S Apply / Fine-tune, which refuse another base's.
+        tensors, info = load_p3s_model(path, expected_base=None)
+        if info.base not in BASES:
+            raise P3SInputError(
+                f"{model_name} was trained on base model {info.base!r}; this pack supports {', '.join(BASES)}."
+            )
         summary = {
             "name": model_name,
             "format_version": info.format_version,

@@ -9,10 +9,10 @@ from ..p3s_core.sampling.injection import REFERENCE_MODES
 from ..p3s_core.sampling.regions import MAX_FEATHER
 from .p3s_patching import (
     apply_p3s,
+    check_base_model,
     check_injection_settings,
     check_reference_batches,
     check_region,
-    check_sd15_model,
     encode_hint,
     p3s_model_from_file,
 )
@@ -28,12 +28,14 @@ class P3SApply(io.ComfyNode):
             node_id="P3SApply",
             display_name="P3S Apply",
             category=CATEGORY_APPLY,
-            description="Apply a P3S model to an SD1.5 MODEL: the copy sees the noisy latent plus the "
+            description="Apply a P3S model to an SD1.5 or SDXL MODEL: the copy sees the noisy latent plus the "
             "reference hint and its self/cross-attention outputs are added to the model's at every "
             "transformer block, scaled by strength x schedule. Composes with LoRAs, ControlNets and "
             "other patches; the input MODEL is not changed.",
             inputs=[
-                io.Model.Input("model", tooltip="The SD1.5 MODEL to patch (it is not changed; the output is a copy)."),
+                io.Model.Input(
+                    "model", tooltip="The SD1.5 or SDXL MODEL to patch (it is not changed; the output is a copy)."
+                ),
                 P3SModelType.Input("p3s_model", tooltip="The subject model from P3S Fine-tune, Loader or Init."),
                 io.Image.Input("reference_images", tooltip="The cleaned (inpainted) reference images."),
                 io.Mask.Input("subject_mask", tooltip="One subject mask per reference image (or one for all)."),
@@ -118,7 +120,7 @@ class P3SApply(io.ComfyNode):
         region=None,
         region_feather=0,
     ) -> io.NodeOutput:
-        check_sd15_model(model)  # every check runs before the model is rebuilt or anything is encoded
+        check_base_model(model)  # every check runs before the model is rebuilt or anything is encoded
         check_injection_settings(strength, start_percent, end_percent)
         check_reference_batches(reference_images, subject_mask)
         check_region(region, region_feather)

@@ -1,4 +1,4 @@
-"""``P3S Init``: an untrained P3S model (``P3S_MODEL``) from an SD1.5 base MODEL."""
+"""``P3S Init``: an untrained P3S model (``P3S_MODEL``) from an SD1.5 or SDXL base MODEL."""
 
 from __future__ import annotations
 
@@ -20,12 +20,12 @@ class P3SInit(io.ComfyNode):
             node_id="P3SInit",
             display_name="P3S Init",
             category=f"{CATEGORY}/model",
-            description="Create an untrained P3S model from an SD1.5 base model: a trainable copy of its "
+            description="Create an untrained P3S model from an SD1.5 or SDXL base model: a trainable copy of its "
             "U-Net (only the part its scope trains is its own; the rest shares the base's weights), the "
             "subject encoder and zero-initialised injection layers. Applied as it is, it changes nothing; "
             "fine-tune it on your reference images first.",
             inputs=[
-                io.Model.Input("model", tooltip="The SD1.5 base model the P3S model will be used with."),
+                io.Model.Input("model", tooltip="The SD1.5 or SDXL base model the P3S model will be used with."),
                 io.ClipVision.Input(
                     "clip_vision",
                     optional=True,

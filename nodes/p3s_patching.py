@@ -1,4 +1,4 @@
-"""ComfyUI glue for P3S: SD1.5 check, base weights, hint encoding, and patching a MODEL.
+"""ComfyUI glue for P3S: the base check, base weights, hint encoding, and patching a MODEL.
 
 :func:`apply_p3s` clones the MODEL (never mutating it), adds the copy-running
 ``DIFFUSION_MODEL`` wrapper and the attn1/attn2 output patches under one unique key, and
@@ -8,14 +8,15 @@ registers the P3S model as an additional model so ComfyUI loads and offloads it.
 from __future__ import annotations
 
 import uuid
+from types import ModuleType
 
 import comfy.model_management
 import comfy.model_patcher
+import comfy.model_sampling
 import comfy.patcher_extension
-import comfy.supported_models
 import torch
 
-from ..p3s_core.bases.sd15 import check_sd15_layout
+from ..p3s_core.bases.registry import base_for_model
 from ..p3s_core.batches import check_masks_cover_something, match_mask_batch
 from ..p3s_core.errors import P3SInputError
 from ..p3s_core.model.injection_layers import DEFAULT_INJECTION_RANK
@@ -27,7 +28,6 @@ from ..p3s_core.model.shared_copy import DEFAULT_LORA_ALPHA, DEFAULT_LORA_RANK
 from ..p3s_core.model.subject_encoder import mask_to_latent, mask_to_patch_grid, patch_grid_side
 from ..p3s_core.sampling.injection import InjectionSettings, RegionSettings, WeightSchedule, make_diffusion_wrapper
 from ..p3s_core.sampling.regions import (
-    SD15_PIXELS_PER_LATENT,
     AreaLog,
     as_region_masks,
     check_feather,
@@ -35,23 +35,60 @@ from ..p3s_core.sampling.regions import (
     make_batch_check,
 )
 from ..p3s_core.selection.letterbox import letterbox_pixels
+from ..p3s_core.training.step import NUM_TIMESTEPS
 from ..p3s_core.validation import finite, window
 from .p3s_placement import P3SModelPatcher, base_compute_dtype, place_for_base
 
 STATE_KEY_PREFIX = "p3s_injection"
 
 
-def check_sd15_model(model: comfy.model_patcher.ModelPatcher) -> torch.nn.Module:
-    """The diffusion model of an SD1.5 MODEL, or a ``P3SInputError`` naming what was given."""
-    config = getattr(model.model, "model_config", None)
-    if not isinstance(config, comfy.supported_models.SD15):
+def check_base_model(model: comfy.model_patcher.ModelPatcher) -> ModuleType:
+    """The base module (:mod:`p3s_core.bases`) of a MODEL P3S supports, its U-Net's layout checked;
+    a ``P3SInputError`` naming what was given and the supported bases otherwise."""
+    base = base_for_model(model)
+    base.check_layout(model.model.diffusion_model)
+    return base
+
+
+def check_trainable_sampling(model: comfy.model_patcher.ModelPatcher) -> None:
+    """A ``P3SInputError`` unless the MODEL's ``model_sampling`` is what the training step assumes:
+    eps-prediction over ComfyUI's 1000 discrete training sigmas (SD1.5 and SDXL base checkpoints).
+
+    The step's noisy input ``(x0 + sigma n) / sqrt(sigma^2 + 1)`` and noise target are
+    ``comfy.model_sampling.EPS``'s; a v-prediction, x0 or flow checkpoint (or a Model Sampling node
+    that makes it one) would be trained against the wrong target (our addition).
+    """
+    sampling = model.get_model_object("model_sampling")
+    eps = comfy.model_sampling.EPS
+    same = all(
+        getattr(type(sampling), name, None) is getattr(eps, name) for name in ("calculate_input", "calculate_denoised")
+    )
+    sigmas = getattr(sampling, "sigmas", None)
+    if not same or sigmas is None or sigmas.shape[0] != NUM_TIMESTEPS:
         raise P3SInputError(
-            f"P3S works with SD1.5 base models only; this MODEL is {type(config).__name__}. "
-            "Load an SD1.5 checkpoint (e.g. v1-5-pruned-emaonly) as the base model."
+            f"P3S Fine-tune trains eps-prediction models over {NUM_TIMESTEPS} discrete noise levels (SD1.5, SDXL "
+            f"base); this MODEL samples with {type(sampling).__name__}. Use a standard eps checkpoint (not a "
+            "v-prediction, EDM or flow one) and no Model Sampling node before the Fine-tune."
         )
-    unet = model.model.diffusion_model
-    check_sd15_layout(unet)
-    return unet
+
+
+def text_conditioning(
+    clip, model: comfy.model_patcher.ModelPatcher, texts: list[str], latent_size: tuple[int, int], pixels: int
+) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+    """Each text's context ``[1, T, C]`` and, for a MODEL with an ADM input (SDXL), its ``y`` ``[len, A]``.
+
+    ``y`` is ComfyUI's own (the model's ``encode_adm`` on the pooled output, at the latents' pixel
+    size as ComfyUI's sampler gives it); None for a MODEL without one (SD1.5).
+    """
+    if not getattr(model.model, "adm_channels", 0):
+        return [clip.encode_from_tokens(clip.tokenize(t)) for t in texts], None
+    height, width = (side * pixels for side in latent_size)
+    contexts, ys = [], []
+    for text in texts:
+        context, pooled = clip.encode_from_tokens(clip.tokenize(text), return_pooled=True)
+        contexts.append(context)
+        ys.append(model.model.encode_adm(pooled_output=pooled, width=width, height=height).float().cpu())
+    return contexts, torch.cat(ys)
 
 
 def base_diffusion_state_dict(model: comfy.model_patcher.ModelPatcher) -> dict[str, torch.Tensor]:
@@ -72,12 +109,13 @@ def new_p3s_model(
     lora_alpha: float = DEFAULT_LORA_ALPHA,
     injection_rank: int = DEFAULT_INJECTION_RANK,
 ) -> P3SModel:
-    """An untrained P3S model of ``scope`` over ``model``'s SD1.5 U-Net, placed for it (:func:`place_for_base`).
+    """An untrained P3S model of ``scope`` over ``model``'s U-Net, placed for it (:func:`place_for_base`).
 
     Whatever the scope does not train stays the U-Net's own modules (see ``p3s_core.model.shared_copy``).
     Own weights are in the base's compute dtype (never fp8) on the offload device.
     """
-    unet = check_sd15_model(model)
+    base = check_base_model(model)
+    unet = model.model.diffusion_model
     p3s = P3SModel.from_base(
         unet,
         encoder_config,
@@ -87,6 +125,7 @@ def new_p3s_model(
         lora_alpha,
         dtype=base_compute_dtype(model),
         injection_rank=injection_rank,
+        base=base.NAME,
     )
     return place_for_base(p3s, model)
 
@@ -97,18 +136,20 @@ def p3s_model_from_file(
     config: dict,
     dtype: torch.dtype | None = None,
 ) -> P3SModel:
-    """Rebuild a saved P3S model (``state_dict`` tensors + ``P3SModel.config``) for an SD1.5 MODEL.
+    """Rebuild a saved P3S model (``state_dict`` tensors + ``P3SModel.config``) for a MODEL.
 
-    Refuses a model trained on another base (both fingerprints in the message). A checkpoint's
+    Refuses a model trained on another base architecture (both named) or another base U-Net
+    (both fingerprints in the message). A checkpoint's
     optimiser state (``optimizer.*``) is left out. The file's weights go into tensors of the
     base's compute dtype (never into fp8 storage) placed for sampling, or of ``dtype`` where
     given (float32 to resume training), left on the offload device.
     """
-    unet = check_sd15_model(model)
+    base = check_base_model(model)
+    unet = model.model.diffusion_model
     tensors, _ = split_optimizer_state(tensors)
     with torch.inference_mode(False):
         p3s = p3s_model_from_tensors(
-            unet, tensors, config, base_diffusion_state_dict(model), dtype or base_compute_dtype(model)
+            unet, tensors, config, base_diffusion_state_dict(model), dtype or base_compute_dtype(model), base.NAME
         )
     if dtype is None:
         return place_for_base(p3s, model)
@@ -227,7 +268,7 @@ def apply_p3s(
     region the clone also carries a ``CALC_COND_BATCH`` wrapper (area conditioning's offsets) and an
     ``OUTER_SAMPLE`` wrapper (the mask count against the latent batch, before the first step).
     """
-    check_sd15_model(model)
+    base = check_base_model(model)
     check_injection_settings(strength, start_percent, end_percent)
     masks, feather = check_region(region, region_feather)
     if hint.dim() != 4 or hint.shape[1] != p3s.hint_conv.in_channels:
@@ -247,7 +288,7 @@ def apply_p3s(
     region_settings = None
     if masks is not None:
         areas = AreaLog()
-        region_settings = RegionSettings(masks, feather, SD15_PIXELS_PER_LATENT, areas)
+        region_settings = RegionSettings(masks, feather, base.PIXELS_PER_LATENT, areas)
         wrappers = comfy.patcher_extension.WrappersMP
         patched.add_wrapper_with_key(wrappers.CALC_COND_BATCH, key, make_area_recorder(areas))
         patched.add_wrapper_with_key(wrappers.OUTER_SAMPLE, key, make_batch_check(masks.shape[0]))

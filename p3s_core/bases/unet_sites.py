@@ -61,3 +61,17 @@ def injection_sites(unet: nn.Module) -> list[InjectionSite]:
                 channels = int(tblock.attn1.to_out[0].weight.shape[0])
                 sites.append(InjectionSite(name, block_id, index, len(blocks), channels))
     return sites
+
+
+def layer_key(site: InjectionSite) -> tuple[str, int] | tuple[str, int, int]:
+    """The key ComfyUI's ``attn2`` replace patches take for one site: ``(block, id)`` at depth 1,
+    ``(block, id, index)`` in a deeper block (ComfyUI looks the triple up first)."""
+    return (site.block, site.block_id) if site.depth == 1 else site.host_key
+
+
+def last_layer_key(sites: list[InjectionSite], block: tuple[str, int]) -> tuple[str, int] | tuple[str, int, int]:
+    """The layer key of the last transformer block in ``block`` (a base's last cross-attention layer)."""
+    inside = [s for s in sites if (s.block, s.block_id) == tuple(block)]
+    if not inside:
+        raise ValueError(f"No transformer block in {block}.")
+    return layer_key(inside[-1])

@@ -29,7 +29,7 @@ from ..sampling.injection import step_index
 from ..training.losses import NORMALISATIONS, attention_consistency_loss
 
 ROLES = ("frozen", "copy")
-DEFAULT_BLOCK = LAST_CROSS_ATTENTION  # [stated] the last cross-attention layer, the one L_ac uses
+DEFAULT_BLOCK = LAST_CROSS_ATTENTION  # [stated] SD1.5's last cross-attention layer, the one L_ac uses
 DEFAULT_MAX_SIDE = 64
 DEFAULT_BUDGET_BYTES = 64 * 2**20
 
@@ -48,7 +48,7 @@ class TokenGroup:
 class CaptureSettings:
     """What to capture: the layer, the token groups (None = every column on its own), limits."""
 
-    block: tuple[str, int] = DEFAULT_BLOCK
+    block: tuple[str, int] | tuple[str, int, int] = DEFAULT_BLOCK
     groups: tuple[TokenGroup, ...] | None = None
     max_side: int = DEFAULT_MAX_SIDE
     budget_bytes: int = DEFAULT_BUDGET_BYTES

@@ -13,7 +13,7 @@ import torch
 from ..model.p3s_model import P3SModel
 from ..training.settings import TrainingData
 from ..training.step import reference_attention
-from .attention_maps import TokenGroup, probs_to_maps
+from .attention_maps import TokenGroup, probs_to_maps, spatial_size
 from .attention_overlay import attention_overlays, label_images
 
 
@@ -34,7 +34,7 @@ def reference_overlays(
     if groups is None:
         return image[..., :3].unsqueeze(0).expand(3, -1, -1, -1).clone()
     frozen, copy = reference_attention(p3s, unet, sigmas, data, precision=precision, compute_dtype=compute_dtype)
-    size = tuple(data.latents.shape[-2:])
+    size = spatial_size(frozen.shape[1], data.latents.shape)  # the layer's grid: the latent's, or SDXL's half
     frozen_map = probs_to_maps(frozen.unsqueeze(0), size, groups)[0, 0]
     copy_map = probs_to_maps(copy.unsqueeze(0), size, groups)[0, 0]
     result = attention_overlays(image, frozen_map, copy_map)

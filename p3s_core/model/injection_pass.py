@@ -65,6 +65,7 @@ def run_copy(
     base: torch.nn.Module | None = None,
     copy_net: torch.nn.Module | None = None,
     cast: Cast = cast_like,
+    y: torch.Tensor | None = None,
 ) -> dict[tuple[str, int, int, str], torch.Tensor]:
     """Run the copy on ``x + hint_conv(hint)``; return its attn outputs by (block, id, index, attn).
 
@@ -73,6 +74,8 @@ def run_copy(
     ``base``: the base U-Net being run, whose modules the copy shares (all scopes but ``full``);
     ``copy_net``: the copy's module over it, when the caller already built it.
     ``cast``: how the hint layer's weights reach ``x``'s device and dtype (see :mod:`.run_weights`).
+    ``y``: the ADM vector of a base that has one (SDXL's pooled text and size embeddings), the
+    frozen pass's own rows of it; None for SD1.5.
     """
     captured: dict[tuple[str, int, int, str], torch.Tensor] = {}
 
@@ -92,7 +95,7 @@ def run_copy(
         if base is None and p3s.scope != "full":
             raise P3SInputError(f"A P3S model of scope {p3s.scope!r} runs over its base U-Net: pass the base.")
         copy_net = p3s.copy_module(base)
-    copy_net(x_in, timesteps, context=context, transformer_options=fresh)
+    copy_net(x_in, timesteps, context=context, y=y, transformer_options=fresh)
     return captured
 
 

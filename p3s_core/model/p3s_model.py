@@ -1,4 +1,5 @@
-"""The P3S model: the trainable copy of the U-Net, hint ZeroConv, subject encoder, 32 injection layers.
+"""The P3S model: the trainable copy of the U-Net, hint ZeroConv, subject encoder, injection layers
+(one for attn1 and one for attn2 of every transformer block: 32 on SD1.5).
 
 [stated] "a trainable copy of U-Net"; "we add the hidden states both in self and cross
 attention layers to the original model through a zero convolution".
@@ -27,7 +28,7 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
-from ..bases.sd15 import ARCHITECTURE, check_sd15_layout
+from ..bases.registry import DEFAULT_BASE, base_for_architecture, base_named
 from ..bases.unet_sites import ATTENTIONS, InjectionSite
 from ..errors import P3SInputError
 from .base_fingerprint import base_signature, fingerprint, signatures_match
@@ -70,8 +71,10 @@ class P3SModel(nn.Module):
         scope: str = "full",
         lora: dict | None = None,
         injection_rank: int = 0,
+        base: str = DEFAULT_BASE,
     ):
         super().__init__()
+        self.base = base_named(base).NAME
         self.scope = check_scope(scope)
         self.injection_rank = resolve_injection_rank(injection_rank)
         self.lora = dict(lora) if scope == "lora" else None
@@ -105,8 +108,12 @@ class P3SModel(nn.Module):
         lora_alpha: float = DEFAULT_LORA_ALPHA,
         dtype: torch.dtype | None = None,
         injection_rank: int = DEFAULT_INJECTION_RANK,
+        base: str = DEFAULT_BASE,
     ) -> P3SModel:
         """An untrained P3S model of ``scope`` over ``base_unet`` (own weights from ``base_state_dict``).
+
+        ``base``: the base architecture's name (:mod:`..bases.registry`), whose layout check
+        gives the injection sites.
 
         ``injection_rank``: 0 = full ``C x C`` injection layers (the paper), r > 0 low-rank ones,
         -1 = the pack's rank 64 (our addition, :mod:`.injection_layers`).
@@ -116,7 +123,7 @@ class P3SModel(nn.Module):
         """
         check_scope(scope)
         injection_rank = resolve_injection_rank(injection_rank)
-        sites = check_sd15_layout(base_unet)
+        sites = base_named(base).check_layout(base_unet)
         if scope == "lora" and not (int(lora_rank) >= 1 and float(lora_alpha) > 0):
             raise P3SInputError(f"LoRA rank must be >= 1 and alpha > 0 (got rank {lora_rank}, alpha {lora_alpha}).")
         with torch.inference_mode(False):
@@ -133,7 +140,7 @@ class P3SModel(nn.Module):
                 lora = {"rank": int(lora_rank), "alpha": float(lora_alpha)}
                 for path in lora_paths(base_unet):
                     own[path] = LoRAAdapter(base_unet.get_submodule(path), lora["rank"], lora["alpha"])
-            model = cls(own, sites, encoder, int(base_unet.in_channels), scope, lora, injection_rank)
+            model = cls(own, sites, encoder, int(base_unet.in_channels), scope, lora, injection_rank, base)
         model.base_signature = base_signature(state)
         return model
 
@@ -149,7 +156,7 @@ class P3SModel(nn.Module):
         """JSON-able description for saving; see :func:`p3s_model_from_tensors`."""
         config = {
             "format_version": FORMAT_VERSION,
-            "architecture": ARCHITECTURE,
+            "architecture": base_named(self.base).ARCHITECTURE,
             "encoder": dict(self.encoder.config),
             "sites": [s.key for s in self.sites],
             "scope": self.scope,
@@ -174,7 +181,7 @@ class P3SModel(nn.Module):
 def check_same_base(config: Mapping, base_state: Mapping[str, torch.Tensor]) -> list[float]:
     """The base's signature; a :class:`P3SInputError` naming both fingerprints if ``config``'s differs.
 
-    Files without a signature (format 1) are accepted on any SD1.5 base: they hold a whole copy.
+    Files without a signature (format 1, SD1.5 only) are accepted on any SD1.5 base: they hold a whole copy.
     """
     signature = base_signature(base_state)
     saved = config.get("base_signature")
@@ -187,23 +194,40 @@ def check_same_base(config: Mapping, base_state: Mapping[str, torch.Tensor]) -> 
     return signature
 
 
+def check_architecture(config: Mapping, base: str) -> None:
+    """A ``P3SInputError`` unless ``config`` is a P3S model for ``base``; a P3S model of another base
+    is named with this one (a config without ``architecture``, format 1, is SD1.5's)."""
+    here = base_named(base)
+    architecture = config.get("architecture", base_named(DEFAULT_BASE).ARCHITECTURE)
+    if architecture == here.ARCHITECTURE:
+        return
+    other = base_for_architecture(str(architecture))
+    if other is not None:
+        raise P3SInputError(
+            f"This P3S model was trained on an {other.DISPLAY_NAME} base ({other.ARCHITECTURE}), but this MODEL is "
+            f"{here.DISPLAY_NAME} ({here.ARCHITECTURE}): load a P3S model trained on an {here.DISPLAY_NAME} base, "
+            f"or train one for this MODEL."
+        )
+    raise P3SInputError(
+        f"This file holds a '{architecture}' model, not a P3S {here.DISPLAY_NAME} model ({here.ARCHITECTURE})."
+    )
+
+
 def p3s_model_from_tensors(
     base_unet: nn.Module,
     tensors: Mapping[str, torch.Tensor],
     config: Mapping,
     base_state_dict: Mapping[str, torch.Tensor] | None = None,
     dtype: torch.dtype | None = None,
+    base: str = DEFAULT_BASE,
 ) -> P3SModel:
-    """Rebuild a saved P3S model on ``base_unet`` and load ``tensors`` into it.
+    """Rebuild a saved P3S model on ``base_unet`` (of architecture ``base``) and load ``tensors`` into it.
 
     Format 1 (a whole copy, no scope) rebuilds a ``full`` model; format 2 the saved scope,
     after checking that ``base_unet`` is the base it was trained on (:func:`check_same_base`).
     ``dtype``: of the own copy weights (default the base's; float32 to resume training exactly).
     """
-    if config.get("architecture", ARCHITECTURE) != ARCHITECTURE:
-        raise P3SInputError(
-            f"This file holds a '{config.get('architecture')}' model, not a P3S SD1.5 model ({ARCHITECTURE})."
-        )
+    check_architecture(config, base)
     version = int(config.get("format_version", FORMAT_VERSION))
     if version > FORMAT_VERSION:
         raise P3SInputError(
@@ -229,6 +253,7 @@ def p3s_model_from_tensors(
             lora_alpha=float(lora.get("alpha", DEFAULT_LORA_ALPHA)),
             dtype=dtype,
             injection_rank=int(config.get("injection_rank", 0)),
+            base=base,
         )
     except P3SInputError as err:
         raise P3SInputError(f"This P3S file does not fit the base model: {err}") from err
@@ -242,7 +267,7 @@ def p3s_model_from_tensors(
     except RuntimeError as err:  # shape mismatches
         raise P3SInputError(
             f"This P3S file does not fit the base model ({str(err).splitlines()[-1].strip()}). "
-            "Use the SD1.5 base model (and CLIP vision model) it was made with."
+            f"Use the {base_named(base).DISPLAY_NAME} base model (and CLIP vision model) it was made with."
         ) from err
     if missing or unexpected:
         raise P3SInputError(

@@ -68,7 +68,7 @@ def fresh_module(
     for name, param in module.named_parameters(remove_duplicate=False):
         key = prefix + name
         if key not in state:
-            raise P3SInputError(f"The base U-Net's weights have no {key!r}: is it an SD1.5 U-Net?")
+            raise P3SInputError(f"The base U-Net's weights have no {key!r}: is it the U-Net of this MODEL?")
         value = state[key]
         if tuple(value.shape) != tuple(param.shape):
             raise P3SInputError(f"{key!r} has shape {tuple(value.shape)}, the base U-Net's {tuple(param.shape)}.")

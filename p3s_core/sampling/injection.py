@@ -4,7 +4,8 @@ This speaks ComfyUI's patch protocol with plain dicts and callables (no host imp
 - :func:`make_diffusion_wrapper` returns a ``DIFFUSION_MODEL`` wrapper. Per call it works out
   the step's weight ``w = strength * schedule(progress)`` (0 outside the sigma window); when w
   is 0 it calls the frozen model untouched and the copy does not run. Otherwise it runs the
-  copy on ``x + hint_conv(hint)`` (only the cond rows unless ``apply_to_uncond``), capturing
+  copy on ``x + hint_conv(hint)`` (only the cond rows unless ``apply_to_uncond``; with those
+  rows of the call's context and ADM input ``y``, which SDXL has), capturing
   every attn1/attn2 output, passes each through its injection layer times w, and hands the
   results to the frozen model in a shallow copy of ``transformer_options`` under ``state_key``,
   where the frozen model's :func:`~..model.injection_pass.make_injection_patch` adds them.
@@ -246,14 +247,15 @@ def make_diffusion_wrapper(
             return executor(x, timesteps, context, y, control, transformer_options, **kwargs)
 
         if rows is None:
-            sub_x, sub_t, sub_context = x, timesteps, context
+            sub_x, sub_t, sub_context, sub_y = x, timesteps, context, y
         else:
             sub_x, sub_t = x[rows], timesteps[rows]
             sub_context = context[rows] if context is not None else None
+            sub_y = y[rows] if y is not None else None  # the ADM input of a base with one (SDXL)
         extra = copy_options(transformer_options, index if rows is not None else None, x.shape[0])
         # The copy shares the modules of the U-Net being sampled (the wrapper's class object).
         base = getattr(executor, "class_obj", None)
-        captured = run_copy(p3s, sub_x, sub_t, sub_context, row_hint, extra, base, cast=cast)
+        captured = run_copy(p3s, sub_x, sub_t, sub_context, row_hint, extra, base, cast=cast, y=sub_y)
         options = dict(transformer_options)
         deltas = injection_deltas(p3s, captured, weight, cast)
         options[state_key] = {"deltas": deltas, "rows": rows, "region": weights}

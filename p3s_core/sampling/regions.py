@@ -37,7 +37,6 @@ import torch.nn.functional as F
 
 from ..errors import P3SInputError
 
-SD15_PIXELS_PER_LATENT = 8  # SD1.5's VAE: one latent pixel is 8x8 image pixels
 MAX_FEATHER = 4096
 
 

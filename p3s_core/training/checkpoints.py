@@ -43,7 +43,7 @@ def save_checkpoint(
     resume = {"epoch": state.epoch}
     if state.scaler is not None:
         resume["grad_scaler"] = dict(state.scaler)
-    save_p3s_model(path, tensors, p3s.config, training, dtype="fp32", overwrite=overwrite, resume=resume)
+    save_p3s_model(path, tensors, p3s.config, training, dtype="fp32", base=p3s.base, overwrite=overwrite, resume=resume)
 
 
 def resume_state_of(tensors: Mapping[str, torch.Tensor], info: P3SModelInfo) -> tuple[dict, ResumeState]:

@@ -193,7 +193,7 @@ class SavePlan:
             return None
         target = self.target if self.overwrite else next_free_path(self.target)  # taken while training ran
         record = {**self.record, "final_loss": history.total[-1]}
-        save_p3s_model(target, p3s.state_dict(), p3s.config, record, overwrite=self.overwrite)
+        save_p3s_model(target, p3s.state_dict(), p3s.config, record, base=p3s.base, overwrite=self.overwrite)
         return target
 
 

@@ -123,5 +123,6 @@ def _base_loss(unet: nn.Module, sigmas, data: TrainingData, noise, timesteps, pa
     sigma = sigmas[timesteps].view(-1, 1, 1, 1)
     x_in = path.inputs((data.latents + sigma * noise) / torch.sqrt(sigma**2 + 1.0))
     options = {ATTENTION_OVERRIDE_KEY: attention_override}
-    pred = unet(x_in, timesteps.float(), context=path.inputs(data.contexts), transformer_options=options)
+    y = None if data.ys is None else path.inputs(data.ys)
+    pred = unet(x_in, timesteps.float(), context=path.inputs(data.contexts), y=y, transformer_options=options)
     return float(ldm_loss(pred.float(), noise))

@@ -35,7 +35,8 @@ Options measured in the toy world (docs/toy_world.md) [our additions]:
   ``lr``).
 * ``low_rank_lr_scale``: low-rank injection layers learn at that rate times this (default 3,
   :data:`..model.injection_layers.LOW_RANK_LR_SCALE`; 1 = the same as full layers).
-* ``lac_layers``: ``last`` (output block 11, [stated]) or ``all`` 16 cross-attention layers.
+* ``lac_layers``: ``last`` (the base's last cross-attention layer, SD1.5's output block 11, [stated])
+  or ``all`` cross-attention layers (16 on SD1.5).
 * ``background_loss_weight``: ``L_LDM`` outside the subject mask weighs this much (1 = the
   paper's loss), so that what is left of look-alikes and backgrounds is learned less.
 * ``prior_loss_weight`` (DreamBooth's prior preservation): above 0, each step also denoises as
@@ -238,7 +239,8 @@ def _prior_loss(p3s, unet, sigmas, data: TrainingData, count: int, gen, settings
     classes = torch.randint(data.prior_latents.shape[0], (count,), generator=gen)
     hint_rows = torch.randint(data.latents.shape[0], (count,), generator=gen)
     noise, timesteps, drop = draw_step(data.prior_latents[classes].shape, settings.dropout, gen)
-    targets = (data.prior_latents[classes], data.prior_contexts[classes])
+    prior_ys = None if data.prior_ys is None else data.prior_ys[classes]
+    targets = (data.prior_latents[classes], data.prior_contexts[classes], prior_ys)
     with precision.context(data.latents.device):
         l_prior, _ = step_losses(
             p3s,

@@ -63,7 +63,14 @@ def check_prior_choice(weight: float, class_count: int, given: torch.Tensor | No
     return True
 
 
-def with_class_images(data: TrainingData, latents: torch.Tensor, context: torch.Tensor) -> TrainingData:
+def with_class_images(
+    data: TrainingData, latents: torch.Tensor, context: torch.Tensor, y: torch.Tensor | None = None
+) -> TrainingData:
     """``data`` with class latents ``[P, 4, h, w]`` (model space) and the class prompt's ``[1, T, C]``
-    context (at the captions' token length) for each; :class:`TrainingData` checks the shapes."""
-    return dataclasses.replace(data, prior_latents=latents, prior_contexts=context.expand(latents.shape[0], -1, -1))
+    context (at the captions' token length) for each, and its ``[1, A]`` ADM input ``y`` where the
+    base has one; :class:`TrainingData` checks the shapes."""
+    count = latents.shape[0]
+    prior_ys = None if y is None else y.expand(count, -1)
+    return dataclasses.replace(
+        data, prior_latents=latents, prior_contexts=context.expand(count, -1, -1), prior_ys=prior_ys
+    )

@@ -9,7 +9,9 @@ The estimate of a training run of a scope, in bytes:
   :data:`ACTIVATION_BYTES_PER_LATENT_PIXEL` per latent pixel and image for SD1.5 in 16-bit
   autocast (twice that in float32, a quarter with gradient checkpointing). This coefficient is
   an estimate for 512 px (4096 latent pixels: about 8 GB for both passes), not a measurement on
-  every attention backend; a margin of :data:`MARGIN` is added on top.
+  every attention backend; a margin of :data:`MARGIN` is added on top. SDXL uses the same
+  coefficient, which is not measured there (its deep blocks keep more per latent pixel, so
+  ``auto`` may pick a scope that does not fit; the Fine-tune then says what to lower).
 
 The frozen base U-Net's weights are counted only when they are not on the device yet. ``auto``
 picks the first scope of :data:`~.shared_copy.SCOPES` (richest first) whose estimate fits the
@@ -23,8 +25,7 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
-from ..bases.sd15 import check_sd15_layout
-from ..bases.unet_sites import ATTENTIONS
+from ..bases.unet_sites import ATTENTIONS, injection_sites
 from ..model.injection_layers import injection_parameter_count, resolve_injection_rank
 from ..model.shared_copy import SCOPES, attention_paths, lora_paths
 from ..model.subject_encoder import SubjectEncoder
@@ -41,7 +42,7 @@ def p3s_layer_parameters(unet: nn.Module, encoder_config: Mapping, injection_ran
     latent, inputs = int(encoder_config.get("latent_channels", 4)), int(unet.in_channels)
     hint_conv = latent * inputs + inputs
     rank = resolve_injection_rank(injection_rank)
-    injection = sum(len(ATTENTIONS) * injection_parameter_count(s.channels, rank) for s in check_sd15_layout(unet))
+    injection = sum(len(ATTENTIONS) * injection_parameter_count(s.channels, rank) for s in injection_sites(unet))
     return encoder + hint_conv + injection
 
 

@@ -97,6 +97,9 @@ class TrainingData:
     ``latent_masks`` ``[R, h, w]`` (subject mask at latent size, for ``hint_region`` ``subject``).
     ``prior_latents`` ``[P, 4, h, w]`` and ``prior_contexts`` ``[P, T, C]``: class images and
     their class prompt for prior preservation (our addition, DreamBooth's; see :mod:`.loop`).
+    ``ys`` ``[R, A]``, ``uncond_y`` ``[1, A]``, ``prior_ys`` ``[P, A]``: the ADM input ``y`` of a base
+    that has one (SDXL: pooled text and size embeddings, as ComfyUI's ``encode_adm`` makes it)
+    for each caption, the empty prompt and the class prompt; None on SD1.5.
     """
 
     latents: torch.Tensor
@@ -107,6 +110,9 @@ class TrainingData:
     latent_masks: torch.Tensor | None = None
     prior_latents: torch.Tensor | None = None
     prior_contexts: torch.Tensor | None = None
+    ys: torch.Tensor | None = None
+    uncond_y: torch.Tensor | None = None
+    prior_ys: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         r = self.latents.shape[0]
@@ -116,7 +122,14 @@ class TrainingData:
             raise P3SInputError("The empty prompt's conditioning must have the captions' token shape.")
         if self.latent_masks is not None and tuple(self.latent_masks.shape) != (r, *self.latents.shape[-2:]):
             raise P3SInputError("The subject masks at latent size must be [images, latent height, latent width].")
+        self._check_adm(r)
         self._check_prior()
+
+    def _check_adm(self, r: int) -> None:
+        if (self.ys is None) != (self.uncond_y is None):
+            raise P3SInputError("The ADM input (y) needs one per caption and one for the empty prompt, or none.")
+        if self.ys is not None and (self.ys.shape[0] != r or self.uncond_y.shape != (1, *self.ys.shape[1:])):
+            raise P3SInputError("The ADM input (y) must be [images, width], and [1, width] for the empty prompt.")
 
     def _check_prior(self) -> None:
         if (self.prior_latents is None) != (self.prior_contexts is None):
@@ -132,6 +145,8 @@ class TrainingData:
             )
         if self.prior_contexts.shape[1:] != self.contexts.shape[1:]:
             raise P3SInputError("The class prompt's conditioning must have the captions' token shape.")
+        if (self.prior_ys is None) != (self.ys is None):
+            raise P3SInputError("The class images need the ADM input (y) exactly when the captions have it.")
 
     @property
     def has_prior(self) -> bool:

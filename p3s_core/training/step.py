@@ -12,8 +12,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..bases.sd15 import LAST_CROSS_ATTENTION
-from ..bases.unet_sites import ATTENTIONS
+from ..bases.registry import base_named
+from ..bases.unet_sites import ATTENTIONS, last_layer_key, layer_key
 from ..model.injection_pass import injection_deltas, make_attention_probe, make_injection_patch, run_copy
 from ..model.p3s_model import P3SModel
 from .losses import attention_consistency_loss, ldm_loss, subject_weight
@@ -52,63 +52,80 @@ def step_losses(
     copy_net: nn.Module | None = None,
     precision: TrainingPrecision | None = None,
     background_loss_weight: float = 1.0,
-    targets: tuple[torch.Tensor, torch.Tensor] | None = None,
+    targets: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(L_LDM, L_ac)`` for one batch (float32); the caller combines them.
 
-    Runs the encoder (hint), the copy (capturing its attention outputs and its output-11
+    Runs the encoder (hint), the copy (capturing its attention outputs and its last-layer
     attention map) and the frozen U-Net with the injections (capturing its map). Pass ``maps``
     to keep those two maps (``"copy"``, ``"frozen"``: ``[B*H, N, T]`` probabilities).
     ``hint_rows``: the references whose hints the rows get (default: their own, ``rows``).
-    ``lac_layers``: ``last`` = L_ac at output block 11 [stated]; ``all`` = the mean over all
-    16 cross-attention layers (the paper's Table IV alternative) [reconstructed].
+    ``lac_layers``: ``last`` = L_ac at the base's last cross-attention layer (output block 11 in
+    SD1.5) [stated]; ``all`` = the mean over every cross-attention layer (16 in SD1.5, the paper's
+    Table IV alternative) [reconstructed].
     ``copy_net``: the copy's module over ``unet`` (:meth:`P3SModel.copy_module`), built if None.
     ``precision``: the dtype the U-Nets' inputs are cast to (:func:`training_precision`).
     ``background_loss_weight`` < 1 weights ``L_LDM`` outside the rows' subject masks by it
     (:func:`.losses.subject_weight`, our addition); 1 = the paper's loss.
-    ``targets``: ``(latents, contexts)`` to denoise instead of the references' ``rows`` (prior
+    ``targets``: ``(latents, contexts, ys)`` to denoise instead of the references' ``rows`` (prior
     preservation's class images; the hints still come from ``hint_rows``, no subject weighting).
+    The ADM input ``y`` (SDXL) is the rows' own, the empty prompt's where dropped, the same for the
+    copy and the frozen U-Net; None on SD1.5.
     """
     device = data.latents.device
-    x0, row_contexts = targets if targets is not None else (data.latents[rows], data.contexts[rows])
+    if targets is not None:
+        x0, row_contexts, row_ys = targets
+    else:
+        x0, row_contexts = data.latents[rows], data.contexts[rows]
+        row_ys = None if data.ys is None else data.ys[rows]
     noise, timesteps = noise.to(device), timesteps.to(device)
     sigma = sigmas[timesteps].view(-1, 1, 1, 1)
     cast = precision.inputs if precision is not None else (lambda tensor: tensor)
     x_in = cast((x0 + sigma * noise) / torch.sqrt(sigma**2 + 1.0))
     context = cast(torch.where(drop.to(device).view(-1, 1, 1), data.uncond.expand_as(row_contexts), row_contexts))
+    y = None
+    if row_ys is not None:
+        y = cast(torch.where(drop.to(device).view(-1, 1), data.uncond_y.expand_as(row_ys), row_ys))
     t = timesteps.float()
 
     hint_rows = rows if hint_rows is None else hint_rows
     latent_masks = None if data.latent_masks is None else data.latent_masks[hint_rows]
     hint = p3s.encoder(data.tokens[hint_rows], data.mask_grids[hint_rows], data.latents[hint_rows], latent_masks)
     maps = {} if maps is None else maps
-    blocks = [LAST_CROSS_ATTENTION] if lac_layers == "last" else [(s.block, s.block_id) for s in p3s.sites]
+    last = last_cross_attention(p3s)
+    blocks = [last] if lac_layers == "last" else [layer_key(s) for s in p3s.sites]
     probe = {
-        "patches_replace": {"attn2": {b: make_attention_probe(maps, _map_name("copy", b)) for b in blocks}},
+        "patches_replace": {"attn2": {b: make_attention_probe(maps, _map_name("copy", b, last)) for b in blocks}},
         ATTENTION_OVERRIDE_KEY: attention_override,
     }
-    captured = run_copy(p3s, x_in, t, context, hint, probe, base=unet, copy_net=copy_net)
+    captured = run_copy(p3s, x_in, t, context, hint, probe, base=unet, copy_net=copy_net, y=y)
     options = {
         "patches": {f"{a}_output_patch": [make_injection_patch(a, _STATE_KEY)] for a in ATTENTIONS},
-        "patches_replace": {"attn2": {b: make_attention_probe(maps, _map_name("frozen", b)) for b in blocks}},
+        "patches_replace": {"attn2": {b: make_attention_probe(maps, _map_name("frozen", b, last)) for b in blocks}},
         _STATE_KEY: {"deltas": injection_deltas(p3s, captured, 1.0), "rows": None},
         ATTENTION_OVERRIDE_KEY: attention_override,
     }
-    noise_pred = unet(x_in, t, context=context, transformer_options=options)
+    noise_pred = unet(x_in, t, context=context, y=y, transformer_options=options)
     weight = None
     if background_loss_weight != 1.0 and targets is None:
         weight = subject_weight(data.latent_masks[rows], background_loss_weight)
     l_ldm = ldm_loss(noise_pred.float(), noise, weight)
     terms = [
-        attention_consistency_loss(maps[_map_name("copy", b)], maps[_map_name("frozen", b)], normalisation)
+        attention_consistency_loss(maps[_map_name("copy", b, last)], maps[_map_name("frozen", b, last)], normalisation)
         for b in blocks
     ]
     return l_ldm, torch.stack(terms).mean()
 
 
-def _map_name(model: str, block: tuple[str, int]) -> str:
-    """``copy`` / ``frozen`` for the last cross-attention layer, ``copy:input_1`` etc. for the others."""
-    return model if block == LAST_CROSS_ATTENTION else f"{model}:{block[0]}_{block[1]}"
+def last_cross_attention(p3s: P3SModel) -> tuple:
+    """The layer key of ``p3s``'s base's last cross-attention layer, the one ``L_ac`` compares [stated]."""
+    return last_layer_key(p3s.sites, base_named(p3s.base).LAST_CROSS_ATTENTION)
+
+
+def _map_name(model: str, layer: tuple, last: tuple) -> str:
+    """``copy`` / ``frozen`` for the last cross-attention layer, ``copy:input_1`` (``copy:input_4_1`` in a
+    deeper block) for the others."""
+    return model if layer == last else f"{model}:{'_'.join(str(part) for part in layer)}"
 
 
 def pick_hint_rows(rows: torch.Tensor, references: int, source: str, gen: torch.Generator) -> torch.Tensor:

@@ -15,11 +15,32 @@ ENCODER = {"token_dim": 16, "inner_dim": 16, "heads": 2}
 torch.set_num_threads(1)
 
 
-def conditioning(context_dim: int, seed: int = 3) -> tuple[list, list]:
+def conditioning(context_dim: int, seed: int = 3, pooled_dim: int | None = None) -> tuple[list, list]:
+    """Random positive and negative conditioning; ``pooled_dim`` adds a ``pooled_output`` (SDXL's ADM input)."""
     gen = torch.Generator().manual_seed(seed)
     positive = [[torch.randn(1, 7, context_dim, generator=gen), {}]]
     negative = [[torch.randn(1, 7, context_dim, generator=gen), {}]]
+    if pooled_dim is not None:  # drawn after the contexts: SD1.5's conditioning stays what it was
+        for _, extra in (*positive, *negative):
+            extra["pooled_output"] = torch.randn(1, pooled_dim, generator=gen)
     return positive, negative
+
+
+def context_width(model) -> int:
+    """The context width of a ComfyUI MODEL's first cross-attention layer."""
+    unet = model.model.diffusion_model
+    for layer in unet.modules():
+        if hasattr(layer, "attn2") and hasattr(layer.attn2, "to_k"):
+            return int(layer.attn2.to_k.weight.shape[1])
+    raise ValueError("no cross-attention layer")
+
+
+def pooled_width(model) -> int | None:
+    """The ``pooled_output`` width of an SDXL-shaped MODEL's ADM input (beside the size embeddings), else None."""
+    unet = model.model.diffusion_model
+    if getattr(unet, "num_classes", None) != "sequential":
+        return None
+    return int(unet.label_emb[0][0].in_features) - 6 * 256
 
 
 def sample(
@@ -34,8 +55,7 @@ def sample(
     """Euler sampling of a ``[batch, 4, size, size]`` latent with a fixed seed (and a ControlNet)."""
     import comfy.sample
 
-    context_dim = model.model.diffusion_model.input_blocks[1][1].transformer_blocks[0].attn2.to_k.weight.shape[1]
-    positive, negative = conditioning(context_dim)
+    positive, negative = conditioning(context_width(model), pooled_dim=pooled_width(model))
     if control is not None:
         positive = [[c, {**extra, "control": control}] for c, extra in positive]
         negative = [[c, {**extra, "control": control}] for c, extra in negative]

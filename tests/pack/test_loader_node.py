@@ -129,3 +129,17 @@ def test_the_info_output_is_bounded_however_large_the_files_metadata(comfy_tmp_d
     assert info["training"]["lr"] == 1e-5
     assert info["training"]["prompts"][0].endswith("(5700 characters)")
     assert info["training"]["prompts"][-1] == "... 36 more items"
+
+
+def test_loader_reads_a_file_of_either_base_and_refuses_an_unknown_one(comfy_tmp_dirs, loader_module):
+    from safetensors.torch import save_file
+
+    folder = _model_folder(comfy_tmp_dirs)
+    save_p3s_model(os.path.join(folder, "xl.safetensors"), {"w": torch.ones(3)}, CONFIG, base="sdxl")
+    loader_module.P3SLoaderNode.GET_SCHEMA()
+    model, info_text = loader_module.P3SLoaderNode.execute(model_name="xl.safetensors").args
+    assert model.info.base == "sdxl" and json.loads(info_text)["base"] == "sdxl"
+    meta = {"p3s.format": "p3s-model", "p3s.format_version": "2", "p3s.base": "sd3", "p3s.dtype": "fp32"}
+    save_file({"w": torch.ones(2)}, os.path.join(folder, "sd3.safetensors"), metadata={**meta, "p3s.config": "{}"})
+    with pytest.raises(pack_core(loader_module).errors.P3SInputError, match=r"'sd3'; this pack supports sd15, sdxl"):
+        loader_module.P3SLoaderNode.execute(model_name="sd3.safetensors")

@@ -24,7 +24,7 @@ def unet(**changes):
 
 
 def test_an_sd15_unet_has_16_sites_of_depth_one_named_as_the_attention_maps_layers():
-    sites = sd15.check_sd15_layout(unet())
+    sites = sd15.check_layout(unet())
     assert len(sites) == 16
     assert [site.key for site in sites] == sd15.ATTENTION_MAP_LAYERS
     assert all(site.depth == 1 and site.block_index == 0 for site in sites)
@@ -39,7 +39,7 @@ def test_a_block_of_depth_two_gets_one_site_per_transformer_block_and_is_not_sd1
     assert [site.key for site in sites[:3]] == ["input_1_0", "input_1_1", "input_2"]
     assert [site.host_key for site in sites[:2]] == [("input", 1, 0), ("input", 1, 1)]
     with pytest.raises(errors.P3SInputError, match="16 transformer blocks"):
-        sd15.check_sd15_layout(deeper)
+        sd15.check_layout(deeper)
 
 
 @pytest.mark.parametrize(
@@ -51,11 +51,11 @@ def test_a_block_of_depth_two_gets_one_site_per_transformer_block_and_is_not_sd1
 )
 def test_other_unets_are_refused_with_what_to_load(changes, message):
     with pytest.raises(errors.P3SInputError, match=message):
-        sd15.check_sd15_layout(unet(**changes))
+        sd15.check_layout(unet(**changes))
 
 
 def test_something_that_is_not_a_unet_is_refused():
     import torch
 
     with pytest.raises(errors.P3SInputError, match="Load an SD1\\.5 checkpoint"):
-        sd15.check_sd15_layout(torch.nn.Linear(2, 2))
+        sd15.check_layout(torch.nn.Linear(2, 2))

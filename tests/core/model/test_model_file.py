@@ -130,7 +130,7 @@ def test_failed_overwrite_keeps_the_old_file(tmp_path, monkeypatch):
     ("kwargs", "message"),
     [
         ({"dtype": "int8"}, "Unknown storage dtype 'int8'"),
-        ({"base": "sdxl"}, "Unknown base architecture 'sdxl'"),
+        ({"base": "sd21"}, "Unknown base architecture 'sd21'"),
         ({"config": {"bad": {1, 2}}}, "config cannot be stored as JSON"),
         ({"config": None}, "config must be a dict"),
         ({"training": {"lr": float("nan")}}, "training cannot be stored as JSON"),

@@ -1,0 +1,109 @@
+"""P3S Fine-tune on the tiny SDXL-shaped MODEL (ComfyUI's SDXL classes): it trains a few steps with
+SDXL's ``y`` passed to both passes, saves an SDXL file, and refuses a MODEL whose sampling is not
+the eps-prediction the training step assumes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from devtools.pack_modules import import_pack_module, pack_core
+from devtools.tiny_models import tiny_sdxl_patcher
+
+from .test_finetune_node import StandinClip, StandinClipVision, StandinVae, references
+
+node = import_pack_module("nodes.finetune_node")
+POOLED = 32
+CONTEXT = 64
+
+
+class StandinSdxlClip(StandinClip):
+    """Contexts ``[1, 77, 64]`` and pooled outputs ``[1, 32]`` (the tiny SDXL model's widths) from the tokens."""
+
+    def encode_from_tokens(self, tokens: dict, return_pooled: bool = False):
+        ids = [token[0] for chunk in tokens["l"] for token in chunk]
+        gen = torch.Generator().manual_seed(sum(i * (n + 1) for n, i in enumerate(ids)) % 2**31)
+        context = torch.randn(1, len(ids), CONTEXT, generator=gen)
+        pooled = torch.randn(1, POOLED, generator=gen)
+        return (context, pooled) if return_pooled else context
+
+    def encode_from_tokens_scheduled(self, tokens: dict) -> list:
+        context, pooled = self.encode_from_tokens(tokens, return_pooled=True)
+        return [[context, {"pooled_output": pooled}]]
+
+
+@pytest.fixture
+def p3s_folder(tmp_path, monkeypatch):
+    import folder_paths
+
+    monkeypatch.setitem(folder_paths.folder_names_and_paths, node.P3S_FOLDER, ([str(tmp_path)], {".safetensors"}))
+    return tmp_path
+
+
+def run(model, save_name: str = "", epochs: int = 2, scope: str = "injection", **extra):
+    images, mask = references()
+    with torch.inference_mode():  # as ComfyUI executes every node
+        return node.P3SFineTune.execute(
+            model, StandinSdxlClip(), StandinVae(), StandinClipVision(), images, mask,
+            "a photo of sks disc", epochs, 1e-3, 0.1, 0.1, 64, 1, 3, "auto", scope, False, save_name, False, **extra,
+        )  # fmt: skip
+
+
+def test_finetune_on_sdxl_passes_y_and_saves_an_sdxl_model(p3s_folder):
+    model = tiny_sdxl_patcher(seed=0)
+    ys: list[torch.Tensor] = []
+    handle = model.model.diffusion_model.register_forward_pre_hook(
+        lambda _m, _args, kwargs: ys.append(kwargs["y"]), with_kwargs=True
+    )
+    try:
+        out = run(model, "xl/disc.safetensors")
+    finally:
+        handle.remove()
+    p3s = out.result[0]
+    assert out.ui["text"][0] == "saved xl/disc.safetensors"
+    assert p3s.base == "sdxl" and not p3s.injection_is_zero(), "the zero layers learned"
+    # Injection scope: the copy's pass is the base U-Net too, so every pass of every step is seen here.
+    assert len(ys) >= 4 and all(y is not None and y.shape[-1] == POOLED + 6 * 256 for y in ys)
+    model_file = pack_core(node).model.model_file
+    tensors, info = model_file.load_p3s_model(p3s_folder / "xl" / "disc.safetensors", expected_base=None)
+    assert info.base == "sdxl" and info.config["architecture"] == "p3s-sdxl"
+    assert "injection.output_5_1.attn2.weight" in tensors
+
+
+def test_an_sdxl_checkpoint_records_its_base_and_resumes_exactly(p3s_folder):
+    whole = run(tiny_sdxl_patcher(seed=0), "xl.safetensors", epochs=2, save_every=1).result[0]
+    model_file = pack_core(node).model.model_file
+    tensors, info = model_file.load_p3s_model(p3s_folder / "xl_e0001.safetensors", expected_base=None)
+    assert info.base == "sdxl" and info.resume == {"epoch": 1}
+    checkpoint = model_file.P3SModelFile(tensors, info, name="xl_e0001.safetensors")
+    resumed = run(tiny_sdxl_patcher(seed=0), "", epochs=2, continue_from=checkpoint).result[0]
+    for key, value in whole.state_dict().items():
+        assert torch.equal(resumed.state_dict()[key], value), key
+
+
+def test_prior_preservation_on_sdxl_gives_the_class_images_the_class_prompts_y():
+    model = tiny_sdxl_patcher(seed=0)
+    ys: list[torch.Tensor] = []
+    handle = model.model.diffusion_model.register_forward_pre_hook(
+        lambda _m, _args, kwargs: ys.append(kwargs["y"]), with_kwargs=True
+    )
+    given = torch.rand(2, 48, 48, 3, generator=torch.Generator().manual_seed(2))
+    try:
+        prior = {"prior_loss_weight": 0.5, "class_images": given, "class_prompt": "a disc"}
+        out = run(model, epochs=1, attention_word="sks", **prior)
+    finally:
+        handle.remove()
+    assert not out.result[0].injection_is_zero()
+    width = POOLED + 6 * 256
+    assert ys and all(y.shape[-1] == width for y in ys)
+    assert len({tuple(y[0, :POOLED].tolist()) for y in ys}) >= 2, "the caption's and the class prompt's pooled text"
+
+
+def test_finetune_refuses_a_model_that_is_not_eps_prediction():
+    import comfy.model_base
+
+    model = tiny_sdxl_patcher(seed=0)
+    vpred = comfy.model_base.model_sampling(model.model.model_config, comfy.model_base.ModelType.V_PREDICTION)
+    model.add_object_patch("model_sampling", vpred)
+    with pytest.raises(pack_core(node).errors.P3SInputError, match="trains eps-prediction models"):
+        run(model)
