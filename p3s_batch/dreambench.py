@@ -365,7 +365,8 @@ def generation_workflow(
 def _item(item_id: str, values: dict[str, Any], image: tuple[str, Path]) -> BatchItem:
     """A batch item from ``{"<node>.<input>": value}`` and the references' LoadImage (node, file)."""
     node, path = image
-    params = {**values, f"@image:{node}.image": str(path)}
+    # The ledger knows the references by their content-hashed name: a moved OUT resumes too.
+    params = {**values, f"@image:{node}.image": Path(path).name}
     overrides = [Override(*key.split(".", 1), value) for key, value in values.items()]
     overrides.append(Override(node, "image", str(path), image=True))
     return BatchItem(item_id, params, overrides)
@@ -420,9 +421,15 @@ class EvalModels:
 
 def find_eval_models(folder: Path, comfyui: str | None) -> EvalModels:
     """The CLIP and DINO files in ``folder`` (single files or snapshot folders), or the pack's error."""
-    from p3s_core.errors import P3SInputError
-    from p3s_core.scoring.backbones import TOKENIZER_FILES, resolve_backbone_file
-    from p3s_core.scoring.protocol import CLIP_B32, DINO_S16
+    try:
+        from p3s_core.errors import P3SInputError
+        from p3s_core.scoring.backbones import TOKENIZER_FILES, resolve_backbone_file
+        from p3s_core.scoring.protocol import CLIP_B32, DINO_S16
+    except ImportError as exc:
+        raise DreamBenchError(
+            f"the scoring needs the pack's p3s_core ({exc}): run `python -m p3s_batch dreambench` from the "
+            "pack's folder (custom_nodes/comfyui-p3s), with torch and transformers installed."
+        ) from None
 
     found = []
     for backbone in (CLIP_B32, DINO_S16):

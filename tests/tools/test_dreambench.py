@@ -183,3 +183,11 @@ def test_seeds_do_not_depend_on_the_subset_and_the_overall_row_is_the_subject_me
     assert total["subject"] == "overall" and total["images"] == 4 and total["references"] == 9
     assert total["clip_i"] == pytest.approx(0.6) and total["dino"] == pytest.approx(0.5)
     assert total["protocol"] == "no"
+
+
+def test_an_item_is_known_by_its_references_content_not_the_output_path(tmp_path: Path):
+    from p3s_batch.dreambench import _item
+
+    item = _item("train", {"11.save_name": "a.safetensors"}, ("1", tmp_path / "out" / "references-0123abcd.tiff"))
+    assert item.params == {"11.save_name": "a.safetensors", "@image:1.image": "references-0123abcd.tiff"}
+    assert item.image_paths() == [tmp_path / "out" / "references-0123abcd.tiff"], "uploaded from its real path"
