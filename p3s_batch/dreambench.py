@@ -46,9 +46,12 @@ LIVE_CLASSES = frozenset({"dog", "cat"})
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 IMAGES_PER_PROMPT = 4
 SEED_STRIDE = 100
-PAPER_TABLE_I = {"clip_i": 0.7748, "clip_t": 0.2383, "dino": 0.5491}
-"""The P3S paper's Table I (full model): CLIP-I, CLIP-T, and DINOv2 (another backbone than ours)."""
+PAPER_TABLE_I = {"clip_i": 0.7748, "clip_t": 0.2383, "dino": 0.5491, "clip_i_var": 0.0045, "dino_var": 0.0187}
+"""The P3S paper's Table I (full model): CLIP-I, CLIP-T, DINOv2 (another backbone than ours), CLIP-Iv, DINO-v."""
 METRICS = ("clip_i", "clip_t", "dino")
+VARIANCES = ("clip_i_var", "dino_var")
+"""Table I's CLIP-Iv and DINO-v, read as the variance over the generated images (our reading)."""
+SCORES_VERSION = "2"
 
 
 class DreamBenchError(BatchInputError):
@@ -390,12 +393,18 @@ def _write_atomic(path: Path, data: bytes | str) -> None:
     os.replace(partial, path)
 
 
+def _cell(key: str, value: Any) -> Any:
+    if not isinstance(value, float):
+        return value
+    return f"{value:.6f}" if key.endswith("_var") else f"{value:.4f}"
+
+
 def _csv_text(rows: list[dict[str, Any]], columns: list[str]) -> str:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, columns, lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        writer.writerow({k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in row.items() if k in columns})
+        writer.writerow({k: _cell(k, v) for k, v in row.items() if k in columns})
     return buffer.getvalue()
 
 
@@ -615,7 +624,7 @@ def score_subject_run(
         if len(outputs) != 1:
             raise StageFailed(f"{subject.name} {entry['item']}: expected one generated image, the ledger has {outputs}")
         files.append(folder / "generate" / outputs[0])
-    fingerprint = hashlib.sha256()
+    fingerprint = hashlib.sha256(SCORES_VERSION.encode())
     for path, entry in zip(files, meta, strict=True):
         fingerprint.update(f"{entry['item']}:{entry['seed']}:{entry['prompt']}:".encode())
         fingerprint.update(hashlib.sha256(path.read_bytes()).digest())
@@ -660,6 +669,7 @@ def score_subject_run(
         "images_per_prompt": options.images_per_prompt,
         "images": len(files),
         **{m: scores.mean(m) for m in METRICS},
+        **{v: scores.summaries[v.removesuffix("_var")].variance for v in VARIANCES},
         "train_seed": options.settings.train_seed,
         "seed_base": options.settings.seed,
         "protocol": "yes" if scores.protocol else "no",
@@ -684,6 +694,7 @@ SUMMARY_COLUMNS = [
     "images_per_prompt",
     "images",
     *METRICS,
+    *VARIANCES,
     "train_seed",
     "seed_base",
     "protocol",
@@ -707,6 +718,13 @@ def overall_row(rows: list[dict[str, Any]]) -> dict[str, Any]:
     total["images_per_prompt"] = rows[0]["images_per_prompt"]
     for metric in METRICS:
         total[metric] = math.fsum(float(r[metric]) for r in rows) / len(rows)
+    # The variance over all images, pooled from the subjects' means and variances.
+    counts = [int(r["images"]) for r in rows]
+    for key in VARIANCES:
+        means = [float(r[key.removesuffix("_var")]) for r in rows]
+        grand = math.fsum(n * m for n, m in zip(counts, means, strict=True)) / sum(counts)
+        spread = [n * (float(r[key]) + (m - grand) ** 2) for n, m, r in zip(counts, means, rows, strict=True)]
+        total[key] = math.fsum(spread) / sum(counts)
     total.update(train_seed=rows[0]["train_seed"], seed_base=rows[0]["seed_base"])
     total["protocol"] = "yes" if all(r["protocol"] == "yes" for r in rows) else "no"
     return total
@@ -721,23 +739,26 @@ def write_overall(rows: list[dict[str, Any]], options: RunOptions) -> tuple[Path
     lines = [
         "# DreamBench scores",
         "",
-        rows[0]["note"],
+        "; ".join(part for part in rows[0]["note"].rstrip(".").split("; ") if "reference(s)" not in part) + ".",
         "",
         seeds_line(options),
         "",
-        "| subject | class | images | CLIP-I | CLIP-T | DINO |",
-        "|---|---|---|---|---|---|",
+        "| subject | class | images | CLIP-I | CLIP-T | DINO | CLIP-Iv | DINO-v |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for row in table:
         name = f"**{row['subject']}**" if row["subject"] == "overall" else row["subject"]
-        values = " | ".join(f"{row[m]:.4f}" for m in METRICS)
+        values = " | ".join([*(f"{row[m]:.4f}" for m in METRICS), *(f"{row[v]:.4f}" for v in VARIANCES)])
         lines.append(f"| {name} | {row['class']} | {row['images']} | {values} |")
-    paper = " | ".join(f"{PAPER_TABLE_I[m]:.4f}" for m in METRICS)
+    paper = " | ".join(f"{PAPER_TABLE_I[m]:.4f}" for m in (*METRICS, *VARIANCES))
     lines += [
-        f"| P3S paper, Table I | | | {paper} (DINOv2, not our DINO ViT-S/16) |",
+        f"| P3S paper, Table I | | | {paper} |",
+        "",
+        "The paper's DINO is DINOv2, ours DreamBooth's DINO ViT-S/16: compare its DINO and DINO-v with care.",
         "",
         "CLIP-I and DINO: mean cosine of each generated image with each reference photo; CLIP-T: cosine of "
-        "each image with its prompt, the identifier removed. The overall row is the mean over subjects.",
+        "each image with its prompt, the identifier removed. The overall row is the mean over subjects; "
+        "CLIP-Iv and DINO-v are the variances over the images (the overall row's pooled over all images).",
         "",
     ]
     _write_atomic(md_path, "\n".join(lines))

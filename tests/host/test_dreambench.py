@@ -91,10 +91,11 @@ def test_a_two_subject_run_killed_once_resumes_without_duplicates(
     assert [r["selection"] for r in rows[:2]] == ["points", "whole image"] and rows[1]["kind"] == "live"
     assert all(r["train_seed"] == "0" and r["seed_base"] == "40" for r in rows)
     assert all(-1 <= float(r[m]) <= 1 for r in rows for m in ("clip_i", "clip_t", "dino"))
+    assert all(float(r["clip_i_var"]) >= 0 and float(r["dino_var"]) >= 0 for r in rows)
     assert rows[2]["images"] == "4" and rows[0]["protocol"] == "no", "the tiny backbones are not the protocol's"
     markdown = (out / "dreambench.md").read_text()
     assert "| **overall** |" in markdown and "Seeds: P3S Fine-tune seed 0" in markdown
-    assert "NOT the DreamBench protocol" in markdown
+    assert "NOT the DreamBench protocol" in markdown and "| CLIP-Iv | DINO-v |" in markdown
     assert not list(out.rglob("*.partial")), "no half-written file left"
 
     again = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)

@@ -175,14 +175,16 @@ def test_seeds_do_not_depend_on_the_subset_and_the_overall_row_is_the_subject_me
     assert [image_seed(7, p, k) for p in (0, 1) for k in (0, 1)] == [7, 8, 107, 108]
     rows = [
         {"references": 4, "images": 2, "prompts": 2, "images_per_prompt": 1, "clip_i": 0.5, "clip_t": 0.2,
-         "dino": 0.4, "train_seed": 0, "seed_base": 0, "protocol": "yes"},
+         "dino": 0.4, "clip_i_var": 0.01, "dino_var": 0.0, "train_seed": 0, "seed_base": 0, "protocol": "yes"},
         {"references": 5, "images": 2, "prompts": 2, "images_per_prompt": 1, "clip_i": 0.7, "clip_t": 0.3,
-         "dino": 0.6, "train_seed": 0, "seed_base": 0, "protocol": "no"},
+         "dino": 0.6, "clip_i_var": 0.03, "dino_var": 0.0, "train_seed": 0, "seed_base": 0, "protocol": "no"},
     ]  # fmt: skip
     total = overall_row(rows)
     assert total["subject"] == "overall" and total["images"] == 4 and total["references"] == 9
     assert total["clip_i"] == pytest.approx(0.6) and total["dino"] == pytest.approx(0.5)
     assert total["protocol"] == "no"
+    # Pooled over the 4 images: the subjects' variances (mean 0.02) plus their means' spread (0.01).
+    assert total["clip_i_var"] == pytest.approx(0.03) and total["dino_var"] == pytest.approx(0.01)
 
 
 def test_an_item_is_known_by_its_references_content_not_the_output_path(tmp_path: Path):
