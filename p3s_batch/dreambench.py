@@ -148,7 +148,7 @@ def load_subjects(
     folder: Path, bench: BenchFile, names: Sequence[str] | None, points: dict[str, Any] | None = None
 ) -> list[Subject]:
     """The subjects to run, in the file's order (or ``names``' order), each with its photos, checked."""
-    chosen = list(names) if names else list(bench.classes)
+    chosen = list(dict.fromkeys(names)) if names else list(bench.classes)
     unknown = [n for n in chosen if n not in bench.classes]
     if unknown:
         raise DreamBenchError(
