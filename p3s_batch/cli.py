@@ -180,6 +180,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["dreambench"]:  # p3s-batch dreambench DATASET -o OUT ...
+        from p3s_batch.dreambench import main as dreambench_main
+
+        return dreambench_main(argv[1:])
     args = parse_args(argv)
     if args.engine == "ray":  # before anything is written: says how to install it when missing
         from p3s_batch.ray_engine import import_ray
