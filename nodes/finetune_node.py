@@ -292,7 +292,7 @@ class P3SFineTune(io.ComfyNode):
     ) -> io.NodeOutput:
         # Every check runs before anything is encoded or trained.
         base = check_base_model(model)
-        check_trainable_sampling(model)
+        prediction = check_trainable_sampling(model)
         check_scope_choice(scope)
         lr_asked = check_lr_choice(lr)
         finite("lora_alpha", lora_alpha)
@@ -337,6 +337,7 @@ class P3SFineTune(io.ComfyNode):
             latent_masks,
             ys=None if ys is None else ys[:r],
             uncond_y=None if ys is None else ys[r : r + 1],
+            prediction=prediction,
         )
         class_context = (contexts[-1], None if ys is None else ys[-1:]) if prior_on else None
 
@@ -359,7 +360,7 @@ class P3SFineTune(io.ComfyNode):
         rate, rate_line = resolve_lr(lr_asked, trained_scope)
         settings = replace(settings, lr=rate)
         record = training_record(settings, trained_scope, scope, texts, images.shape[0], start)
-        record.update(precision=precision, precision_used=used)
+        record.update(precision=precision, precision_used=used, prediction=prediction)
         record.update(lr_requested="auto" if lr_asked == AUTO_LR else lr_asked, lr_reason=rate_line)
         if prior_on:
             made = f"{class_images.shape[0]} given" if class_images is not None else f"{class_image_count} generated"

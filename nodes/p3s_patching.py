@@ -35,6 +35,7 @@ from ..p3s_core.sampling.regions import (
     make_batch_check,
 )
 from ..p3s_core.selection.letterbox import letterbox_pixels
+from ..p3s_core.training.prediction import EPS, V_PREDICTION
 from ..p3s_core.training.step import NUM_TIMESTEPS
 from ..p3s_core.validation import finite, window
 from .p3s_placement import P3SModelPatcher, base_compute_dtype, place_for_base
@@ -50,26 +51,36 @@ def check_base_model(model: comfy.model_patcher.ModelPatcher) -> ModuleType:
     return base
 
 
-def check_trainable_sampling(model: comfy.model_patcher.ModelPatcher) -> None:
-    """A ``P3SInputError`` unless the MODEL's ``model_sampling`` is what the training step assumes:
-    eps-prediction over ComfyUI's 1000 discrete training sigmas (SD1.5 and SDXL base checkpoints).
+def check_trainable_sampling(model: comfy.model_patcher.ModelPatcher) -> str:
+    """The prediction type the training step uses for this MODEL (``eps`` or ``v``), or a
+    ``P3SInputError``: training needs ComfyUI's 1000 discrete training sigmas and an eps- or
+    v-prediction ``model_sampling`` (:mod:`p3s_core.training.prediction`, our addition).
 
-    The step's noisy input ``(x0 + sigma n) / sqrt(sigma^2 + 1)`` and noise target are
-    ``comfy.model_sampling.EPS``'s; a v-prediction, x0 or flow checkpoint (or a Model Sampling node
-    that makes it one) would be trained against the wrong target (our addition).
+    Read from what ComfyUI samples with, so a Model Sampling Discrete node set to ``v_prediction``
+    (a v-pred checkpoint loaded as eps) trains as it samples. EDM, x0 and flow models are refused:
+    their input scaling and timesteps are not the discrete schedule's.
     """
     sampling = model.get_model_object("model_sampling")
-    eps = comfy.model_sampling.EPS
-    same = all(
-        getattr(type(sampling), name, None) is getattr(eps, name) for name in ("calculate_input", "calculate_denoised")
-    )
     sigmas = getattr(sampling, "sigmas", None)
-    if not same or sigmas is None or sigmas.shape[0] != NUM_TIMESTEPS:
+    prediction = next((name for name, kind in _PREDICTIONS if _samples_as(sampling, kind)), None)
+    discrete = isinstance(sampling, comfy.model_sampling.ModelSamplingDiscrete)  # timestep = the sigma's index
+    if prediction is None or not discrete or sigmas is None or sigmas.shape[0] != NUM_TIMESTEPS:
         raise P3SInputError(
-            f"P3S Fine-tune trains eps-prediction models over {NUM_TIMESTEPS} discrete noise levels (SD1.5, SDXL "
-            f"base); this MODEL samples with {type(sampling).__name__}. Use a standard eps checkpoint (not a "
-            "v-prediction, EDM or flow one) and no Model Sampling node before the Fine-tune."
+            f"P3S Fine-tune trains eps- and v-prediction models over {NUM_TIMESTEPS} discrete noise levels (SD1.5, "
+            f"SDXL, their v-prediction fine-tunes); this MODEL samples with {type(sampling).__name__}. Use such a "
+            "checkpoint (not an EDM or flow one) and no Model Sampling node other than Discrete eps / v_prediction."
         )
+    return prediction
+
+
+_PREDICTIONS = ((EPS, comfy.model_sampling.EPS), (V_PREDICTION, comfy.model_sampling.V_PREDICTION))
+
+
+def _samples_as(sampling, kind: type) -> bool:
+    """Whether ``sampling`` scales the input and reads the output as ComfyUI's ``kind`` does."""
+    return all(
+        getattr(type(sampling), name, None) is getattr(kind, name) for name in ("calculate_input", "calculate_denoised")
+    )
 
 
 def text_conditioning(

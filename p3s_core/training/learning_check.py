@@ -31,6 +31,7 @@ from .precision import (
     training_precision,
     unet_compute_dtype,
 )
+from .prediction import noisy_input, prediction_target
 from .settings import TrainingData
 from .step import NUM_TIMESTEPS, step_losses
 
@@ -121,8 +122,8 @@ def subject_losses(
 
 def _base_loss(unet: nn.Module, sigmas, data: TrainingData, noise, timesteps, path) -> float:
     sigma = sigmas[timesteps].view(-1, 1, 1, 1)
-    x_in = path.inputs((data.latents + sigma * noise) / torch.sqrt(sigma**2 + 1.0))
+    x_in = path.inputs(noisy_input(data.latents, noise, sigma))
     options = {ATTENTION_OVERRIDE_KEY: attention_override}
     y = None if data.ys is None else path.inputs(data.ys)
     pred = unet(x_in, timesteps.float(), context=path.inputs(data.contexts), y=y, transformer_options=options)
-    return float(ldm_loss(pred.float(), noise))
+    return float(ldm_loss(pred.float(), prediction_target(data.prediction, data.latents, noise, sigma)))

@@ -4,7 +4,8 @@
 dropout (the text context replaced by the empty prompt's, for classifier-free guidance).
 Frozen: CLIP, VAE and the base U-Net. Trained: the U-Net copy, the zero layers, the subject
 encoder. Timesteps are drawn uniformly from 0..999 and noised as in SD training
-(``x_t = (x_0 + sigma_t eps) / sqrt(sigma_t^2 + 1)``, eps-prediction).
+(``x_t = (x_0 + sigma_t eps) / sqrt(sigma_t^2 + 1)``); the target is the noise for eps-prediction
+[stated], ``v`` for v-prediction bases (:mod:`.prediction`, our addition).
 
 [reconstructed] The copy's injections enter with weight 1 (the sampling schedule is not used
 in training). Training trains everything the P3S model owns; its scope (see

@@ -18,6 +18,7 @@ from ..model.injection_layers import LOW_RANK_LR_SCALE
 from ..model.shared_copy import SCOPES
 from ..validation import in_range
 from .losses import NORMALISATIONS
+from .prediction import EPS, check_prediction
 
 HINT_SOURCES = ("other", "own")
 DEFAULT_HINT_LR_SCALE = 100.0
@@ -100,6 +101,8 @@ class TrainingData:
     ``ys`` ``[R, A]``, ``uncond_y`` ``[1, A]``, ``prior_ys`` ``[P, A]``: the ADM input ``y`` of a base
     that has one (SDXL: pooled text and size embeddings, as ComfyUI's ``encode_adm`` makes it)
     for each caption, the empty prompt and the class prompt; None on SD1.5.
+    ``prediction``: what the base's U-Net predicts, ``eps`` or ``v`` (:mod:`.prediction`, read
+    from the MODEL's ``model_sampling``); the step's target follows it.
     """
 
     latents: torch.Tensor
@@ -113,8 +116,10 @@ class TrainingData:
     ys: torch.Tensor | None = None
     uncond_y: torch.Tensor | None = None
     prior_ys: torch.Tensor | None = None
+    prediction: str = EPS
 
     def __post_init__(self) -> None:
+        check_prediction(self.prediction)
         r = self.latents.shape[0]
         if any(t.shape[0] != r for t in (self.tokens, self.mask_grids, self.contexts)):
             raise P3SInputError("Latents, CLIP tokens, masks and captions must have one entry per reference image.")
@@ -156,7 +161,7 @@ class TrainingData:
         """Normal (non-inference) float32 copies on ``device``."""
         with torch.inference_mode(False):
             moved = {
-                k: None if v is None else v.detach().to(device=device, dtype=torch.float32).clone()
+                k: v if not isinstance(v, torch.Tensor) else v.detach().to(device=device, dtype=torch.float32).clone()
                 for k, v in asdict(self).items()
             }
         return TrainingData(**moved)

@@ -25,6 +25,7 @@ from .precision import (
     training_precision,
     unet_compute_dtype,
 )
+from .prediction import noisy_input, prediction_target
 from .settings import TrainingData
 
 NUM_TIMESTEPS = 1000
@@ -81,7 +82,7 @@ def step_losses(
     noise, timesteps = noise.to(device), timesteps.to(device)
     sigma = sigmas[timesteps].view(-1, 1, 1, 1)
     cast = precision.inputs if precision is not None else (lambda tensor: tensor)
-    x_in = cast((x0 + sigma * noise) / torch.sqrt(sigma**2 + 1.0))
+    x_in = cast(noisy_input(x0, noise, sigma))
     context = cast(torch.where(drop.to(device).view(-1, 1, 1), data.uncond.expand_as(row_contexts), row_contexts))
     y = None
     if row_ys is not None:
@@ -109,7 +110,7 @@ def step_losses(
     weight = None
     if background_loss_weight != 1.0 and targets is None:
         weight = subject_weight(data.latent_masks[rows], background_loss_weight)
-    l_ldm = ldm_loss(noise_pred.float(), noise, weight)
+    l_ldm = ldm_loss(noise_pred.float(), prediction_target(data.prediction, x0, noise, sigma), weight)
     terms = [
         attention_consistency_loss(maps[_map_name("copy", b, last)], maps[_map_name("frozen", b, last)], normalisation)
         for b in blocks

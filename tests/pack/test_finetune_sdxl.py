@@ -1,6 +1,6 @@
 """P3S Fine-tune on the tiny SDXL-shaped MODEL (ComfyUI's SDXL classes): it trains a few steps with
-SDXL's ``y`` passed to both passes, saves an SDXL file, and refuses a MODEL whose sampling is not
-the eps-prediction the training step assumes."""
+SDXL's ``y`` passed to both passes, saves an SDXL file, trains a v-prediction MODEL against v, and
+refuses one whose sampling is not the discrete schedule the training step assumes."""
 
 from __future__ import annotations
 
@@ -99,11 +99,24 @@ def test_prior_preservation_on_sdxl_gives_the_class_images_the_class_prompts_y()
     assert len({tuple(y[0, :POOLED].tolist()) for y in ys}) >= 2, "the caption's and the class prompt's pooled text"
 
 
-def test_finetune_refuses_a_model_that_is_not_eps_prediction():
+def test_finetune_on_a_v_prediction_sdxl_trains_against_v_and_records_it(p3s_folder):
     import comfy.model_base
 
     model = tiny_sdxl_patcher(seed=0)
     vpred = comfy.model_base.model_sampling(model.model.model_config, comfy.model_base.ModelType.V_PREDICTION)
     model.add_object_patch("model_sampling", vpred)
-    with pytest.raises(pack_core(node).errors.P3SInputError, match="trains eps-prediction models"):
+    out = run(model, "xl/v.safetensors", epochs=1)
+    assert not out.result[0].injection_is_zero()
+    info = pack_core(node).model.model_file.load_p3s_model(p3s_folder / "xl" / "v.safetensors", expected_base=None)[1]
+    assert info.training["prediction"] == "v"
+    assert out.ui["text"][1].startswith("subject loss "), "the learning check ran against the v target"
+
+
+def test_finetune_refuses_a_continuous_edm_model():
+    import comfy.model_base
+
+    model = tiny_sdxl_patcher(seed=0)
+    edm = comfy.model_base.model_sampling(model.model.model_config, comfy.model_base.ModelType.V_PREDICTION_EDM)
+    model.add_object_patch("model_sampling", edm)
+    with pytest.raises(pack_core(node).errors.P3SInputError, match="trains eps- and v-prediction models"):
         run(model)
