@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from p3s_batch.prompt_graph import needed_nodes
 from p3s_core.model.shared_copy import DEFAULT_LORA_ALPHA, DEFAULT_LORA_RANK
 
 EXAMPLES_API = Path(__file__).resolve().parent.parent / "example_workflows" / "api"
@@ -46,23 +47,15 @@ def with_settings(prompt: dict[str, Any], **settings: Any) -> dict[str, Any]:
 def training_only(prompt: dict[str, Any]) -> dict[str, Any]:
     """The part of ``prompt`` that trains: every P3S Fine-tune with what it needs, and the Save Image
     nodes of its own outputs (the loss plot), so that ComfyUI runs it without the sampling after it."""
-    keep: set[str] = set()
-    todo = [i for i, node in prompt.items() if node["class_type"] == "P3SFineTune"]
-    if not todo:
+    trainers = [i for i, node in prompt.items() if node["class_type"] == "P3SFineTune"]
+    if not trainers:
         raise ValueError("the prompt has no P3SFineTune node")
     savers = [
         i
         for i, node in prompt.items()
         if node["class_type"] == "SaveImage" and prompt[node["inputs"]["images"][0]]["class_type"] == "P3SFineTune"
     ]
-    todo += savers
-    while todo:
-        node_id = todo.pop()
-        if node_id in keep:
-            continue
-        keep.add(node_id)
-        todo += [v[0] for v in prompt[node_id]["inputs"].values() if isinstance(v, list) and len(v) == 2]
-    return {i: node for i, node in prompt.items() if i in keep}
+    return needed_nodes(prompt, trainers + savers)
 
 
 def selection_workflow(

@@ -35,6 +35,7 @@ from typing import Any
 
 from p3s_batch.items import BatchInputError, BatchItem, Override, load_workflow
 from p3s_batch.ledger import Ledger, LedgerBusy
+from p3s_batch.prompt_graph import needed_nodes
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES_API = REPO_ROOT / "example_workflows" / "api"
@@ -262,19 +263,6 @@ def prepare_references(subject: Subject, folder: Path, size: int) -> tuple[Path,
     return target, points
 
 
-def _needed(prompt: dict[str, Any], outputs: list[str]) -> dict[str, Any]:
-    """The nodes ``outputs`` need (links followed back)."""
-    keep: set[str] = set()
-    todo = list(outputs)
-    while todo:
-        node_id = todo.pop()
-        if node_id in keep:
-            continue
-        keep.add(node_id)
-        todo += [v[0] for v in prompt[node_id]["inputs"].values() if isinstance(v, list) and len(v) == 2]
-    return {i: node for i, node in prompt.items() if i in keep}
-
-
 def _nodes(prompt: dict[str, Any], class_type: str) -> list[str]:
     found = [i for i, node in prompt.items() if node["class_type"] == class_type]
     if not found:
@@ -336,7 +324,7 @@ def training_workflow(example: dict[str, Any], settings: Settings, whole: bool) 
             inputs[key] = getattr(settings, key)
     inputs.update(seed=settings.train_seed, overwrite=True, attention_word=settings.identifier)
     savers = [i for i in _nodes(prompt, "SaveImage") if prompt[i]["inputs"]["images"] == [train, 1]]  # the loss plot
-    return _needed(prompt, [train, *savers]), train
+    return needed_nodes(prompt, [train, *savers]), train
 
 
 def generation_workflow(
@@ -362,7 +350,7 @@ def generation_workflow(
             prompt[i]["inputs"].update(width=settings.size, height=settings.size, batch_size=1)
     (loader,) = _nodes(prompt, "P3SLoader")
     ids = {"loader": loader, "text": positive, "sampler": sampler, "save": savers[0]}
-    return _needed(prompt, [savers[0]]), ids
+    return needed_nodes(prompt, [savers[0]]), ids
 
 
 def _item(item_id: str, values: dict[str, Any], image: tuple[str, Path]) -> BatchItem:
