@@ -7,6 +7,8 @@ from collections.abc import Iterator
 
 import torch
 
+from p3s_core.training.prediction import noisy_input
+
 MODEL_CHANNELS = 32  # the smallest width ComfyUI's GroupNorm(32) allows with SD1.5's layout
 NUM_TIMESTEPS = 1000
 
@@ -54,6 +56,5 @@ def training_sigmas() -> torch.Tensor:
 
 
 def noised(x0: torch.Tensor, noise: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-    """SD's eps-prediction input: ``(x0 + sigma eps) / sqrt(sigma^2 + 1)``."""
-    sigma = sigma.view(-1, 1, 1, 1)
-    return (x0 + sigma * noise) / torch.sqrt(sigma**2 + 1.0)
+    """SD's training input at per-sample ``sigma`` ``[B]`` (the pack's :func:`noisy_input`)."""
+    return noisy_input(x0, noise, sigma.view(-1, 1, 1, 1))
