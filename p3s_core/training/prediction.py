@@ -33,8 +33,6 @@ def noisy_input(x0: torch.Tensor, noise: torch.Tensor, sigma: torch.Tensor) -> t
 
 def prediction_target(prediction: str, x0: torch.Tensor, noise: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     """What a ``prediction`` model should output for ``x0`` noised by ``noise`` at ``sigma``."""
-    if prediction == EPS:
+    if check_prediction(prediction) == EPS:
         return noise
-    if prediction == V_PREDICTION:
-        return (noise - sigma * x0) / torch.sqrt(sigma**2 + 1.0)
-    raise P3SInputError(f"Unknown prediction type {prediction!r}: P3S trains {', '.join(PREDICTIONS)}.")
+    return (noise - sigma * x0) / torch.sqrt(sigma**2 + 1.0)
