@@ -24,10 +24,16 @@ Sections:
 8. an fp32 base with ``precision`` auto: what ComfyUI's fp16 judgement makes of this card, finite loss.
 9. host syncs per step with the attention-map capture on (section 2 reports them per VRAM mode:
    lowvram and novram leave the injection and hint layers on the CPU).
+10. SDXL: SDXL 1.0's full-size U-Net (random weights, fp16; ``--tiny``: the tiny SDXL-shaped one)
+   at 1024 px (``--sdxl-latent``): an untrained model bit-identical to plain sampling; sampling
+   peak with scope ``injection`` and ``lora`` against plain; a training step's peak and seconds
+   per scope with gradient checkpointing, on the whole card and on a simulated 12 GB one, beside
+   scope ``auto``'s estimate of it (``measured_over_estimate``).
 
     python -m benchmarks.gpu_suite                 # CUDA, full size, 512 px (< 8 min on one GPU)
     python -m benchmarks.gpu_suite --cpu --tiny    # CPU smoke run (< 60 s)
     python -m benchmarks.gpu_suite --json          # one JSON object instead of the table
+    python -m benchmarks.gpu_suite --section sdxl  # only the SDXL rows
 """
 
 from __future__ import annotations
@@ -646,6 +652,137 @@ def capture_syncs(suite: Suite) -> None:
         suite.check(bool(torch.isfinite(sample(args, captured, 2)).all()), "capture: non-finite output")
 
 
+def sdxl_base(args):
+    """A random-weight SDXL MODEL (SDXL 1.0's size in fp16 on CUDA; the tiny one with ``--tiny``)."""
+    import comfy.model_management as mm
+    import comfy.model_patcher
+    import torch
+
+    from devtools import tiny_models
+
+    with torch.inference_mode():
+        if args.tiny:
+            made = tiny_models.tiny_sdxl_patcher(seed=0)
+        else:
+            dtype = torch.float32 if args.cpu else torch.float16
+            made = tiny_models.sdxl_patcher(tiny_models.sdxl_full_unet_config(), seed=0, dtype=dtype)
+    return comfy.model_patcher.ModelPatcher(
+        made.model, load_device=mm.get_torch_device(), offload_device=mm.unet_offload_device()
+    )
+
+
+def sdxl_inputs(base, side: int, images: int = 2):
+    """Conditioning (with SDXL's pooled text) and TrainingData (with its ``y``) for ``base``."""
+    import torch
+
+    _, training_settings, _ = pack()
+    from devtools.tiny_models import SDXL_SIZE_EMBEDDINGS
+
+    config = base.model.model_config.unet_config
+    context, adm = config["context_dim"], config["adm_in_channels"]
+    gen = torch.Generator().manual_seed(3)
+
+    def cond():
+        pooled = torch.randn(1, adm - SDXL_SIZE_EMBEDDINGS, generator=gen)
+        return [[torch.randn(1, 77, context, generator=gen), {"pooled_output": pooled}]]
+
+    positive, negative = cond(), cond()
+    data = training_settings.TrainingData(
+        torch.randn(images, 4, side, side, generator=gen),
+        torch.randn(images, 257, 16 if base.model.diffusion_model.model_channels < 320 else 1024, generator=gen),
+        (torch.rand(images, 16, 16, generator=gen) > 0.5).float(),
+        torch.randn(images, 77, context, generator=gen),
+        torch.randn(1, 77, context, generator=gen),
+        ys=torch.randn(images, adm, generator=gen),
+        uncond_y=torch.randn(1, adm, generator=gen),
+    )
+    return positive, negative, data
+
+
+def sdxl_section(suite: Suite) -> None:
+    """Section 10: SDXL sampling and training memory, measured beside scope ``auto``'s estimate."""
+    import torch
+
+    from devtools.pack_modules import import_pack_module
+
+    args = suite.args
+    cuda = torch.cuda.is_available() and not args.cpu
+    patching, training_settings, training_loop = pack()
+    placement = import_pack_module("nodes.p3s_placement")
+    scope_memory = import_pack_module("p3s_core.training.scope_memory")
+    bases = import_pack_module("p3s_core.bases.registry")
+    side = args.tiny_latent if args.tiny else args.sdxl_latent
+    base = sdxl_base(args)
+    positive, negative, data = sdxl_inputs(base, side)
+    noise = torch.randn(1, 4, side, side, generator=torch.Generator().manual_seed(1))
+
+    def sampled(model):
+        import comfy.sample
+
+        if cuda:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+        with torch.inference_mode():
+            out = comfy.sample.sample(
+                model, noise, 2, 5.0, "euler", "normal", positive, negative, torch.zeros_like(noise), seed=1,
+                disable_pbar=True,
+            )  # fmt: skip
+        return out, (torch.cuda.max_memory_allocated() / 2**20 if cuda else float("nan"))
+
+    plain, plain_peak = sampled(base)
+    init = patching.new_p3s_model(base, encoder(args), "injection")
+    untrained, _ = sampled(patching.apply_p3s(base, init, torch.randn(1, 4, side, side)))
+    suite.check(torch.equal(untrained, plain), "SDXL: an untrained P3S model changed sampling")
+    suite.row("sdxl sampling", scope="plain", peak_mib=round(plain_peak, 1), ratio=1.0)
+    for scope in ("injection", "lora"):
+        p3s = patching.new_p3s_model(base, encoder(args), scope)
+        randomised(p3s)
+        out, peak = sampled(patching.apply_p3s(base, p3s, torch.randn(1, 4, side, side)))
+        suite.check(bool(torch.isfinite(out).all()), f"SDXL {scope}: sampling not finite")
+        ratio = round(peak / plain_peak, 3) if cuda else float("nan")
+        suite.row("sdxl sampling", scope=scope, peak_mib=round(peak, 1), ratio=ratio)
+        if cuda:
+            suite.check(ratio <= 1.15, f"SDXL {scope}: sampling peak {ratio}x plain (target <= 1.15)")
+        del p3s
+    unet = base.model.diffusion_model
+    layers = scope_memory.p3s_layer_parameters(unet, encoder(args), -1)
+    needs = scope_memory.scope_needs(
+        unet, layers, 32, side * side, 1, True, True, 0, bases.base_for_model(base)
+    )  # fmt: skip
+    cards = [None, 12] if cuda else [None]
+    for card in cards:
+        if card is not None:
+            total = torch.cuda.get_device_properties(0).total_memory
+            torch.cuda.set_per_process_memory_fraction(min(1.0, card * 2**30 / total))
+        for scope in ("injection", "lora", "attention"):
+            measure = StepPeak(cuda)
+            p3s = patching.new_p3s_model(base, encoder(args), scope)
+            frozen = placement.training_clone(base)
+            placement.load_for_training(frozen)
+            settings = training_settings.TrainSettings(
+                epochs=1, lr=1e-4, scope=scope, gradient_checkpointing=True, batch_size=1
+            )  # fmt: skip
+            with suite.guarded(f"sdxl training {scope} card={card or 'full'}"):
+                try:
+                    with torch.inference_mode():
+                        training_loop.train_p3s(
+                            p3s, frozen.model.diffusion_model, base.get_model_object("model_sampling").sigmas, data,
+                            settings, device=frozen.load_device, compute_dtype=placement.base_compute_dtype(base),
+                            on_step=measure,
+                        )  # fmt: skip
+                except torch.cuda.OutOfMemoryError:
+                    measure.peak = float("inf")  # does not fit that card: a result, not a failure
+            peak_gb, estimate_gb = measure.peak / 2**30, needs[scope] / 2**30
+            suite.row(
+                "sdxl training", scope=scope, card=f"{card} GB" if card else "full", checkpointing=True,
+                s_per_step=round(measure.seconds, 3), peak_gb=round(peak_gb, 3), estimate_gb=round(estimate_gb, 3),
+                measured_over_estimate=round(peak_gb / estimate_gb, 3),
+            )  # fmt: skip
+            del p3s, frozen
+        if card is not None:
+            torch.cuda.set_per_process_memory_fraction(1.0)
+
+
 SECTIONS = {
     "dtypes": dtype_matrix,
     "vram-modes": run_vram_modes,
@@ -655,6 +792,7 @@ SECTIONS = {
     "resume": resume_run,
     "fp32-auto": fp32_auto,
     "capture-syncs": capture_syncs,
+    "sdxl": sdxl_section,
 }
 
 
@@ -677,6 +815,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tiny", action="store_true", help="the tiny SD1.5-shaped model at 64 px")
     parser.add_argument("--latent", type=int, default=64, help="latent side of the full-size runs (512 px = 64)")
     parser.add_argument("--tiny-latent", type=int, default=8, help="latent side of the --tiny runs")
+    parser.add_argument("--sdxl-latent", type=int, default=128, help="latent side of the SDXL rows (1024 px = 128)")
     parser.add_argument("--section", choices=[*SECTIONS, "vram"], action="append", help="only these (repeatable)")
     parser.add_argument("--vram", choices=list(VRAM_MODES), help=argparse.SUPPRESS)
     parser.add_argument("--comfyui", help="ComfyUI folder (default: the host of devtools/comfy_host.py)")

@@ -24,10 +24,17 @@ from devtools.workflows import SMALL_PIPELINE, example_api, training_only, with_
 EXAMPLES_DIR = REPO_ROOT / "example_workflows"
 # Run order: p3s_generate_with_model loads the model that p3s_full_pipeline saves; p3s_two_subjects
 # loads it too, and the second subject's model that :func:`train_second_subject` saves.
-ORDER = ["p3s_select_subject", "p3s_full_pipeline", "p3s_generate_with_model", "p3s_two_subjects"]
+ORDER = [
+    "p3s_select_subject",
+    "p3s_full_pipeline",
+    "p3s_generate_with_model",
+    "p3s_two_subjects",
+    "p3s_sdxl_full_pipeline",
+]
 NEEDS_FULL_PIPELINE = {"p3s_generate_with_model", "p3s_two_subjects"}
 SIZE = (768, 512)
 BANNER = "Real run on STAND-IN models (random SD1.5 weights, small CPU settings): generated images are noise"
+SDXL_BANNER = "Real run on STAND-IN models (random SDXL-shaped weights, small CPU settings): generated images are noise"
 SELECTION_BANNER = "Real run of this example on the STAND-IN CLIP vision model (built for colour scenes)"
 TILE_LABEL_HEIGHT = 18
 
@@ -95,12 +102,14 @@ def make_thumbnails(names: list[str] | None = None, out_dir: Path = EXAMPLES_DIR
     wanted = set(names or ORDER)
     written = []
     with tempfile.TemporaryDirectory() as base:
-        link_standins(Path(base))
+        link_standins(Path(base), sdxl="p3s_sdxl_full_pipeline" in wanted)
         with running_server(Path(base)) as server:
             client = ComfyClient(server.url)
             for name, images in _runs(client, wanted):
                 path = out_dir / f"{name}.jpg"
-                banner = SELECTION_BANNER if name == "p3s_select_subject" else BANNER
+                banner = {"p3s_select_subject": SELECTION_BANNER, "p3s_sdxl_full_pipeline": SDXL_BANNER}.get(
+                    name, BANNER
+                )
                 compose(images, banner).save(path, quality=85)
                 written.append(path)
     return written

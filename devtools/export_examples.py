@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from devtools.comfy_host import REPO_ROOT, running_server
-from devtools.model_files import CHECKPOINT, CLIP_VISION, download_entry
+from devtools.model_files import CHECKPOINT, CLIP_VISION, SDXL_CHECKPOINT, download_entry
 from devtools.sample_scene import twin_points_json
 from devtools.workflows import selection_nodes
 
@@ -286,6 +286,27 @@ def full_pipeline_example() -> dict[str, Any]:
     return prompt
 
 
+SDXL_SAVE_NAME = "p3s/my_subject_sdxl.safetensors"  # what p3s_sdxl_full_pipeline saves into models/p3s
+SDXL_RESOLUTION = 1024  # SDXL's own training side (p3s_core.bases.sdxl.DEFAULT_RESOLUTION)
+SDXL_ATTENTION_LAYER = "output_5"  # SDXL's last cross-attention block, the L_ac layer (p3s_core.bases.sdxl)
+
+
+def sdxl_pipeline_example() -> dict[str, Any]:
+    """The full pipeline on an SDXL base: the same graph as :func:`full_pipeline_example` with the SDXL
+    1.0 checkpoint, training (with gradient checkpointing) and sampling at 1024 px, and the attention
+    maps of SDXL's last cross-attention block. The CLIP vision model is the same ViT-L/14 (the
+    Fine-tune help says why)."""
+    prompt = full_pipeline_example()
+    prompt["10"]["inputs"]["ckpt_name"] = SDXL_CHECKPOINT
+    prompt["11"]["inputs"].update(resolution=SDXL_RESOLUTION, save_name=SDXL_SAVE_NAME, gradient_checkpointing=True)
+    prompt["16"]["inputs"].update(width=SDXL_RESOLUTION, height=SDXL_RESOLUTION)
+    prompt["20"]["inputs"]["layer"] = SDXL_ATTENTION_LAYER
+    for node in prompt.values():
+        if node["class_type"] == "SaveImage":
+            node["inputs"]["filename_prefix"] = node["inputs"]["filename_prefix"].replace("p3s/", "p3s_sdxl/", 1)
+    return prompt
+
+
 # Top-left corner (pixels) of each node id, left to right along the data flow.
 _SELECTION_LAYOUT = {"1": (0, 0), "2": (330, 0), "3": (330, 520), "4": (760, 0), "5": (1100, 0)}
 _GENERATION_LAYOUT = {
@@ -312,11 +333,13 @@ LAYOUTS = {
         **{"18": (2850, 0), "19": (2850, 120)},
     },
 }
+LAYOUTS["p3s_sdxl_full_pipeline"] = LAYOUTS["p3s_full_pipeline"]
 EXAMPLES = {
     "p3s_select_subject": selection_example,
     "p3s_generate_with_model": generation_example,
     "p3s_full_pipeline": full_pipeline_example,
     "p3s_two_subjects": two_subjects_example,
+    "p3s_sdxl_full_pipeline": sdxl_pipeline_example,
 }
 
 _EXPORT_JS = """async ([prompt, layout, models, titles]) => {

@@ -132,8 +132,8 @@ def sd15_checkpoint_standin_state_dict(seed: int = 0, dtype: torch.dtype = torch
     return sd
 
 
-def write_sd15_checkpoint_standin(path: Path) -> Path:
-    """Write the random SD1.5 checkpoint (~2 GB in fp16) to ``path`` (atomically) unless it exists."""
+def _write_checkpoint_standin(path: Path, build, marker: str) -> Path:
+    """Write ``build()``'s tensors to ``path`` (atomically: a partial file is renamed) unless it exists."""
     path = Path(path)
     if path.exists():
         return path
@@ -142,6 +142,61 @@ def write_sd15_checkpoint_standin(path: Path) -> Path:
     import_comfy()
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".partial")
-    save_file(sd15_checkpoint_standin_state_dict(), str(partial), metadata={STANDIN_KEY: "sd15_checkpoint"})
+    save_file(build(), str(partial), metadata={STANDIN_KEY: marker})
     os.replace(partial, path)
     return path
+
+
+def write_sd15_checkpoint_standin(path: Path) -> Path:
+    """Write the random SD1.5 checkpoint (~2 GB in fp16) to ``path`` unless it exists."""
+    return _write_checkpoint_standin(path, sd15_checkpoint_standin_state_dict, "sd15_checkpoint")
+
+
+SDXL_STANDIN_CHANNEL_MULT = [1, 1, 1]
+"""Every level of the SDXL stand-in is 320 wide. ComfyUI's detection matches SDXL by model_channels
+(320), transformer depths ([0, 0, 2, 2, 10, 10]), context (2048) and ADM width (2816), never by the
+channel multipliers, so this U-Net has all 70 of SDXL's transformer blocks, its context and ``y``
+at about a tenth of SDXL 1.0's 2.6 billion parameters."""
+
+
+def sdxl_checkpoint_standin_state_dict(seed: int = 0, dtype: torch.dtype = torch.float16) -> dict[str, torch.Tensor]:
+    """A randomly initialised SDXL single-file checkpoint (U-Net, CLIP-L and bigG text, VAE).
+
+    ``CheckpointLoaderSimple`` detects it as SDXL (``comfy.supported_models.SDXL``) with SDXL 1.0's
+    real transformer blocks, context and ADM input; only the deeper levels are narrower
+    (:data:`SDXL_STANDIN_CHANNEL_MULT`). The text encoders are SDXL's own (ViT-L and bigG, real
+    size) and the keys are written by ComfyUI's own ``process_*_state_dict_for_saving``, as its
+    checkpoint save writes them. Needs ComfyUI imported.
+    """
+    import comfy.ldm.models.autoencoder
+    import comfy.sdxl_clip
+    import comfy.supported_models
+
+    from devtools.tiny_models import init_parameters, sdxl_full_unet_config
+
+    config = sdxl_full_unet_config()
+    config["channel_mult"] = list(SDXL_STANDIN_CHANNEL_MULT)
+    config["dtype"] = dtype
+    model_config = comfy.supported_models.SDXL(config)
+    model_config.set_inference_dtype(dtype, None)
+    unet = model_config.get_model({}).diffusion_model
+    clip = comfy.sdxl_clip.SDXLClipModel(device="cpu", dtype=dtype)
+    vae = comfy.ldm.models.autoencoder.AutoencoderKL(ddconfig=SD15_VAE_DDCONFIG, embed_dim=4)
+    sd: dict[str, torch.Tensor] = {}
+    for offset, (module, convert) in enumerate(
+        (
+            (unet, model_config.process_unet_state_dict_for_saving),
+            (clip, model_config.process_clip_state_dict_for_saving),
+            (vae, model_config.process_vae_state_dict_for_saving),
+        )
+    ):
+        module.to(dtype)
+        init_parameters(module, seed + offset, scale=0.02)
+        part = {key: value.detach() for key, value in module.state_dict().items()}
+        sd.update({key: value.to(dtype).contiguous() for key, value in convert(part).items()})
+    return sd
+
+
+def write_sdxl_checkpoint_standin(path: Path) -> Path:
+    """Write the random SDXL checkpoint (~2.4 GB in fp16, about 20 s) to ``path`` unless it exists."""
+    return _write_checkpoint_standin(path, sdxl_checkpoint_standin_state_dict, "sdxl_checkpoint")

@@ -119,21 +119,34 @@ def tiny_sdxl_patcher(
     depth: int = 2,
     seed: int = 0,
     dtype: torch.dtype = torch.float32,
+    manual_cast_dtype: torch.dtype | None = None,
 ):
-    """A ``ModelPatcher`` over a randomly initialised SDXL-shaped model on the CPU.
+    """A ``ModelPatcher`` over a randomly initialised SDXL-shaped model on the CPU (``dtype`` and
+    ``manual_cast_dtype`` as :func:`tiny_sd15_patcher`'s).
 
     ComfyUI's own ``supported_models.SDXL`` and ``model_base.SDXL`` (so its ``encode_adm`` makes
     ``y`` from a conditioning's ``pooled_output`` of ``pooled_dim`` and the size embeddings), with
     transformer blocks of ``depth`` > 1 and a context wider than the tiny SD1.5 model's.
     """
+    config = sdxl_unet_config(model_channels, context_dim, pooled_dim, depth)
+    return sdxl_patcher(config, seed, dtype, manual_cast_dtype)
+
+
+def sdxl_patcher(
+    unet_config: dict,
+    seed: int = 0,
+    dtype: torch.dtype = torch.float32,
+    manual_cast_dtype: torch.dtype | None = None,
+):
+    """A ``ModelPatcher`` over a randomly initialised SDXL model of ``unet_config`` (e.g.
+    :func:`sdxl_full_unet_config`: SDXL 1.0's size) on the CPU, weights stored in ``dtype``."""
     import comfy.model_management
     import comfy.model_patcher
     import comfy.supported_models
 
-    config = sdxl_unet_config(model_channels, context_dim, pooled_dim, depth)
-    config["dtype"] = dtype
+    config = {**unet_config, "dtype": dtype}
     model_config = comfy.supported_models.SDXL(config)
-    model_config.set_inference_dtype(dtype, None)
+    model_config.set_inference_dtype(dtype, manual_cast_dtype)
     model = model_config.get_model({})
     init_parameters(model.diffusion_model, seed)
     model.diffusion_model.to(dtype)
@@ -158,3 +171,17 @@ def controlnet_for(base, seed: int = 21):
 def with_control(conditioning: list, control) -> list:
     """Conditioning with ``control`` attached, as ComfyUI's ControlNet apply nodes do."""
     return [[c, {**extra, "control": control}] for c, extra in conditioning]
+
+
+SDXL_FULL_CHANNELS = 320
+SDXL_FULL_CONTEXT = 2048
+SDXL_FULL_POOLED = 1280
+
+
+def sdxl_full_unet_config() -> dict:
+    """SDXL 1.0's ``unet_config`` as ComfyUI's detection builds it (depth 2 and 10, 64-channel heads)."""
+    config = sdxl_unet_config(SDXL_FULL_CHANNELS, SDXL_FULL_CONTEXT, SDXL_FULL_POOLED, depth=2, head_channels=64)
+    config["transformer_depth"] = [0, 0, 2, 2, 10, 10]
+    config["transformer_depth_middle"] = 10
+    config["transformer_depth_output"] = [0, 0, 0, 2, 2, 2, 10, 10, 10]
+    return config

@@ -40,6 +40,14 @@ DEFAULT_RESOLUTION = 512
 LATENT_FORMAT = "SD15"
 """ComfyUI's ``latent_formats`` class; the pack reads the MODEL's own (``process_latent_in``)."""
 
+# Our addition (scope ``auto``, :mod:`p3s_core.training.scope_memory`): what a training step keeps
+# for backward. SD1.5's is an estimate for 512 px in 16-bit (about 8 GB for both passes), kept as it
+# was set; ``benchmarks/bench_activations.py`` finds what autograd saves about 5x lower on the CPU.
+ACTIVATION_BYTES_PER_LATENT_PIXEL = 2 * 2**20
+"""Bytes kept per latent pixel and image by both passes of a 16-bit training step without checkpointing."""
+CHECKPOINTING_SAVING = 4.0
+"""How many times less gradient checkpointing keeps (an assumption; measured 6.3x on the CPU)."""
+
 # [stated] SD1.5 has 16 transformer blocks: input 1,2,4,5,7,8; middle 0; output 3..11.
 TRANSFORMER_BLOCKS = (
     *(("input", i) for i in (1, 2, 4, 5, 7, 8)),

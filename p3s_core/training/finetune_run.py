@@ -28,6 +28,7 @@ from pathlib import Path
 
 import torch
 
+from ..bases.registry import base_for_model
 from ..errors import P3SInputError
 from ..model.injection_layers import DEFAULT_INJECTION_RANK
 from ..model.model_file import P3SModelFile, next_free_path, resolve_model_path, save_p3s_model
@@ -65,6 +66,7 @@ def scope_needs(
         settings.precision != "fp32" and getattr(model.load_device, "type", "") == "cuda",
         settings.gradient_checkpointing,
         max(int(model.model_size()) - int(model.loaded_size()), 0),
+        base_for_model(model),
     )
 
 

@@ -5,13 +5,14 @@ The estimate of a training run of a scope, in bytes:
 * the P3S model's own parameters in float32 with their gradients and AdamW's two moments
   (16 bytes per own parameter; own = the scope's copy weights plus the injection layers, hint
   ZeroConv and encoder, which every scope trains);
-* the activations kept for backward by the copy's and the frozen U-Net's passes, taken as
-  :data:`ACTIVATION_BYTES_PER_LATENT_PIXEL` per latent pixel and image for SD1.5 in 16-bit
-  autocast (twice that in float32, a quarter with gradient checkpointing). This coefficient is
-  an estimate for 512 px (4096 latent pixels: about 8 GB for both passes), not a measurement on
-  every attention backend; a margin of :data:`MARGIN` is added on top. SDXL uses the same
-  coefficient, which is not measured there (its deep blocks keep more per latent pixel, so
-  ``auto`` may pick a scope that does not fit; the Fine-tune then says what to lower).
+* the activations kept for backward by the copy's and the frozen U-Net's passes, taken as the
+  base's ``ACTIVATION_BYTES_PER_LATENT_PIXEL`` per latent pixel and image in 16-bit autocast
+  (twice that in float32, its ``CHECKPOINTING_SAVING`` times less with gradient checkpointing).
+  SD1.5's coefficient is an estimate for 512 px (4096 latent pixels: about 8 GB for both
+  passes), not a measurement on every attention backend; SDXL's is SD1.5's scaled by what each
+  full-size U-Net's training step keeps for backward, measured side by side
+  (:mod:`p3s_core.bases.sdxl`). A margin of :data:`MARGIN` is added on top. Where the estimate
+  is short, the Fine-tune's out-of-memory message says what to lower.
 
 The frozen base U-Net's weights are counted only when they are not on the device yet. ``auto``
 picks the first scope of :data:`~.shared_copy.SCOPES` (richest first) whose estimate fits the
@@ -21,16 +22,18 @@ free memory, else the lightest.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from types import ModuleType
 
 import torch
 from torch import nn
 
+from ..bases import sd15
 from ..bases.unet_sites import ATTENTIONS, injection_sites
 from ..model.injection_layers import injection_parameter_count, resolve_injection_rank
 from ..model.shared_copy import SCOPES, attention_paths, lora_paths
 from ..model.subject_encoder import SubjectEncoder
 
-ACTIVATION_BYTES_PER_LATENT_PIXEL = 2 * 2**20
+ACTIVATION_BYTES_PER_LATENT_PIXEL = sd15.ACTIVATION_BYTES_PER_LATENT_PIXEL  # the default base's
 BYTES_PER_OWN_PARAMETER = 16  # float32 weight + gradient + AdamW exp_avg + exp_avg_sq
 MARGIN = 1.15
 
@@ -69,10 +72,12 @@ def training_bytes(
     half_precision: bool,
     checkpointing: bool,
     base_bytes_to_load: int = 0,
+    base: ModuleType = sd15,
 ) -> int:
-    """Estimated peak memory of training a model that owns ``own_parameters`` (see the module docstring)."""
-    activations = ACTIVATION_BYTES_PER_LATENT_PIXEL * latent_pixels * batch_size
-    activations = activations * (1 if half_precision else 2) // (4 if checkpointing else 1)
+    """Estimated peak memory of training a model that owns ``own_parameters`` on ``base`` (a
+    :mod:`p3s_core.bases` module; see the module docstring)."""
+    activations = base.ACTIVATION_BYTES_PER_LATENT_PIXEL * latent_pixels * batch_size
+    activations = activations * (1 if half_precision else 2) / (base.CHECKPOINTING_SAVING if checkpointing else 1)
     return int(MARGIN * (own_parameters * BYTES_PER_OWN_PARAMETER + activations + base_bytes_to_load))
 
 
@@ -93,11 +98,12 @@ def scope_needs(
     half_precision: bool,
     checkpointing: bool,
     base_bytes_to_load: int = 0,
+    base: ModuleType = sd15,
 ) -> dict[str, int]:
-    """:func:`training_bytes` of every scope over ``unet`` (``layer_parameters``:
+    """:func:`training_bytes` of every scope over ``unet`` of ``base`` (``layer_parameters``:
     :func:`p3s_layer_parameters`)."""
     return {
-        name: training_bytes(count, latent_pixels, batch_size, half_precision, checkpointing, base_bytes_to_load)
+        name: training_bytes(count, latent_pixels, batch_size, half_precision, checkpointing, base_bytes_to_load, base)
         for name, count in own_parameter_counts(unet, layer_parameters, lora_rank).items()
     }
 

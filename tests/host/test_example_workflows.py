@@ -35,8 +35,9 @@ pytestmark = pytest.mark.host
 EXAMPLES = REPO_ROOT / "example_workflows"
 # p3s_generate_with_model loads the P3S model that p3s_full_pipeline saves.
 ORDER = ["p3s_select_subject", "p3s_full_pipeline", "p3s_generate_with_model"]
-# p3s_two_subjects needs a second trained model: it runs in test_two_subjects_api.py.
-LISTED = [*ORDER, "p3s_two_subjects"]
+# p3s_two_subjects needs a second trained model: it runs in test_two_subjects_api.py; the SDXL
+# example needs the SDXL stand-in: it runs in test_sdxl_api.py.
+LISTED = [*ORDER, "p3s_two_subjects", "p3s_sdxl_full_pipeline"]
 
 
 def test_the_template_browser_lists_the_examples_and_serves_them_with_thumbnails(client: ComfyClient):

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from devtools.pack_modules import import_pack_module, pack_core
-from devtools.tiny_models import tiny_sd15_patcher
+from devtools.tiny_models import tiny_sd15_patcher, tiny_sdxl_patcher
 
 from .test_base_dtypes import fine_tune, make_base
 
@@ -29,9 +29,16 @@ def base():
     return tiny_sd15_patcher(seed=0)
 
 
+@pytest.fixture(scope="module")
+def sdxl_base():
+    return tiny_sdxl_patcher(seed=0)
+
+
+@pytest.mark.parametrize("architecture", ["sd15", "sdxl"])
 @pytest.mark.parametrize("mode", ["full", "partial", "lowvram"])
-def test_every_p3s_parameter_is_loaded_or_cast_per_op_after_comfyui_loads_it(base, mode):
-    p3s = patching.new_p3s_model(base, ENCODER, "full")
+def test_every_p3s_parameter_is_loaded_or_cast_per_op_after_comfyui_loads_it(base, sdxl_base, mode, architecture):
+    model = sdxl_base if architecture == "sdxl" else base
+    p3s = patching.new_p3s_model(model, ENCODER, "full")
     patcher = placement.P3SModelPatcher(p3s, META, torch.device("cpu"))
     size = patcher.model_size()
     memory = {"full": 0, "partial": size // 2, "lowvram": 0.1}[mode]
@@ -48,14 +55,16 @@ def test_every_p3s_parameter_is_loaded_or_cast_per_op_after_comfyui_loads_it(bas
         assert cast == 0
     else:
         assert cast > 0, "the emulated card is too small for all of it"
+    config = model.model.model_config.unet_config
     x = torch.randn(2, 4, 8, 8, device=META)
     hint = torch.randn(2, 4, 8, 8)  # the hint stays where the encoder made it (intermediate device)
+    context = torch.randn(2, 7, config["context_dim"], device=META)
+    y = torch.randn(2, config["adm_in_channels"], device=META) if config.get("adm_in_channels") else None
     options = {core.training.precision.ATTENTION_OVERRIDE_KEY: core.training.precision.attention_override}
-    captured = core.model.injection_pass.run_copy(
-        p3s, x, torch.ones(2, device=META), torch.randn(2, 7, 32, device=META), hint, options
-    )
+    captured = core.model.injection_pass.run_copy(p3s, x, torch.ones(2, device=META), context, hint, options, y=y)
     deltas = core.model.injection_pass.injection_deltas(p3s, captured, 1.0)
-    assert len(deltas) == 32 and all(d.device == META for d in deltas.values())
+    assert len(deltas) == 2 * len(p3s.sites) and all(d.device == META for d in deltas.values())
+    assert len(deltas) == (32 if architecture == "sd15" else 2 * 11 * 2)  # SDXL tiny: 11 blocks of depth 2
 
 
 def test_p3s_patcher_tells_comfyui_its_real_size_and_dtype(base):

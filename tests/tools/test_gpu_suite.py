@@ -21,3 +21,7 @@ def test_gpu_suite_runs_on_the_cpu_with_the_tiny_model():
     assert rows["fp32 auto"][0]["precision_used"] == "fp32" and rows["fp32 auto"][0]["finite"]
     assert {r["variant"] for r in rows["capture syncs"]} == {"p3s", "p3s + capture"}
     assert all(r["p3s_syncs_per_step"] >= r["plain_syncs_per_step"] for r in rows["vram modes"])
+    assert [r["scope"] for r in rows["sdxl sampling"]] == ["plain", "injection", "lora"]
+    sdxl_training = rows["sdxl training"]
+    assert {r["scope"] for r in sdxl_training} == {"injection", "lora", "attention"}
+    assert all(r["peak_gb"] > 0 and r["estimate_gb"] > 0 for r in sdxl_training)
