@@ -24,7 +24,7 @@ def test_bench_weights_on_sdxl_labels_its_training_figures_as_auto_estimates():
     assert set(result["file_mb"]) == set(result["sampling_peak_ratio"]) == scopes | {"injection_full_layers"}
     assert set(result["training_peak_gb"]) == set(result["training_estimate_gb"]) == scopes
     weights = {result["training_peak_gb"][s] - result["training_estimate_gb"][s] for s in scopes}
-    assert max(weights) - min(weights) < 0.02 and min(weights) > 0, "the same base weights on top of each estimate"
+    assert max(weights) - min(weights) < 0.025 and min(weights) > 0, "the same base weights on top of each estimate"
     assert result["file_mb"]["injection"] < result["file_mb"]["lora"] < result["file_mb"]["full"]
     estimate = result["training_peak_gb"]
     assert estimate["injection"] == min(estimate.values()) and estimate["full"] == max(estimate.values())
