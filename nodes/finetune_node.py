@@ -292,7 +292,7 @@ class P3SFineTune(io.ComfyNode):
     ) -> io.NodeOutput:
         # Every check runs before anything is encoded or trained.
         base = check_base_model(model)
-        prediction = check_trainable_sampling(model)
+        noise_levels = check_trainable_sampling(model)
         check_scope_choice(scope)
         lr_asked = check_lr_choice(lr)
         finite("lora_alpha", lora_alpha)
@@ -337,7 +337,9 @@ class P3SFineTune(io.ComfyNode):
             latent_masks,
             ys=None if ys is None else ys[:r],
             uncond_y=None if ys is None else ys[r : r + 1],
-            prediction=prediction,
+            prediction=noise_levels.prediction,
+            sigma_data=noise_levels.sigma_data,
+            unet_timesteps=noise_levels.unet_timesteps,
         )
         class_context = (contexts[-1], None if ys is None else ys[-1:]) if prior_on else None
 
@@ -360,7 +362,7 @@ class P3SFineTune(io.ComfyNode):
         rate, rate_line = resolve_lr(lr_asked, trained_scope)
         settings = replace(settings, lr=rate)
         record = training_record(settings, trained_scope, scope, texts, images.shape[0], start)
-        record.update(precision=precision, precision_used=used, prediction=prediction)
+        record.update(precision=precision, precision_used=used, prediction=noise_levels.prediction)
         record.update(lr_requested="auto" if lr_asked == AUTO_LR else lr_asked, lr_reason=rate_line)
         if prior_on:
             made = f"{class_images.shape[0]} given" if class_images is not None else f"{class_image_count} generated"
@@ -372,7 +374,7 @@ class P3SFineTune(io.ComfyNode):
         frozen = training_clone(model)
         load_for_training(frozen)  # CLIP, CLIP vision and VAE offloaded, the U-Net fully loaded
         unet = frozen.model.diffusion_model
-        sigmas = model.get_model_object("model_sampling").sigmas
+        sigmas = noise_levels.sigmas
         bar = comfy.utils.ProgressBar(settings.total_steps(images.shape[0]))
         measure = functools.partial(
             _subject_loss, unet=unet, sigmas=sigmas, data=data, precision=settings.precision, dtype=compute_dtype

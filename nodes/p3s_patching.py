@@ -8,6 +8,7 @@ registers the P3S model as an additional model so ComfyUI loads and offloads it.
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from types import ModuleType
 
 import comfy.model_management
@@ -35,7 +36,7 @@ from ..p3s_core.sampling.regions import (
     make_batch_check,
 )
 from ..p3s_core.selection.letterbox import letterbox_pixels
-from ..p3s_core.training.prediction import EPS, V_PREDICTION
+from ..p3s_core.training.prediction import EDM, EPS, V_PREDICTION, edm_training_sigmas
 from ..p3s_core.training.step import NUM_TIMESTEPS
 from ..p3s_core.validation import finite, window
 from .p3s_placement import P3SModelPatcher, base_compute_dtype, place_for_base
@@ -51,29 +52,55 @@ def check_base_model(model: comfy.model_patcher.ModelPatcher) -> ModuleType:
     return base
 
 
-def check_trainable_sampling(model: comfy.model_patcher.ModelPatcher) -> str:
-    """The prediction type the training step uses for this MODEL (``eps`` or ``v``), or a
-    ``P3SInputError``: training needs ComfyUI's 1000 discrete training sigmas and an eps- or
-    v-prediction ``model_sampling`` (:mod:`p3s_core.training.prediction`, our addition).
+@dataclass(frozen=True)
+class TrainableSampling:
+    """How P3S Fine-tune draws and scales noise for a MODEL (:func:`check_trainable_sampling`).
 
-    Read from what ComfyUI samples with, so a Model Sampling Discrete node set to ``v_prediction``
-    (a v-pred checkpoint loaded as eps) trains as it samples. EDM, x0 and flow models are refused:
-    their input scaling and timesteps are not the discrete schedule's.
+    ``prediction``: ``eps``, ``v`` or ``edm`` (:mod:`p3s_core.training.prediction`); ``sigmas``:
+    the training noise levels, drawn uniformly by index; ``unet_timesteps``: what the U-Net is
+    given per index (None: the index, on the discrete schedule); ``sigma_data``: the model's.
+    """
+
+    prediction: str
+    sigmas: torch.Tensor
+    unet_timesteps: torch.Tensor | None
+    sigma_data: float
+
+
+def check_trainable_sampling(model: comfy.model_patcher.ModelPatcher) -> TrainableSampling:
+    """How the training step noises and targets for this MODEL, or a ``P3SInputError`` (our addition).
+
+    Read from what ComfyUI samples with (``model_sampling``), so a Model Sampling node in front
+    (Discrete ``v_prediction`` for a v-pred checkpoint loaded as eps, Continuous EDM) trains as it
+    samples. Trained: eps-, v- and EDM (F-) prediction over ComfyUI's 1000 discrete training sigmas
+    (SD1.5, SDXL, their v-prediction fine-tunes) or over a continuous EDM range (Playground 2.5,
+    ``V_PREDICTION_EDM`` models such as CosXL: noise levels from EDM's log-normal training
+    distribution, timesteps from the model, [reconstructed]). Refused: x0, flow and other
+    continuous samplings, whose input and timesteps follow neither.
     """
     sampling = model.get_model_object("model_sampling")
-    sigmas = getattr(sampling, "sigmas", None)
     prediction = next((name for name, kind in _PREDICTIONS if _samples_as(sampling, kind)), None)
+    sigma_data = float(getattr(sampling, "sigma_data", 1.0))
+    sigmas = getattr(sampling, "sigmas", None)
     discrete = isinstance(sampling, comfy.model_sampling.ModelSamplingDiscrete)  # timestep = the sigma's index
-    if prediction is None or not discrete or sigmas is None or sigmas.shape[0] != NUM_TIMESTEPS:
-        raise P3SInputError(
-            f"P3S Fine-tune trains eps- and v-prediction models over {NUM_TIMESTEPS} discrete noise levels (SD1.5, "
-            f"SDXL, their v-prediction fine-tunes); this MODEL samples with {type(sampling).__name__}. Use such a "
-            "checkpoint (not an EDM or flow one) and no Model Sampling node other than Discrete eps / v_prediction."
-        )
-    return prediction
+    if prediction is not None and discrete and sigmas is not None and sigmas.shape[0] == NUM_TIMESTEPS:
+        return TrainableSampling(prediction, sigmas, None, sigma_data)
+    if prediction is not None and isinstance(sampling, comfy.model_sampling.ModelSamplingContinuousEDM):
+        table = edm_training_sigmas(float(sampling.sigma_min), float(sampling.sigma_max), NUM_TIMESTEPS)
+        return TrainableSampling(prediction, table, sampling.timestep(table).float(), sigma_data)
+    raise P3SInputError(
+        f"P3S Fine-tune trains eps-, v- and EDM-prediction models (SD1.5, SDXL and their v-prediction "
+        f"fine-tunes over {NUM_TIMESTEPS} discrete noise levels; continuous EDM ones such as Playground 2.5); "
+        f"this MODEL samples with {type(sampling).__name__}. Use such a checkpoint (not a flow or x0 one) and no "
+        "Model Sampling node other than Discrete eps / v_prediction or Continuous EDM."
+    )
 
 
-_PREDICTIONS = ((EPS, comfy.model_sampling.EPS), (V_PREDICTION, comfy.model_sampling.V_PREDICTION))
+_PREDICTIONS = (
+    (EPS, comfy.model_sampling.EPS),
+    (V_PREDICTION, comfy.model_sampling.V_PREDICTION),
+    (EDM, comfy.model_sampling.EDM),
+)
 
 
 def _samples_as(sampling, kind: type) -> bool:

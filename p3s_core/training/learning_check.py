@@ -122,8 +122,11 @@ def subject_losses(
 
 def _base_loss(unet: nn.Module, sigmas, data: TrainingData, noise, timesteps, path) -> float:
     sigma = sigmas[timesteps].view(-1, 1, 1, 1)
-    x_in = path.inputs(noisy_input(data.latents, noise, sigma))
+    x_in = path.inputs(noisy_input(data.latents, noise, sigma, data.sigma_data))
     options = {ATTENTION_OVERRIDE_KEY: attention_override}
     y = None if data.ys is None else path.inputs(data.ys)
-    pred = unet(x_in, timesteps.float(), context=path.inputs(data.contexts), y=y, transformer_options=options)
-    return float(ldm_loss(pred.float(), prediction_target(data.prediction, data.latents, noise, sigma)))
+    t = data.unet_timestep(timesteps)
+    pred = unet(x_in, t, context=path.inputs(data.contexts), y=y, transformer_options=options)
+    return float(
+        ldm_loss(pred.float(), prediction_target(data.prediction, data.latents, noise, sigma, data.sigma_data))
+    )

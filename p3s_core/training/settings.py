@@ -101,8 +101,11 @@ class TrainingData:
     ``ys`` ``[R, A]``, ``uncond_y`` ``[1, A]``, ``prior_ys`` ``[P, A]``: the ADM input ``y`` of a base
     that has one (SDXL: pooled text and size embeddings, as ComfyUI's ``encode_adm`` makes it)
     for each caption, the empty prompt and the class prompt; None on SD1.5.
-    ``prediction``: what the base's U-Net predicts, ``eps`` or ``v`` (:mod:`.prediction`, read
-    from the MODEL's ``model_sampling``); the step's target follows it.
+    ``prediction``: what the base's U-Net predicts, ``eps``, ``v`` or ``edm`` (:mod:`.prediction`,
+    read from the MODEL's ``model_sampling``); the step's target follows it. ``sigma_data``: the
+    model's (1 on the discrete schedule, 0.5 on Playground 2.5). ``unet_timesteps`` ``[N]``: the
+    timestep the U-Net is given for each index of the training sigmas (a continuous model's
+    ``model_sampling.timestep``); None = the index itself, as on the discrete schedule.
     """
 
     latents: torch.Tensor
@@ -117,9 +120,13 @@ class TrainingData:
     uncond_y: torch.Tensor | None = None
     prior_ys: torch.Tensor | None = None
     prediction: str = EPS
+    sigma_data: float = 1.0
+    unet_timesteps: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         check_prediction(self.prediction)
+        if not (math.isfinite(self.sigma_data) and self.sigma_data > 0):
+            raise P3SInputError(f"sigma_data must be a positive number, not {self.sigma_data}.")
         r = self.latents.shape[0]
         if any(t.shape[0] != r for t in (self.tokens, self.mask_grids, self.contexts)):
             raise P3SInputError("Latents, CLIP tokens, masks and captions must have one entry per reference image.")
@@ -156,6 +163,12 @@ class TrainingData:
     @property
     def has_prior(self) -> bool:
         return self.prior_latents is not None
+
+    def unet_timestep(self, timesteps: torch.Tensor) -> torch.Tensor:
+        """The U-Net's timestep input for training-sigma indices ``timesteps`` (float32)."""
+        if self.unet_timesteps is None:
+            return timesteps.float()
+        return self.unet_timesteps.to(timesteps.device)[timesteps].float()
 
     def to(self, device: torch.device | str) -> TrainingData:
         """Normal (non-inference) float32 copies on ``device``."""

@@ -82,12 +82,12 @@ def step_losses(
     noise, timesteps = noise.to(device), timesteps.to(device)
     sigma = sigmas[timesteps].view(-1, 1, 1, 1)
     cast = precision.inputs if precision is not None else (lambda tensor: tensor)
-    x_in = cast(noisy_input(x0, noise, sigma))
+    x_in = cast(noisy_input(x0, noise, sigma, data.sigma_data))
     context = cast(torch.where(drop.to(device).view(-1, 1, 1), data.uncond.expand_as(row_contexts), row_contexts))
     y = None
     if row_ys is not None:
         y = cast(torch.where(drop.to(device).view(-1, 1), data.uncond_y.expand_as(row_ys), row_ys))
-    t = timesteps.float()
+    t = data.unet_timestep(timesteps)
 
     hint_rows = rows if hint_rows is None else hint_rows
     latent_masks = None if data.latent_masks is None else data.latent_masks[hint_rows]
@@ -110,7 +110,7 @@ def step_losses(
     weight = None
     if background_loss_weight != 1.0 and targets is None:
         weight = subject_weight(data.latent_masks[rows], background_loss_weight)
-    l_ldm = ldm_loss(noise_pred.float(), prediction_target(data.prediction, x0, noise, sigma), weight)
+    l_ldm = ldm_loss(noise_pred.float(), prediction_target(data.prediction, x0, noise, sigma, data.sigma_data), weight)
     terms = [
         attention_consistency_loss(maps[_map_name("copy", b, last)], maps[_map_name("frozen", b, last)], normalisation)
         for b in blocks

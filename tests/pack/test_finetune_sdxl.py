@@ -1,8 +1,10 @@
 """P3S Fine-tune on the tiny SDXL-shaped MODEL (ComfyUI's SDXL classes): it trains a few steps with
-SDXL's ``y`` passed to both passes, saves an SDXL file, trains a v-prediction MODEL against v, and
-refuses one whose sampling is not the discrete schedule the training step assumes."""
+SDXL's ``y`` passed to both passes, saves an SDXL file, trains a v-prediction MODEL against v and an
+EDM one (as ComfyUI builds Playground 2.5) over its continuous noise levels, and refuses a flow one."""
 
 from __future__ import annotations
+
+import math
 
 import pytest
 import torch
@@ -112,11 +114,46 @@ def test_finetune_on_a_v_prediction_sdxl_trains_against_v_and_records_it(p3s_fol
     assert out.ui["text"][1].startswith("subject loss "), "the learning check ran against the v target"
 
 
-def test_finetune_refuses_a_continuous_edm_model():
+def _playground_style(model):
+    """The tiny SDXL model as ComfyUI builds a Playground 2.5 checkpoint (``edm_mean``/``edm_std`` in
+    its state dict): EDM prediction, continuous sigmas 0.002-80, sigma_data 0.5."""
     import comfy.model_base
+    import comfy.model_patcher
+    import comfy.supported_models
+
+    config = comfy.supported_models.SDXL(dict(model.model.model_config.unet_config))
+    config.set_inference_dtype(torch.float32, None)
+    edm = config.get_model({"edm_mean": torch.zeros(1), "edm_std": torch.ones(1)})
+    edm.diffusion_model.load_state_dict(model.model.diffusion_model.state_dict())
+    return comfy.model_patcher.ModelPatcher(edm, load_device=model.load_device, offload_device=model.offload_device)
+
+
+def test_finetune_on_an_edm_sdxl_trains_with_its_noise_levels_and_records_it(p3s_folder):
+    import comfy.model_sampling
+
+    model = _playground_style(tiny_sdxl_patcher(seed=0))
+    sampling = model.get_model_object("model_sampling")
+    assert isinstance(sampling, comfy.model_sampling.ModelSamplingContinuousEDM) and float(sampling.sigma_data) == 0.5
+    timesteps: list[float] = []
+    unet = model.model.diffusion_model
+    handle = unet.register_forward_pre_hook(lambda _m, args: timesteps.extend(args[1].flatten().tolist()))
+    try:
+        out = run(model, "xl/edm.safetensors", epochs=1)
+    finally:
+        handle.remove()
+    assert not out.result[0].injection_is_zero()
+    info = pack_core(node).model.model_file.load_p3s_model(p3s_folder / "xl" / "edm.safetensors", expected_base=None)[1]
+    assert info.training["prediction"] == "edm"
+    low, high = 0.25 * math.log(0.002), 0.25 * math.log(80.0)  # ComfyUI's EDM timestep: 0.25 ln sigma
+    assert timesteps and all(low - 1e-4 <= t <= high + 1e-4 for t in timesteps), "continuous timesteps, not indices"
+    assert out.ui["text"][1].startswith("subject loss "), "the learning check ran against the EDM target"
+
+
+def test_finetune_refuses_a_flow_model():
+    import comfy.model_sampling
 
     model = tiny_sdxl_patcher(seed=0)
-    edm = comfy.model_base.model_sampling(model.model.model_config, comfy.model_base.ModelType.V_PREDICTION_EDM)
-    model.add_object_patch("model_sampling", edm)
-    with pytest.raises(pack_core(node).errors.P3SInputError, match="trains eps- and v-prediction models"):
+    flow = type("Sampling", (comfy.model_sampling.ModelSamplingDiscreteFlow, comfy.model_sampling.CONST), {})
+    model.add_object_patch("model_sampling", flow(model.model.model_config))
+    with pytest.raises(pack_core(node).errors.P3SInputError, match="not a flow or x0 one"):
         run(model)
