@@ -92,3 +92,38 @@ def test_the_clip_standin_keeps_stripes_alike_and_colours_apart():
     cos = feats @ feats.T
     assert cos[0, 1] > 0.9, cos  # the light and the dark stripe of the subject (measured 0.95)
     assert cos[0, 2:].max() < 0.4, cos  # yellow vs blue and every reference background (measured <= 0.30)
+
+
+def test_the_shape_only_pair_keeps_its_lookalike_out_of_the_subject_mask_and_inpaints_it():
+    """The red striped triangle beside a red striped square: only their shapes differ, which the
+    stand-in's tokens carry through the shape of the object each patch lies on (measured: at most
+    1 % of the look-alike under the subject mask, 95-99 % of it removed; without that feature 69 %
+    and -3 % on two references)."""
+    from benchmarks.toy_world.lookalikes import PAIRS
+
+    pair = PAIRS["red_triangle"]
+    pair_scenes = reference_scenes(selection.REFERENCE_SEED, True, pair.subject, pair.lookalike)
+    rows = selection.measure(pair_scenes, selection.select(pair_scenes))
+    assert all(row["subject_mask_on_lookalike"] <= MAX_SUBJECT_ON_LOOKALIKE for row in rows), rows
+    assert all(row["lookalike_removed"] >= 0.8 for row in rows), rows
+
+
+def test_object_shapes_give_every_pixel_of_an_object_its_objects_shape():
+    scene = world.Scene(
+        "gray",
+        (
+            world.Thing("triangle", "red", "striped", cx=0.28, radius=0.2),
+            world.Thing("square", "red", "striped", cx=0.72, radius=0.2),
+        ),
+    )
+    rgb = world.render(scene, selection.RENDER_SIZE).unsqueeze(0)
+    shapes = selection.object_shapes(rgb)[0]
+    triangle = world.object_mask(scene, 0, selection.RENDER_SIZE) > 0.99
+    square = world.object_mask(scene, 1, selection.RENDER_SIZE) > 0.99
+    background = (
+        world.object_mask(scene, 0, selection.RENDER_SIZE) + world.object_mask(scene, 1, selection.RENDER_SIZE)
+    ) == 0
+    inside_triangle, inside_square = shapes[:, triangle], shapes[:, square]
+    assert (inside_triangle - inside_triangle[:, :1]).abs().max() < 1e-6, "one description per object"
+    assert float(F.cosine_similarity(inside_triangle[:, 0], inside_square[:, 0], dim=0)) < 0.5
+    assert float(shapes[:, background].abs().max()) == 0.0, "the background carries none"
