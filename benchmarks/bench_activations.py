@@ -80,6 +80,7 @@ def saved_per_step(base, latent: int, checkpointing: bool) -> int:
     import torch
 
     from devtools.pack_modules import import_pack_module
+    from devtools.tiny_models import random_training_data
 
     patching = import_pack_module("nodes.p3s_patching")
     training_loop = import_pack_module("p3s_core.training.loop")
@@ -89,18 +90,7 @@ def saved_per_step(base, latent: int, checkpointing: bool) -> int:
     context_dim, adm = config["context_dim"], config.get("adm_in_channels")
     with torch.inference_mode():
         p3s = patching.new_p3s_model(base, {"token_dim": 1024}, "injection")
-    gen = torch.Generator().manual_seed(3)
-    ys = {}
-    if adm:
-        ys = {"ys": torch.randn(1, adm, generator=gen), "uncond_y": torch.randn(1, adm, generator=gen)}
-    data = training_settings.TrainingData(
-        torch.randn(1, 4, latent, latent, generator=gen),
-        torch.randn(1, 257, 1024, generator=gen),
-        torch.ones(1, 16, 16),
-        torch.randn(1, 77, context_dim, generator=gen),
-        torch.randn(1, 77, context_dim, generator=gen),
-        **ys,
-    )
+    data = random_training_data(1, latent, context_dim, adm=adm)
     settings = training_settings.TrainSettings(
         epochs=1, lr=1e-5, scope="injection", gradient_checkpointing=checkpointing, dropout=0.0
     )

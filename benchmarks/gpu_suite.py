@@ -675,8 +675,7 @@ def sdxl_inputs(base, side: int, images: int = 2):
     """Conditioning (with SDXL's pooled text) and TrainingData (with its ``y``) for ``base``."""
     import torch
 
-    _, training_settings, _ = pack()
-    from devtools.tiny_models import SDXL_SIZE_EMBEDDINGS
+    from devtools.tiny_models import SDXL_SIZE_EMBEDDINGS, random_training_data
 
     config = base.model.model_config.unet_config
     context, adm = config["context_dim"], config["adm_in_channels"]
@@ -687,15 +686,8 @@ def sdxl_inputs(base, side: int, images: int = 2):
         return [[torch.randn(1, 77, context, generator=gen), {"pooled_output": pooled}]]
 
     positive, negative = cond(), cond()
-    data = training_settings.TrainingData(
-        torch.randn(images, 4, side, side, generator=gen),
-        torch.randn(images, 257, 16 if base.model.diffusion_model.model_channels < 320 else 1024, generator=gen),
-        (torch.rand(images, 16, 16, generator=gen) > 0.5).float(),
-        torch.randn(images, 77, context, generator=gen),
-        torch.randn(1, 77, context, generator=gen),
-        ys=torch.randn(images, adm, generator=gen),
-        uncond_y=torch.randn(1, adm, generator=gen),
-    )
+    token_dim = TINY_ENCODER["token_dim"] if base.model.diffusion_model.model_channels < 320 else 1024
+    data = random_training_data(images, side, context, token_dim, adm)
     return positive, negative, data
 
 

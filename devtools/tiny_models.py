@@ -185,3 +185,32 @@ def sdxl_full_unet_config() -> dict:
     config["transformer_depth_middle"] = 10
     config["transformer_depth_output"] = [0, 0, 0, 2, 2, 2, 10, 10, 10]
     return config
+
+
+def random_training_data(
+    images: int,
+    latent: int,
+    context_dim: int,
+    token_dim: int = 1024,
+    adm: int | None = None,
+    seed: int = 3,
+    text_tokens: int = 77,
+):
+    """Seeded random ``TrainingData`` for benchmarks: ``images`` latents of ``latent`` x ``latent``, 257 CLIP
+    tokens of ``token_dim``, half-covered 16x16 subject masks, contexts of ``context_dim`` and, for a base
+    with an ADM input of width ``adm`` (SDXL), its ``y`` per caption and for the empty prompt."""
+    from devtools.pack_modules import import_pack_module
+
+    settings = import_pack_module("p3s_core.training.settings")
+    gen = torch.Generator().manual_seed(seed)
+    ys = {}
+    if adm:
+        ys = {"ys": torch.randn(images, adm, generator=gen), "uncond_y": torch.randn(1, adm, generator=gen)}
+    return settings.TrainingData(
+        torch.randn(images, 4, latent, latent, generator=gen),
+        torch.randn(images, 257, token_dim, generator=gen),
+        (torch.rand(images, 16, 16, generator=gen) > 0.5).float(),
+        torch.randn(images, text_tokens, context_dim, generator=gen),
+        torch.randn(1, text_tokens, context_dim, generator=gen),
+        **ys,
+    )
