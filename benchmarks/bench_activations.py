@@ -6,8 +6,8 @@ really saves for backward: one P3S Fine-tune step (scope ``injection``, both pas
 on the full-size random U-Net in bf16 runs under ``torch.autograd.graph.saved_tensors_hooks``,
 which sees every tensor autograd keeps; the bytes of their distinct storages (parameters left
 out) are summed, with the inputs that gradient checkpointing holds for each layer it recomputes.
-Two latent sizes give the slope, bytes per latent pixel, free of what does not
-grow with the image; with and without gradient checkpointing. The figure counts what autograd
+Three latent sizes (16, 24 and 32) give the least-squares slope, bytes per latent pixel, free of
+what does not grow with the image; with and without gradient checkpointing. The figure counts what autograd
 keeps, not the allocator's temporaries or the attention kernel's workspace, and the CPU's
 attention (PyTorch's SDPA) keeps what the GPU's memory-efficient kernels keep (no attention
 matrix), so the ratio between bases is what carries over.
@@ -102,10 +102,16 @@ def saved_per_step(base, latent: int, checkpointing: bool) -> int:
     return meter.total
 
 
+def least_squares_slope(xs: list[float], ys: list[float]) -> float:
+    """The slope of the least-squares line through ``(xs, ys)``."""
+    mean_x, mean_y = sum(xs) / len(xs), sum(ys) / len(ys)
+    return sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys, strict=True)) / sum((x - mean_x) ** 2 for x in xs)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--bases", nargs="+", choices=BASES, default=list(BASES))
-    parser.add_argument("--latents", type=int, nargs=2, default=(16, 24), help="two latent sides for the slope")
+    parser.add_argument("--latents", type=int, nargs="+", default=[16, 24, 32], help="latent sides for the slope")
     parser.add_argument("--size", choices=("tiny", "full"), default="full")
     parser.add_argument("--json", action="store_true", help="print only the JSON summary")
     args = parser.parse_args(argv)
@@ -119,22 +125,24 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(2)
     say = (lambda *a: None) if args.json else (lambda *a: print(*a, flush=True))
-    small, large = args.latents
+    sides = sorted(set(args.latents))
+    if len(sides) < 2:
+        parser.error("--latents needs at least two different sides")
     per_pixel: dict[str, dict[str, float]] = {}
     for name in args.bases:
         with torch.inference_mode():
             base = _base_model(name, args.size, dtype=torch.bfloat16)
         per_pixel[name] = {}
         for checkpointing in (False, True):
-            saved = [saved_per_step(base, side, checkpointing) for side in (small, large)]
-            slope = (saved[1] - saved[0]) / (large**2 - small**2)
+            saved = [saved_per_step(base, side, checkpointing) for side in sides]
+            slope = least_squares_slope([side**2 for side in sides], saved)
             key = "checkpointed" if checkpointing else "plain"
             per_pixel[name][key] = round(slope / 2**20, 4)
-            say(f"{name} {key}: {saved[0] / 2**30:.3f} GB at {small}x{small}, {saved[1] / 2**30:.3f} GB at "
-                f"{large}x{large}: {slope / 2**20:.3f} MiB per latent pixel")  # fmt: skip
+            kept = ", ".join(f"{b / 2**30:.3f} GB at {side}x{side}" for side, b in zip(sides, saved, strict=True))
+            say(f"{name} {key}: {kept}: {slope / 2**20:.3f} MiB per latent pixel")
         del base
         gc.collect()
-    summary: dict[str, object] = {"latents": [small, large], "mib_per_latent_pixel": per_pixel}
+    summary: dict[str, object] = {"latents": sides, "mib_per_latent_pixel": per_pixel}
     if {"sd15", "sdxl"} <= set(per_pixel):
         summary["sdxl_over_sd15"] = {
             key: round(per_pixel["sdxl"][key] / per_pixel["sd15"][key], 3) for key in ("plain", "checkpointed")

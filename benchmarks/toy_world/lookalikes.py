@@ -13,7 +13,9 @@ background", beside them the base's own identity, the points model's ``reader_id
 identity as the model-free reader reads it) and ``reader_agreement`` (share of its samples where
 evaluator and reader agree on colour, pattern and shape), the clean model's and the base's
 same two figures, and each target of docs/toy_world.md) and ``seeds``. ``--quick`` is the CI
-version (the quick base, one pair, one seed, 16 samples).
+version (the quick base, one pair, one seed, 16 samples). ``--clean-only --frame-clean`` trains
+only on the clean references, framed as Fine-tune's ``frame_subject`` frames them (the default's
+question: does framing cost anything on photos where the subject is alone?).
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from . import world
 from .methods import dreambooth_like, train_p3s_model
 from .metrics import Generator, score
 from .runs import DEFAULT_TRAIN
-from .selection import RENDER_SIZE, image_to_latent, select
+from .selection import RENDER_SIZE, image_to_latent, reference_images, select
 from .subject import reference_scenes, training_data
 
 
@@ -95,12 +97,21 @@ class Options:
     samples: int = 32
     background_loss_weight: float = 1.0
     points_only: bool = False  # skip the clean references' arms (a second run of another framing)
+    clean_only: bool = False  # only the clean references' arms (with frame_clean: framing on clean photos)
+    frame_clean: bool = False  # frame the clean references too, at framing_margin
 
 
-def clean_data(pair: Pair, encoder):
-    """Training data of the subject alone on each reference, its exact coverage as the mask."""
+def clean_data(pair: Pair, encoder, framing_margin: float | None = None):
+    """Training data of the subject alone on each reference, its exact coverage as the mask; with
+    ``framing_margin``, each reference framed around that mask first (as Fine-tune's ``frame_subject``)."""
     scenes = reference_scenes(REFERENCE_SEED, False, pair.subject, pair.lookalike)
-    return training_data(scenes, encoder, remove_distractor=False)
+    if framing_margin is None:
+        return training_data(scenes, encoder, remove_distractor=False)
+    images = reference_images(scenes)
+    masks = torch.stack([world.object_mask(scene, 0, RENDER_SIZE) for scene in scenes])
+    images, masks, _ = frame_references(images, masks, RENDER_SIZE, framing_margin)
+    grids = mask_to_patch_grid(masks, world.LATENT_SIZE, pad_to_square=True)
+    return training_data(scenes, encoder, remove_distractor=False, selected=(image_to_latent(images), grids))
 
 
 def points_data(pair: Pair, encoder, framing_margin: float | None):
@@ -135,7 +146,7 @@ def run_seed(pair: Pair, seed: int, unet, evaluator, encoder, options: Options, 
     start = time.perf_counter()
     row: dict = {"pair": pair.name, "seed": seed, **dict.fromkeys(MEANS), "selection_error": None}
     if not options.points_only:
-        clean = clean_data(pair, encoder)
+        clean = clean_data(pair, encoder, options.framing_margin if options.frame_clean else None)
         p3s, _ = train_p3s_model(unet, clean, settings)
         clean_scores = scored(Generator(unet, p3s, _reference_hint(p3s, clean)))
         zero_scores = scored(Generator(unet, p3s, torch.zeros_like(clean.latents)))
@@ -145,11 +156,12 @@ def run_seed(pair: Pair, seed: int, unet, evaluator, encoder, options: Options, 
         row["clean_edit_identity"] = clean_scores["edit_identity"]
         row["clean_reader_identity"] = clean_scores["reader_identity"]
         row["clean_reader_agreement"] = clean_scores["reader_agreement"]
+    picked = None
     try:
-        picked = points_data(pair, encoder, options.framing_margin)
+        if not options.clean_only:
+            picked = points_data(pair, encoder, options.framing_margin)
     except P3SInputError as error:  # the selection path found no subject: a result, not a crash
         row["selection_error"] = str(error)
-        picked = None
     if picked is not None:
         p3s, _ = train_p3s_model(unet, picked, settings)
         points_scores = scored(Generator(unet, p3s, _reference_hint(p3s, picked)))
@@ -240,6 +252,8 @@ def _main(argv: list[str] | None) -> dict:
     parser.add_argument("--framing-margin", type=float, default=DEFAULT_MARGIN, help="subject framing's margin")
     parser.add_argument("--background-loss-weight", type=float, default=1.0, help="L_LDM weight outside the subject")
     parser.add_argument("--points-only", action="store_true", help="only the look-alike references' arms")
+    parser.add_argument("--clean-only", action="store_true", help="only the clean references' arms")
+    parser.add_argument("--frame-clean", action="store_true", help="frame the clean references too (framing margin)")
     parser.add_argument("--samples", type=int, default=None, help="samples per prompt (default 32, quick 16)")
     parser.add_argument("--epochs", type=int, default=None, help="training epochs (default 60)")
     args = parser.parse_args(argv)
@@ -256,7 +270,11 @@ def _main(argv: list[str] | None) -> dict:
         samples=args.samples or (16 if args.quick else 32),
         background_loss_weight=args.background_loss_weight,
         points_only=args.points_only,
+        clean_only=args.clean_only,
+        frame_clean=args.frame_clean,
     )
+    if args.points_only and args.clean_only:
+        parser.error("--points-only and --clean-only leave nothing to run: give one of them")
 
     from . import base
     from .evaluator import train_evaluator
@@ -285,6 +303,7 @@ def _main(argv: list[str] | None) -> dict:
         "seeds": seeds,
         "quick": args.quick,
         "framing_margin": options.framing_margin,
+        "frame_clean": options.frame_clean,
         "background_loss_weight": options.background_loss_weight,
         "epochs": options.epochs or DEFAULT_TRAIN.epochs,
         "samples": options.samples,

@@ -42,13 +42,14 @@ LATENT_FORMAT = "SDXL"
 
 # Our addition (scope ``auto``): SDXL's activations relative to SD1.5's estimate
 # (:data:`.sd15.ACTIVATION_BYTES_PER_LATENT_PIXEL`), by what one training step of each full-size
-# U-Net keeps for backward (``benchmarks/bench_activations.py``, bf16, CPU: 0.616 against 0.361 MiB
-# per latent pixel, 1.71x; with gradient checkpointing 0.069 against 0.058 MiB, 1.20x). SDXL keeps
-# more per latent pixel (ten-deep blocks at 1/16 of the pixels, none at full latent size), and its
-# checkpointing saves more (its layers' inputs are a smaller share of what they keep).
-ACTIVATION_BYTES_PER_LATENT_PIXEL = int(2 * 2**20 * 1.71)
+# U-Net keeps for backward (``benchmarks/bench_activations.py``, bf16, CPU, slope over 16-32 latents:
+# 0.624 against 0.363 MiB per latent pixel, 1.72x; with gradient checkpointing 0.076 against
+# 0.055 MiB, 1.37x, a figure that moved between 1.1x and 1.7x with the sizes and masks measured).
+# SDXL keeps more per latent pixel (ten-deep blocks at 1/16 of the pixels, none at full latent
+# size), and its checkpointing saves more (its layers' inputs are a smaller share of what they keep).
+ACTIVATION_BYTES_PER_LATENT_PIXEL = int(2 * 2**20 * 1.72)
 """Bytes kept per latent pixel and image by both passes of a 16-bit step without checkpointing."""
-CHECKPOINTING_SAVING = 4.0 * 1.71 / 1.20
+CHECKPOINTING_SAVING = 4.0 * 1.72 / 1.37
 """How many times less gradient checkpointing keeps, scaled from SD1.5's by the measured ratios."""
 
 # The blocks that hold transformer blocks in SDXL 1.0: input 4,5,7,8; middle 0; output 0..5 (depth
