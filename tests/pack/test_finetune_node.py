@@ -113,7 +113,8 @@ def test_node_trains_in_inference_mode_and_saves_a_loadable_model(p3s_folder):
     saved, learned = first.ui["text"]
     assert saved == "saved sub/disc.safetensors"
     assert learned.startswith("subject loss "), "the learning check's line under the node"
-    assert overlays.shape == (3, 40, 64, 3), "without a word: the first reference image three times"
+    # Without a word: the first training image three times (framed square: frame_subject is on by default).
+    assert overlays.shape == (3, 64, 64, 3)
     assert torch.equal(overlays[0], overlays[2])
     assert plot.shape == (1, 320, 512, 3)
     assert not p3s.injection_is_zero(), "the zero layers learned"
@@ -162,7 +163,7 @@ def test_cancel_stops_within_one_step_writes_nothing_and_frees_the_model(p3s_fol
 
 
 def test_attention_overlays_of_a_word_on_the_first_reference(p3s_folder):
-    _, _, overlays = run("", epochs=2, attention_word="sks").result
+    _, _, overlays = run("", epochs=2, attention_word="sks", frame_subject=False).result  # the image as given
     assert overlays.shape == (3, 40, 64, 3)
     plain, _ = references()
     reference = torch.nn.functional.interpolate(plain.movedim(-1, 1), size=(40, 64), mode="bilinear").movedim(1, -1)
@@ -236,12 +237,12 @@ def test_auto_picks_the_richest_scope_that_fits_the_free_memory(p3s_folder, monk
     core = pack_core(node)
     model = tiny_sd15_patcher(seed=0)
     data = core.training.settings.TrainingData(
-        torch.zeros(1, 4, 5, 8),
+        torch.zeros(1, 4, 8, 8),
         torch.zeros(1, 17, 16),
         torch.zeros(1, 4, 4),
         torch.zeros(1, 7, 32),
         torch.zeros(1, 7, 32),
-    )  # fmt: skip  (the latent of the 64 px references that run() trains on)
+    )  # fmt: skip  (the latent of the 64 px references that run() trains on, framed square by default)
     settings = core.training.settings.TrainSettings()
     encoder = {**core.model.subject_encoder.DEFAULT_ENCODER_CONFIG, "token_dim": TOKEN_WIDTH}
     run_steps = core.training.finetune_run
@@ -340,7 +341,7 @@ def test_prior_preservation_generates_class_images_from_the_class_prompt_and_tra
     plain = run("plain.safetensors", attention_word="sks").result[0]
     assert sampled == [], "off by default: nothing is generated"
     prior = run("prior.safetensors", attention_word="sks", prior_loss_weight=1.0, class_image_count=2).result[0]
-    assert sampled == [((2, 4, 5, 8), 20, 7.5)], "two class images at the references' latent size"
+    assert sampled == [((2, 4, 8, 8), 20, 7.5)], "two class images at the (framed) references' latent size"
     assert any("generating 2 class images of 'a photo of disc'" in line for line in shown)
     training = loaded(p3s_folder / "prior.safetensors").info.training
     assert (training["class_prompt"], training["class_images"]) == ("a photo of disc", "2 generated")
