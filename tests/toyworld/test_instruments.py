@@ -141,7 +141,12 @@ def test_the_selection_stand_ins_lightness_features_raise_an_achromatic_subjects
         rows = selection.measure(scenes, selection.select(scenes))
         return sum(r["subject_iou"] for r in rows) / len(rows)
 
+    with_objects = mean_iou()
+    # The lightness features' own share, apart from the object shapes added after them (which
+    # separate an achromatic object from its background by themselves).
+    monkeypatch.setattr(selection, "OBJECT_WEIGHT", 0.0)
     with_lightness = mean_iou()
     monkeypatch.setattr(selection, "VALUE_WEIGHT", 0.0)  # the earlier stand-in (orthonormal projection)
     without = mean_iou()
     assert with_lightness >= without + 0.01, (with_lightness, without)
+    assert with_objects >= with_lightness - 0.02, (with_objects, with_lightness)
