@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     import_comfy()
     import torch
 
-    from benchmarks.bench_weights import _base_model
+    from benchmarks.bench_weights import base_model
 
     torch.set_num_threads(2)
     say = (lambda *a: None) if args.json else (lambda *a: print(*a, flush=True))
@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     per_pixel: dict[str, dict[str, float]] = {}
     for name in args.bases:
         with torch.inference_mode():
-            base = _base_model(name, args.size, dtype=torch.bfloat16)
+            base = base_model(name, args.size, dtype=torch.bfloat16)
         per_pixel[name] = {}
         for checkpointing in (False, True):
             saved = [saved_per_step(base, side, checkpointing) for side in sides]

@@ -129,10 +129,9 @@ def main(argv: list[str] | None = None) -> int:
     estimated = args.base == "sdxl"  # SDXL's training steps at 1024 px do not fit this machine
 
     with torch.inference_mode():
-        base = _base_model(args.base, args.size)
+        base = base_model(args.base, args.size)
     unet = base.model.diffusion_model
-    context_dim = unet.context_dim if hasattr(unet, "context_dim") else None
-    context_dim = context_dim or base.model.model_config.unet_config["context_dim"]
+    context_dim = base.model.model_config.unet_config["context_dim"]
     extra = _adm_conditioning(base)
     base_bytes = sum(p.numel() * p.element_size() for p in unet.parameters())
     gen = torch.Generator().manual_seed(3)
@@ -206,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _base_model(base: str, size: str, dtype=None):
+def base_model(base: str, size: str, dtype=None):
     """The random base ``ModelPatcher`` with its weights in ``dtype``; by default SD1.5 in float32 and
     SDXL in bf16 (SDXL 1.0's 2.6 billion parameters in float32 and a full-scope copy beside them
     would not fit 24 GB)."""

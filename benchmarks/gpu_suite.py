@@ -181,19 +181,12 @@ def pack():
 
 
 def training_data(args, images: int = 1):
-    import torch
 
-    _, training_settings, _ = pack()
+    from devtools.tiny_models import random_training_data
+
     _, context, side = dims(args)
     token_dim = TINY_ENCODER["token_dim"] if args.tiny else ENCODER["token_dim"]
-    gen = torch.Generator().manual_seed(4)
-    return training_settings.TrainingData(
-        torch.randn(images, 4, side, side, generator=gen),
-        torch.randn(images, 257, token_dim, generator=gen),
-        (torch.rand(images, 16, 16, generator=gen) > 0.5).float(),
-        torch.randn(images, 77, context, generator=gen),
-        torch.randn(1, 77, context, generator=gen),
-    )
+    return random_training_data(images, side, context, token_dim, seed=4)
 
 
 def hint(args):

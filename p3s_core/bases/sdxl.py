@@ -13,6 +13,7 @@ from __future__ import annotations
 from torch import nn
 
 from ..errors import P3SInputError
+from . import sd15
 from .unet_sites import InjectionSite, injection_sites
 
 NAME = "sdxl"
@@ -47,9 +48,13 @@ LATENT_FORMAT = "SDXL"
 # 0.055 MiB, 1.37x, a figure that moved between 1.1x and 1.7x with the sizes and masks measured).
 # SDXL keeps more per latent pixel (ten-deep blocks at 1/16 of the pixels, none at full latent
 # size), and its checkpointing saves more (its layers' inputs are a smaller share of what they keep).
-ACTIVATION_BYTES_PER_LATENT_PIXEL = int(2 * 2**20 * 1.72)
+ACTIVATIONS_OVER_SD15 = 1.72
+"""What SDXL keeps per latent pixel over SD1.5, without checkpointing (measured)."""
+CHECKPOINTED_ACTIVATIONS_OVER_SD15 = 1.37
+"""The same with gradient checkpointing (measured)."""
+ACTIVATION_BYTES_PER_LATENT_PIXEL = int(sd15.ACTIVATION_BYTES_PER_LATENT_PIXEL * ACTIVATIONS_OVER_SD15)
 """Bytes kept per latent pixel and image by both passes of a 16-bit step without checkpointing."""
-CHECKPOINTING_SAVING = 4.0 * 1.72 / 1.37
+CHECKPOINTING_SAVING = sd15.CHECKPOINTING_SAVING * ACTIVATIONS_OVER_SD15 / CHECKPOINTED_ACTIVATIONS_OVER_SD15
 """How many times less gradient checkpointing keeps, scaled from SD1.5's by the measured ratios."""
 
 # The blocks that hold transformer blocks in SDXL 1.0: input 4,5,7,8; middle 0; output 0..5 (depth

@@ -33,7 +33,6 @@ from ..model.injection_layers import injection_parameter_count, resolve_injectio
 from ..model.shared_copy import SCOPES, attention_paths, lora_paths
 from ..model.subject_encoder import SubjectEncoder
 
-ACTIVATION_BYTES_PER_LATENT_PIXEL = sd15.ACTIVATION_BYTES_PER_LATENT_PIXEL  # the default base's
 BYTES_PER_OWN_PARAMETER = 16  # float32 weight + gradient + AdamW exp_avg + exp_avg_sq
 MARGIN = 1.15
 
