@@ -32,7 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -57,8 +57,15 @@ PROMPT_BOTH = f"a photo of {WORD_A} and {WORD_B}"
 HALF = world.LATENT_SIZE
 FEATHER = 3  # latent (= image) pixels in the toy world
 ARMS = ("no_regions", "regions", "regions_feathered")
-# Beside them (our addition): one prompt per half through mask conditioning, with and without regions.
-EXTRA_ARMS = ("mask_prompts_regions", "mask_prompts_no_regions")
+# Beside them (our addition): one prompt per half through mask conditioning or area conditioning,
+# with and without regions, and the area prompts beside one whole-image prompt naming both.
+EXTRA_ARMS = (
+    "mask_prompts_regions",
+    "mask_prompts_no_regions",
+    "area_prompts_regions",
+    "area_prompts_no_regions",
+    "area_prompts_global_regions",
+)
 QUICK = {"epochs": 15, "samples": 8}
 TARGETS = {
     "identity": "identity_a and identity_b each within 0.1 of the subject's single identity",
@@ -80,10 +87,54 @@ def half_masks() -> tuple[torch.Tensor, torch.Tensor]:
     return left, 1.0 - left
 
 
+@dataclass(frozen=True)
+class RegionalPrompt:
+    """One positive conditioning of the wide image, as ComfyUI's nodes make it: ``text``, and where it
+    counts: a ``mask`` ``[8, width]`` (*Conditioning (Set Mask)*: run on the whole latent, its
+    prediction weighted by the mask) or an ``area`` ``(y, x, h, w)`` in latent pixels (*Conditioning
+    (Set Area)*, or *Set Mask* with ``set_cond_area`` "mask bounds": run on that crop only, its inner
+    edges faded as ComfyUI's ``get_area_and_mult`` fades them); neither is the whole image."""
+
+    text: str
+    mask: torch.Tensor | None = None
+    area: tuple[int, int, int, int] | None = None
+
+
+def arm_prompt(arm: str) -> str | list[RegionalPrompt]:
+    """The positive conditioning of ``arm``: one prompt naming both, or one per half (the halves'
+    masks, or their areas), with the prompt naming both over the whole image beside the areas."""
+    left, right = (m[0] for m in half_masks())
+    if arm.startswith("mask_prompts"):
+        return [RegionalPrompt(PROMPT_A, mask=left), RegionalPrompt(PROMPT_B, mask=right)]
+    if arm.startswith("area_prompts"):
+        halves = [
+            RegionalPrompt(PROMPT_A, area=(0, 0, HALF, HALF)),
+            RegionalPrompt(PROMPT_B, area=(0, HALF, HALF, HALF)),
+        ]
+        return [RegionalPrompt(PROMPT_BOTH), *halves] if arm == "area_prompts_global_regions" else halves
+    return PROMPT_BOTH
+
+
+def area_weights(area: tuple[int, int, int, int], full: tuple[int, int]) -> torch.Tensor:
+    """``[h, w]``: an area conditioning's weight in its crop: 1, faded over ``min(8, side // 4)`` pixels
+    at every edge that is not the image's own (ComfyUI's fuzz of area conditioning)."""
+    y, x, h, w = area
+    weights = torch.ones(h, w)
+    for axis, (offset, side, whole) in enumerate(((y, h, full[0]), (x, w, full[1]))):
+        fade = min(8, side // 4)
+        ramp = torch.arange(1, fade + 1, dtype=torch.float32) / max(fade, 1)
+        view = weights if axis == 0 else weights.T
+        if offset != 0:
+            view[:fade] *= ramp.unsqueeze(1)
+        if offset + side < whole:
+            view[side - fade :] *= ramp.flip(0).unsqueeze(1)
+    return weights
+
+
 def sample_with(
     unet,
     applications: list[tuple[object, torch.Tensor, RegionSettings | None]],
-    prompt: str | list[tuple[str, torch.Tensor]],
+    prompt: str | list[RegionalPrompt],
     count: int,
     encoder,
     width: int,
@@ -95,20 +146,79 @@ def sample_with(
     each through its own ``make_diffusion_wrapper`` and injection patches, chained as ComfyUI chains
     the wrappers of two P3S Apply nodes.
 
-    ``prompt`` as ``[(text, mask [8, width]), ...]`` is ComfyUI's mask conditioning (*Conditioning
-    (Set Mask)* per prompt, then *Conditioning Combine*): every prompt's rows run in one batch beside
-    the uncond rows, and each prompt's prediction counts where its mask is, divided by the masks' sum.
+    ``prompt`` as a list of :class:`RegionalPrompt` is what *Conditioning Combine* of several
+    conditionings gives ComfyUI's sampler, batched as its ``calc_cond_batch`` batches them: the
+    uncond rows and every whole-latent prompt in one model call, the area prompts (one size) on
+    their crops in another; each prediction counts where its mask or area is, divided by the sum of
+    the weights there. The regions crop and mask alike through the :class:`AreaLog` the sampler fills.
     """
+    full = (HALF, width)
     timesteps, sigmas = sample_schedule(steps)
-    noise = torch.randn((count, 4, HALF, width), generator=torch.Generator().manual_seed(seed))
-    prompts = [(prompt, torch.ones(HALF, width))] if isinstance(prompt, str) else prompt
-    uuids = ["uncond", *(f"prompt{i}" for i in range(len(prompts)))]
+    noise = torch.randn((count, 4, *full), generator=torch.Generator().manual_seed(seed))
+    prompts = [RegionalPrompt(prompt)] if isinstance(prompt, str) else prompt
+    whole = [(f"prompt{i}", p) for i, p in enumerate(prompts) if p.area is None]
+    areas = [(f"prompt{i}", p) for i, p in enumerate(prompts) if p.area is not None]
+    if len({p.area[2:] for _, p in areas}) > 1:
+        raise ValueError("the area prompts here must share one size (ComfyUI would batch them apart)")
     if not isinstance(prompt, str):  # what the sampler's calc_cond_batch records for the regions
-        log = AreaLog((HALF, width), {}, {f"prompt{i}": m.unsqueeze(0) for i, (_, m) in enumerate(prompts)})
+        log = AreaLog(
+            full,
+            {u: p.area[:2] for u, p in areas},
+            {u: p.mask.unsqueeze(0) for u, p in whole if p.mask is not None},
+        )
         applications = [(p, h, replace(r, areas=log) if r is not None else None) for p, h, r in applications]
-    ctx = torch.cat([encoder.encode([""]).expand(count, -1, -1), *(encoder.encode([t] * count) for t, _ in prompts)])
-    weights = torch.stack([m for _, m in prompts]).unsqueeze(1).unsqueeze(1)  # [P, 1, 1, 8, width]
-    total = weights.sum(dim=0).clamp_min(1e-37)
+    whole_ctx = torch.cat([encoder.encode([""] * count), *(encoder.encode([p.text] * count) for _, p in whole)])
+    area_ctx = torch.cat([encoder.encode([p.text] * count) for _, p in areas]) if areas else None
+    whole_weights = [p.mask if p.mask is not None else torch.ones(full) for _, p in whole]
+    area_mults = [area_weights(p.area, full) for _, p in areas]
+    call = _chained_call(unet, applications)
+
+    def options(sigma, groups: list[int], uuids: list[str]) -> dict:
+        return {
+            "cond_or_uncond": groups,
+            "sigmas": sigma.repeat(len(groups) * count),
+            "sample_sigmas": sigmas,
+            "patches": call.patches,
+            "uuids": uuids,
+        }
+
+    x = noise * sigmas[0]
+    with torch.no_grad():
+        for i in range(steps):
+            sigma = sigmas[i]
+            scaled = x / torch.sqrt(sigma**2 + 1.0)
+            chunks = 1 + len(whole)
+            t = timesteps[i].float()
+            uuids = ["uncond", *(u for u, _ in whole)]
+            eps = call(
+                torch.cat([scaled] * chunks),
+                t.repeat(chunks * count),
+                whole_ctx,
+                options(sigma, [1] + [0] * len(whole), uuids),
+            ).chunk(chunks)
+            total = torch.full(full, 1e-37)
+            eps_c = torch.zeros_like(x)
+            for e, w in zip(eps[1:], whole_weights, strict=True):
+                eps_c, total = eps_c + e * w, total + w
+            if areas:
+                crops = [scaled[..., y : y + h, x0 : x0 + w] for y, x0, h, w in (p.area for _, p in areas)]
+                area_eps = call(
+                    torch.cat(crops),
+                    t.repeat(len(areas) * count),
+                    area_ctx,
+                    options(sigma, [0] * len(areas), [u for u, _ in areas]),
+                ).chunk(len(areas))
+                for e, mult, (_, p) in zip(area_eps, area_mults, areas, strict=True):
+                    y, x0, h, w = p.area
+                    eps_c[..., y : y + h, x0 : x0 + w] += e * mult
+                    total[y : y + h, x0 : x0 + w] += mult
+            x = x + (eps[0] + cfg * (eps_c / total - eps[0])) * (sigmas[i + 1] - sigma)
+    return x
+
+
+def _chained_call(unet, applications):
+    """The bare U-Net inside every application's diffusion wrapper, chained as ComfyUI chains two
+    P3S Apply nodes' wrappers; ``.patches`` holds their injection patches."""
     patches: dict[str, list] = {"attn1_output_patch": [], "attn2_output_patch": []}
 
     def base_call(x, t, context, y, control, options, **kwargs):
@@ -128,24 +238,11 @@ def sample_with(
         chained.class_obj = unet
         call = chained
 
-    chunks = 1 + len(prompts)
-    x = noise * sigmas[0]
-    with torch.no_grad():
-        for i in range(steps):
-            sigma = sigmas[i]
-            x_in = torch.cat([x] * chunks) / torch.sqrt(sigma**2 + 1.0)
-            t = timesteps[i].float().repeat(chunks * count)
-            options = {
-                "cond_or_uncond": [1] + [0] * len(prompts),
-                "sigmas": sigma.repeat(chunks * count),
-                "sample_sigmas": sigmas,
-                "patches": patches,
-                "uuids": uuids,
-            }
-            eps = call(x_in, t, ctx, None, None, options).chunk(chunks)
-            eps_c = (torch.stack(eps[1:]) * weights).sum(dim=0) / total
-            x = x + (eps[0] + cfg * (eps_c - eps[0])) * (sigmas[i + 1] - sigma)
-    return x
+    def model_call(x, t, context, options):
+        return call(x, t, context, None, None, options)
+
+    model_call.patches = patches
+    return model_call
 
 
 def identity(read: dict[str, list[str]], thing: world.Thing) -> float:
@@ -196,13 +293,12 @@ def run_seed(
         "regions_feathered": (RegionSettings(left, FEATHER), RegionSettings(right, FEATHER)),
     }
     if extra_arms:
-        arms["mask_prompts_regions"] = arms["regions"]
-        arms["mask_prompts_no_regions"] = arms["no_regions"]
-    mask_prompts = [(PROMPT_A, left[0]), (PROMPT_B, right[0])]
+        for way in ("mask_prompts", "area_prompts"):
+            arms[f"{way}_regions"], arms[f"{way}_no_regions"] = arms["regions"], arms["no_regions"]
+        arms["area_prompts_global_regions"] = arms["regions"]
     for arm, (region_a, region_b) in arms.items():
-        prompt = mask_prompts if arm.startswith("mask_prompts") else PROMPT_BOTH
         shots = sample_with(
-            unet, [(p3s_a, hint_a, region_a), (p3s_b, hint_b, region_b)], prompt, samples, encoder, 2 * HALF
+            unet, [(p3s_a, hint_a, region_a), (p3s_b, hint_b, region_b)], arm_prompt(arm), samples, encoder, 2 * HALF
         )
         row[arm] = read_halves(evaluator, shots)
     row["base"] = read_halves(evaluator, sample_with(unet, [], PROMPT_BOTH, samples, encoder, 2 * HALF))

@@ -38,3 +38,20 @@ def test_regions_change_what_each_half_shows(quick_result):
     row = quick_result["seed_rows"][0]
     readings = [tuple(row[arm][k] for k in ("identity_a", "identity_b", "leak_colour")) for arm in ARMS]
     assert readings[0] != readings[1], "regions must change the samples"
+
+
+@pytest.mark.parametrize("area", [(0, 0, 8, 8), (0, 8, 8, 8), (2, 4, 4, 8), (0, 0, 8, 16)])
+def test_area_prompts_weigh_their_crop_as_comfyui_does(area):
+    """The benchmark's area conditioning fades an area's inner edges as ComfyUI's own sampler does
+    (its ``get_area_and_mult`` on what *Conditioning (Set Area)* makes)."""
+    import torch
+    from devtools.comfy_inprocess import import_comfy
+
+    import_comfy()
+    from comfy import samplers
+
+    y, x, h, w = area
+    latent = torch.zeros(1, 4, 8, 16)
+    cond = {"area": (h, w, y, x), "strength": 1.0, "model_conds": {}, "uuid": "area"}
+    expected = samplers.get_area_and_mult(cond, latent, torch.tensor([999.0])).mult[0, 0]
+    assert torch.allclose(two_subjects.area_weights(area, (8, 16)), expected)
