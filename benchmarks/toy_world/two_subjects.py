@@ -55,6 +55,7 @@ WORD_A, WORD_B = "sks", "zwx"
 PROMPT_A, PROMPT_B = f"a photo of {WORD_A}", f"a photo of {WORD_B}"
 PROMPT_BOTH = f"a photo of {WORD_A} and {WORD_B}"
 HALF = world.LATENT_SIZE
+COND, UNCOND = 0, 1  # ComfyUI's cond_or_uncond values
 FEATHER = 3  # latent (= image) pixels in the toy world
 ARMS = ("no_regions", "regions", "regions_feathered")
 # Beside them (our addition): one prompt per half through mask conditioning or area conditioning,
@@ -64,6 +65,7 @@ EXTRA_ARMS = (
     "mask_prompts_no_regions",
     "area_prompts_regions",
     "area_prompts_no_regions",
+    "area_prompts_whole_negative_regions",
     "area_prompts_global_regions",
 )
 QUICK = {"epochs": 15, "samples": 8}
@@ -100,19 +102,24 @@ class RegionalPrompt:
     area: tuple[int, int, int, int] | None = None
 
 
-def arm_prompt(arm: str) -> str | list[RegionalPrompt]:
-    """The positive conditioning of ``arm``: one prompt naming both, or one per half (the halves'
-    masks, or their areas), with the prompt naming both over the whole image beside the areas."""
+def arm_prompts(arm: str) -> tuple[str | list[RegionalPrompt], str | list[RegionalPrompt]]:
+    """The positive and negative conditioning of ``arm``: one prompt naming both, or one per half
+    (the halves' masks, or their areas; the empty negative on the same areas unless the arm says
+    ``whole_negative``), with the prompt naming both over the whole image beside the areas in
+    ``area_prompts_global_regions``."""
     left, right = (m[0] for m in half_masks())
     if arm.startswith("mask_prompts"):
-        return [RegionalPrompt(PROMPT_A, mask=left), RegionalPrompt(PROMPT_B, mask=right)]
-    if arm.startswith("area_prompts"):
-        halves = [
-            RegionalPrompt(PROMPT_A, area=(0, 0, HALF, HALF)),
-            RegionalPrompt(PROMPT_B, area=(0, HALF, HALF, HALF)),
-        ]
-        return [RegionalPrompt(PROMPT_BOTH), *halves] if arm == "area_prompts_global_regions" else halves
-    return PROMPT_BOTH
+        return [RegionalPrompt(PROMPT_A, mask=left), RegionalPrompt(PROMPT_B, mask=right)], ""
+    if not arm.startswith("area_prompts"):
+        return PROMPT_BOTH, ""
+    halves = [(0, 0, HALF, HALF), (0, HALF, HALF, HALF)]
+    positive = [RegionalPrompt(text, area=area) for text, area in zip((PROMPT_A, PROMPT_B), halves, strict=True)]
+    negative = [RegionalPrompt("", area=area) for area in halves]
+    if arm == "area_prompts_whole_negative_regions":
+        return positive, ""
+    if arm == "area_prompts_global_regions":
+        return [RegionalPrompt(PROMPT_BOTH), *positive], [RegionalPrompt(""), *negative]
+    return positive, negative
 
 
 def area_weights(area: tuple[int, int, int, int], full: tuple[int, int]) -> torch.Tensor:
@@ -141,79 +148,81 @@ def sample_with(
     seed: int = 2024,
     steps: int = 20,
     cfg: float = 7.5,
+    negative: str | list[RegionalPrompt] = "",
 ) -> torch.Tensor:
-    """Euler samples ``[count, 4, 8, width]`` of ``prompt`` with every ``(p3s, hint, region)`` applied,
-    each through its own ``make_diffusion_wrapper`` and injection patches, chained as ComfyUI chains
-    the wrappers of two P3S Apply nodes.
+    """Euler samples ``[count, 4, 8, width]`` of ``prompt`` (against ``negative``) with every
+    ``(p3s, hint, region)`` applied, each through its own ``make_diffusion_wrapper`` and injection
+    patches, chained as ComfyUI chains the wrappers of two P3S Apply nodes.
 
-    ``prompt`` as a list of :class:`RegionalPrompt` is what *Conditioning Combine* of several
-    conditionings gives ComfyUI's sampler, batched as its ``calc_cond_batch`` batches them: the
-    uncond rows and every whole-latent prompt in one model call, the area prompts (one size) on
-    their crops in another; each prediction counts where its mask or area is, divided by the sum of
-    the weights there. The regions crop and mask alike through the :class:`AreaLog` the sampler fills.
+    A list of :class:`RegionalPrompt` is what *Conditioning Combine* of several conditionings gives
+    ComfyUI's sampler, batched as its ``calc_cond_batch`` batches them: every whole-latent
+    conditioning (negative first) in one model call, every area conditioning (one size) on its crop
+    in another; each side's prediction is its conditionings' predictions weighted by their masks or
+    areas, divided by the weights' sum. The regions crop and mask alike through the
+    :class:`AreaLog` that the sampler fills.
     """
     full = (HALF, width)
     timesteps, sigmas = sample_schedule(steps)
     noise = torch.randn((count, 4, *full), generator=torch.Generator().manual_seed(seed))
-    prompts = [RegionalPrompt(prompt)] if isinstance(prompt, str) else prompt
-    whole = [(f"prompt{i}", p) for i, p in enumerate(prompts) if p.area is None]
-    areas = [(f"prompt{i}", p) for i, p in enumerate(prompts) if p.area is not None]
-    if len({p.area[2:] for _, p in areas}) > 1:
+    conds = [
+        (kind, f"{name}{i}", p)
+        for kind, name, side in ((UNCOND, "uncond", negative), (COND, "prompt", prompt))
+        for i, p in enumerate([RegionalPrompt(side)] if isinstance(side, str) else side)
+    ]
+    whole = [c for c in conds if c[2].area is None]
+    areas = [c for c in conds if c[2].area is not None]
+    if len({p.area[2:] for _, _, p in areas}) > 1:
         raise ValueError("the area prompts here must share one size (ComfyUI would batch them apart)")
-    if not isinstance(prompt, str):  # what the sampler's calc_cond_batch records for the regions
+    if not (isinstance(prompt, str) and isinstance(negative, str)):  # what calc_cond_batch records
         log = AreaLog(
             full,
-            {u: p.area[:2] for u, p in areas},
-            {u: p.mask.unsqueeze(0) for u, p in whole if p.mask is not None},
+            {u: p.area[:2] for _, u, p in areas},
+            {u: p.mask.unsqueeze(0) for _, u, p in whole if p.mask is not None},
         )
         applications = [(p, h, replace(r, areas=log) if r is not None else None) for p, h, r in applications]
-    whole_ctx = torch.cat([encoder.encode([""] * count), *(encoder.encode([p.text] * count) for _, p in whole)])
-    area_ctx = torch.cat([encoder.encode([p.text] * count) for _, p in areas]) if areas else None
-    whole_weights = [p.mask if p.mask is not None else torch.ones(full) for _, p in whole]
-    area_mults = [area_weights(p.area, full) for _, p in areas]
     call = _chained_call(unet, applications)
-
-    def options(sigma, groups: list[int], uuids: list[str]) -> dict:
-        return {
-            "cond_or_uncond": groups,
-            "sigmas": sigma.repeat(len(groups) * count),
-            "sample_sigmas": sigmas,
-            "patches": call.patches,
-            "uuids": uuids,
-        }
+    batches = [(group, _contexts(group, encoder, count)) for group in (whole, areas) if group]
 
     x = noise * sigmas[0]
     with torch.no_grad():
         for i in range(steps):
             sigma = sigmas[i]
             scaled = x / torch.sqrt(sigma**2 + 1.0)
-            chunks = 1 + len(whole)
-            t = timesteps[i].float()
-            uuids = ["uncond", *(u for u, _ in whole)]
-            eps = call(
-                torch.cat([scaled] * chunks),
-                t.repeat(chunks * count),
-                whole_ctx,
-                options(sigma, [1] + [0] * len(whole), uuids),
-            ).chunk(chunks)
-            total = torch.full(full, 1e-37)
-            eps_c = torch.zeros_like(x)
-            for e, w in zip(eps[1:], whole_weights, strict=True):
-                eps_c, total = eps_c + e * w, total + w
-            if areas:
-                crops = [scaled[..., y : y + h, x0 : x0 + w] for y, x0, h, w in (p.area for _, p in areas)]
-                area_eps = call(
-                    torch.cat(crops),
-                    t.repeat(len(areas) * count),
-                    area_ctx,
-                    options(sigma, [0] * len(areas), [u for u, _ in areas]),
-                ).chunk(len(areas))
-                for e, mult, (_, p) in zip(area_eps, area_mults, areas, strict=True):
-                    y, x0, h, w = p.area
-                    eps_c[..., y : y + h, x0 : x0 + w] += e * mult
-                    total[y : y + h, x0 : x0 + w] += mult
-            x = x + (eps[0] + cfg * (eps_c / total - eps[0])) * (sigmas[i + 1] - sigma)
+            sums = {kind: [torch.zeros_like(x), torch.full(full, 1e-37)] for kind in (COND, UNCOND)}
+            for group, ctx in batches:
+                crops = [_crop(scaled, p.area) for _, _, p in group]
+                options = {
+                    "cond_or_uncond": [kind for kind, _, _ in group],
+                    "sigmas": sigma.repeat(len(group) * count),
+                    "sample_sigmas": sigmas,
+                    "patches": call.patches,
+                    "uuids": [u for _, u, _ in group],
+                }
+                eps = call(torch.cat(crops), timesteps[i].float().repeat(len(group) * count), ctx, options)
+                for e, (kind, _, p) in zip(eps.chunk(len(group)), group, strict=True):
+                    acc, total = sums[kind]
+                    if p.area is None:
+                        weight = p.mask if p.mask is not None else torch.ones(full)
+                        sums[kind] = [acc + e * weight, total + weight]
+                    else:
+                        y, x0, h, w = p.area
+                        weight = area_weights(p.area, full)
+                        acc[..., y : y + h, x0 : x0 + w] += e * weight
+                        total[y : y + h, x0 : x0 + w] += weight
+            eps_c, eps_u = (sums[kind][0] / sums[kind][1] for kind in (COND, UNCOND))
+            x = x + (eps_u + cfg * (eps_c - eps_u)) * (sigmas[i + 1] - sigma)
     return x
+
+
+def _contexts(group: list, encoder, count: int) -> torch.Tensor:
+    return torch.cat([encoder.encode([p.text] * count) for _, _, p in group])
+
+
+def _crop(x: torch.Tensor, area: tuple[int, int, int, int] | None) -> torch.Tensor:
+    if area is None:
+        return x
+    y, x0, h, w = area
+    return x[..., y : y + h, x0 : x0 + w]
 
 
 def _chained_call(unet, applications):
@@ -295,11 +304,11 @@ def run_seed(
     if extra_arms:
         for way in ("mask_prompts", "area_prompts"):
             arms[f"{way}_regions"], arms[f"{way}_no_regions"] = arms["regions"], arms["no_regions"]
-        arms["area_prompts_global_regions"] = arms["regions"]
+        arms["area_prompts_whole_negative_regions"] = arms["area_prompts_global_regions"] = arms["regions"]
     for arm, (region_a, region_b) in arms.items():
-        shots = sample_with(
-            unet, [(p3s_a, hint_a, region_a), (p3s_b, hint_b, region_b)], arm_prompt(arm), samples, encoder, 2 * HALF
-        )
+        positive, negative = arm_prompts(arm)
+        applied = [(p3s_a, hint_a, region_a), (p3s_b, hint_b, region_b)]
+        shots = sample_with(unet, applied, positive, samples, encoder, 2 * HALF, negative=negative)
         row[arm] = read_halves(evaluator, shots)
     row["base"] = read_halves(evaluator, sample_with(unet, [], PROMPT_BOTH, samples, encoder, 2 * HALF))
     row["train_s"] = train_seconds
