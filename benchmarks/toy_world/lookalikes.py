@@ -96,6 +96,7 @@ class Options:
     epochs: int | None = None  # None: the table's 60
     samples: int = 32
     background_loss_weight: float = 1.0
+    dropout: float | None = None  # None: the table's caption dropout (DEFAULT_TRAIN's)
     points_only: bool = False  # skip the clean references' arms (a second run of another framing)
     clean_only: bool = False  # only the clean references' arms (with frame_clean: framing on clean photos)
     frame_clean: bool = False  # frame the clean references too, at framing_margin
@@ -138,6 +139,7 @@ def run_seed(pair: Pair, seed: int, unet, evaluator, encoder, options: Options, 
         seed=seed,
         background_loss_weight=options.background_loss_weight,
         **({"epochs": options.epochs} if options.epochs else {}),
+        **({"dropout": options.dropout} if options.dropout is not None else {}),
     )
 
     def scored(gen: Generator) -> dict:
@@ -251,6 +253,9 @@ def _main(argv: list[str] | None) -> dict:
     parser.add_argument("--no-framing", action="store_true", help="train on the look-alike references uncropped")
     parser.add_argument("--framing-margin", type=float, default=DEFAULT_MARGIN, help="subject framing's margin")
     parser.add_argument("--background-loss-weight", type=float, default=1.0, help="L_LDM weight outside the subject")
+    parser.add_argument(
+        "--dropout", type=float, default=None, help="caption dropout in training (default the table's 0.1)"
+    )
     parser.add_argument("--points-only", action="store_true", help="only the look-alike references' arms")
     parser.add_argument("--clean-only", action="store_true", help="only the clean references' arms")
     parser.add_argument("--frame-clean", action="store_true", help="frame the clean references too (framing margin)")
@@ -269,6 +274,7 @@ def _main(argv: list[str] | None) -> dict:
         epochs=args.epochs,
         samples=args.samples or (16 if args.quick else 32),
         background_loss_weight=args.background_loss_weight,
+        dropout=args.dropout,
         points_only=args.points_only,
         clean_only=args.clean_only,
         frame_clean=args.frame_clean,
@@ -305,6 +311,7 @@ def _main(argv: list[str] | None) -> dict:
         "framing_margin": options.framing_margin,
         "frame_clean": options.frame_clean,
         "background_loss_weight": options.background_loss_weight,
+        "dropout": options.dropout if options.dropout is not None else DEFAULT_TRAIN.dropout,
         "epochs": options.epochs or DEFAULT_TRAIN.epochs,
         "samples": options.samples,
         "targets": TARGETS,

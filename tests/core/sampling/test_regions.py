@@ -246,6 +246,45 @@ def test_comfyui_mask_conditioning_beside_two_regioned_subjects(base, hint):
         assert not ((left_side > 0) & (right_side > 0)).any(), "no subject in the other prompt's rows"
 
 
+def test_mask_bounds_prompts_and_negatives_keep_each_half_to_its_subject(base, hint):
+    """The two-subject recipe: one prompt per subject through ComfyUI's ConditioningSetMask with
+    ``mask bounds`` (run on the mask's crop) and the negative on the same masks. Each half is then
+    sampled on its own crop, and the regions, cropped alike, give each half its own subject only:
+    each half is what that subject alone gives it (to float rounding: the copies run on other row sets)."""
+    import nodes
+
+    first = patching.new_p3s_model(base, ENCODER)
+    second = patching.new_p3s_model(base, ENCODER)
+    randomise_injection(first, seed=1)
+    randomise_injection(second, seed=2)
+    left, right = left_half(), 1.0 - left_half()
+    pos_a, negative = conditioning(32, seed=3)
+    pos_b, _ = conditioning(32, seed=4)
+    set_mask, combine = nodes.ConditioningSetMask(), nodes.ConditioningCombine()
+
+    def per_half(a, b):
+        halves = [set_mask.append(c, m[0], "mask bounds", 1.0)[0] for c, m in ((a, left), (b, right))]
+        return combine.combine(*halves)[0]
+
+    positive, negatives = per_half(pos_a, pos_b), per_half(negative, negative)
+
+    def sample(*subjects):
+        model = base
+        for p3s, region in subjects:
+            model = patching.apply_p3s(model, p3s, hint, region=region)
+        return sample_wide(model, positive=positive, negative=negatives)
+
+    both, plain = sample((first, left), (second, right)), sample()
+    only_first, only_second = sample((first, left)), sample((second, right))
+    half = W // 2
+    close = {"rtol": 1e-5, "atol": 1e-3}
+    torch.testing.assert_close(both[..., :half], only_first[..., :half], **close, msg="left: the first subject's")
+    torch.testing.assert_close(both[..., half:], only_second[..., half:], **close, msg="right: the second's")
+    torch.testing.assert_close(only_first[..., half:], plain[..., half:], **close, msg="no first in the right half")
+    for side in (slice(None, half), slice(half, None)):
+        assert (both[..., side] - plain[..., side]).abs().max() > 1e-4, "each half carries its subject"
+
+
 def test_comfyui_area_conditioning_crops_the_region(base, trained, hint):
     """ConditioningSetArea runs the U-Net on a crop of the latent: the region is cropped alike."""
     import nodes
