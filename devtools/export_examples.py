@@ -39,7 +39,9 @@ P3S_MODEL = FINETUNE_SAVE_NAME  # what p3s_generate_with_model loads: the full p
 # The second subject of p3s_two_subjects: the other twin, trained with its own identifier.
 SECOND_SAVE_NAME = "p3s/second_subject.safetensors"
 SECOND_INSTANCE_PROMPT = "a photo of zwx toy"
-TWO_SUBJECTS_PROMPT = "a photo of sks toy and zwx toy on a beach"
+# One prompt per subject, each on its own region's box (Conditioning (Set Mask), "mask bounds"),
+# the negative on the same boxes: the way of writing them that kept both subjects in the toy world.
+TWO_SUBJECTS_PROMPTS = ("a photo of sks toy on a beach", "a photo of zwx toy on a beach")
 TWO_SUBJECTS_SIZE = (768, 512)  # width, height: two subjects side by side
 REGION_FEATHER = 32
 # Loader inputs whose file the frontend offers to download (properties.models of the node).
@@ -184,7 +186,9 @@ def second_points_json() -> str:
 def two_subjects_example() -> dict[str, Any]:
     """Two subjects in one image: the selection twice (the left twin, then the right one), two P3S
     Loaders, the left and right halves as regions (Solid Mask + Mask Composite, Invert Mask), two
-    chained P3S Apply nodes, one prompt naming both identifiers, KSampler, VAE Decode."""
+    chained P3S Apply nodes, one prompt per subject and the negative, each put on its region's box
+    with Conditioning (Set Mask) "mask bounds" and joined with Conditioning Combine, KSampler, VAE
+    Decode."""
     prompt = _selection_nodes()
     model, vae = ["10", 0], ["10", 2]
     width, height = TWO_SUBJECTS_SIZE
@@ -237,12 +241,35 @@ def two_subjects_example() -> dict[str, Any]:
                     **apply_settings,
                 },
             },
-            **_sampling_nodes(["38", 0], TWO_SUBJECTS_PROMPT, (width, height), "p3s/two_subjects"),
+            **_sampling_nodes(["38", 0], TWO_SUBJECTS_PROMPTS[0], (width, height), "p3s/two_subjects"),
             "39": {"class_type": "MaskToImage", "inputs": {"mask": ["36", 0]}},
             "40": {"class_type": "PreviewImage", "inputs": {"images": ["39", 0]}},
+            "50": {"class_type": "CLIPTextEncode", "inputs": {"text": TWO_SUBJECTS_PROMPTS[1], "clip": ["10", 1]}},
         }
     )
+    prompt.update(_per_region(["14", 0], ["50", 0], "51"))
+    prompt.update(_per_region(["15", 0], ["15", 0], "54"))
+    prompt["17"]["inputs"].update(positive=["53", 0], negative=["56", 0])
     return prompt
+
+
+def _per_region(left: list[Any], right: list[Any], first_id: str) -> dict[str, Any]:
+    """Conditioning ``left`` on the left region's box and ``right`` on the right one's (Conditioning
+    (Set Mask) "mask bounds": the sampler runs each on its box's crop), joined by Conditioning
+    Combine: node ids ``first_id``, +1 and +2 (the combined one)."""
+    ids = [str(int(first_id) + i) for i in range(3)]
+    nodes = {
+        node_id: {
+            "class_type": "ConditioningSetMask",
+            "inputs": {"conditioning": cond, "mask": [mask, 0], "strength": 1.0, "set_cond_area": "mask bounds"},
+        }
+        for node_id, cond, mask in ((ids[0], left, "36"), (ids[1], right, "37"))
+    }
+    nodes[ids[2]] = {
+        "class_type": "ConditioningCombine",
+        "inputs": {"conditioning_1": [ids[0], 0], "conditioning_2": [ids[1], 0]},
+    }
+    return nodes
 
 
 def full_pipeline_example() -> dict[str, Any]:
@@ -327,7 +354,9 @@ LAYOUTS = {
     "p3s_two_subjects": {
         **_SELECTION_LAYOUT,
         **{"30": (330, 1100), "31": (760, 1100), "32": (1100, 1100)},
-        **{"10": (0, 640), "11": (1450, 0), "33": (1450, 1100), "14": (760, 640), "15": (760, 880)},
+        **{"10": (0, 640), "11": (1450, 0), "33": (1450, 1100), "14": (330, 1450), "50": (330, 1700)},
+        **{"15": (330, 1950), "51": (800, 1450), "52": (800, 1650), "53": (1200, 1550), "54": (800, 1950)},
+        **{"55": (800, 2150), "56": (1200, 2050)},
         **{"34": (1450, 300), "35": (1450, 480), "36": (1450, 660), "37": (1450, 900), "39": (1800, 900)},
         **{"40": (2080, 900), "13": (1800, 0), "38": (2150, 0), "16": (2150, 640), "17": (2500, 0)},
         **{"18": (2850, 0), "19": (2850, 120)},
@@ -387,6 +416,15 @@ TWO_SUBJECTS_TITLES = {
     "37": "Region: right half",
     "13": "P3S Apply: subject 1 in the left half",
     "38": "P3S Apply: subject 2 in the right half",
+    "14": "Prompt: subject 1 (sks)",
+    "50": "Prompt: subject 2 (zwx)",
+    "15": "Negative prompt",
+    "51": "Prompt 1 on the left region",
+    "52": "Prompt 2 on the right region",
+    "53": "Prompts joined",
+    "54": "Negative on the left region",
+    "55": "Negative on the right region",
+    "56": "Negatives joined",
 }
 EXTRA_TITLES = {"p3s_two_subjects": TWO_SUBJECTS_TITLES}
 
