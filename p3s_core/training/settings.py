@@ -22,6 +22,9 @@ from .prediction import EPS, check_prediction
 
 HINT_SOURCES = ("other", "own")
 DEFAULT_HINT_LR_SCALE = 100.0
+# P3S Fine-tune's background_loss_weight (our addition, chosen in the toy world: docs/toy_world.md,
+# "Loss where the subject is"); TrainSettings keeps the paper's plain loss (1) for library callers.
+DEFAULT_BACKGROUND_LOSS_WEIGHT = 0.5
 LAC_LAYERS = ("last", "all")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 MAX_PRIOR_LOSS_WEIGHT = 10.0
