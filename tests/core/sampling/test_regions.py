@@ -214,18 +214,25 @@ def test_two_subjects_each_in_its_region(base, hint):
     assert torch.equal(added[..., W // 2 :, :], probe_second.added[0].view(2, H, W, -1)[..., W // 2 :, :])
 
 
-def test_comfyui_mask_conditioning_beside_two_regioned_subjects(base, hint):
-    """ConditioningSetMask (ComfyUI's own node) gives each half its own prompt: each subject's injection
-    reaches the rows of the prompt whose mask covers its region, not the other prompt's rows."""
-    import nodes
-
+@pytest.fixture
+def two_subjects(base):
+    """Two P3S models with different random injections, and two prompts with their negative."""
     first = patching.new_p3s_model(base, ENCODER)
     second = patching.new_p3s_model(base, ENCODER)
     randomise_injection(first, seed=1)
     randomise_injection(second, seed=2)
-    left, right = left_half(), 1.0 - left_half()
     pos_a, negative = conditioning(32, seed=3)
     pos_b, _ = conditioning(32, seed=4)
+    return (first, second), (pos_a, pos_b, negative)
+
+
+def test_comfyui_mask_conditioning_beside_two_regioned_subjects(base, hint, two_subjects):
+    """ConditioningSetMask (ComfyUI's own node) gives each half its own prompt: each subject's injection
+    reaches the rows of the prompt whose mask covers its region, not the other prompt's rows."""
+    import nodes
+
+    (first, second), (pos_a, pos_b, negative) = two_subjects
+    left, right = left_half(), 1.0 - left_half()
     set_mask = nodes.ConditioningSetMask()
     positive = nodes.ConditioningCombine().combine(
         set_mask.append(pos_a, left[0], "default", 1.0)[0], set_mask.append(pos_b, right[0], "default", 1.0)[0]
@@ -246,20 +253,15 @@ def test_comfyui_mask_conditioning_beside_two_regioned_subjects(base, hint):
         assert not ((left_side > 0) & (right_side > 0)).any(), "no subject in the other prompt's rows"
 
 
-def test_mask_bounds_prompts_and_negatives_keep_each_half_to_its_subject(base, hint):
+def test_mask_bounds_prompts_and_negatives_keep_each_half_to_its_subject(base, hint, two_subjects):
     """The two-subject recipe: one prompt per subject through ComfyUI's ConditioningSetMask with
     ``mask bounds`` (run on the mask's crop) and the negative on the same masks. Each half is then
     sampled on its own crop, and the regions, cropped alike, give each half its own subject only:
     each half is what that subject alone gives it (to float rounding: the copies run on other row sets)."""
     import nodes
 
-    first = patching.new_p3s_model(base, ENCODER)
-    second = patching.new_p3s_model(base, ENCODER)
-    randomise_injection(first, seed=1)
-    randomise_injection(second, seed=2)
+    (first, second), (pos_a, pos_b, negative) = two_subjects
     left, right = left_half(), 1.0 - left_half()
-    pos_a, negative = conditioning(32, seed=3)
-    pos_b, _ = conditioning(32, seed=4)
     set_mask, combine = nodes.ConditioningSetMask(), nodes.ConditioningCombine()
 
     def per_half(a, b):
