@@ -64,7 +64,8 @@ COND, UNCOND = 0, 1  # ComfyUI's cond_or_uncond values
 FEATHER = 3  # latent (= image) pixels in the toy world
 ARMS = ("no_regions", "regions", "regions_feathered")
 # Beside them (our addition): one prompt per half through mask conditioning or area conditioning,
-# with and without regions, and the area prompts beside one whole-image prompt naming both.
+# with and without regions, the area prompts against a whole-image negative, and the area prompts
+# beside one whole-image prompt naming both.
 EXTRA_ARMS = (
     "mask_prompts_regions",
     "mask_prompts_no_regions",
@@ -99,7 +100,7 @@ def half_masks() -> tuple[torch.Tensor, torch.Tensor]:
 
 @dataclass(frozen=True)
 class RegionalPrompt:
-    """One positive conditioning of the wide image, as ComfyUI's nodes make it: ``text``, and where it
+    """One conditioning (a prompt or a negative) of the wide image, as ComfyUI's nodes make it: ``text``, and where it
     counts: a ``mask`` ``[8, width]`` (*Conditioning (Set Mask)*: run on the whole latent, its
     prediction weighted by the mask) or an ``area`` ``(y, x, h, w)`` in latent pixels (*Conditioning
     (Set Area)*, or *Set Mask* with ``set_cond_area`` "mask bounds": run on that crop only, its inner
