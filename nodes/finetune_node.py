@@ -230,8 +230,8 @@ class P3SFineTune(io.ComfyNode):
                     optional=True,
                     tooltip="Weight of the denoising loss outside the subject mask (our addition): below 1, what is "
                     "left of look-alikes and backgrounds is learned less than the subject; 1 = the paper's loss. 0.5 "
-                    "by default: it raised identity from look-alike references on every pair measured and cost "
-                    "nothing on average on clean ones (docs/toy_world.md).",
+                    "by default: it raised identity from look-alike references on average and on the worst pair "
+                    "measured, and cost nothing on average on clean ones (docs/toy_world.md).",
                 ),
                 io.Int.Input(
                     "keep_checkpoints",
